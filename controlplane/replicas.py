@@ -1,0 +1,49 @@
+"""The port between the gateway and the control plane: where a model's ready replicas are.
+
+The gateway asks `replicas(model)` on every request (no I/O: an in-memory view kept fresh by
+whoever implements it) and `ensure(model)` when a model has none, to hold the request while the
+control plane loads it. In `tritonfleet up` the reconciler implements it in-process; a gateway
+running apart from the control plane implements it over the control API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One ready copy of a model on one server."""
+
+    model: str
+    server_id: str
+    http_url: str  # "http://127.0.0.1:8000"
+    grpc_url: str  # "127.0.0.1:8001"
+    metrics_url: str | None = None
+    admin_header: str = "admin-key"
+    admin_key: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelRouting:
+    """What the gateway must know about a model beyond where it runs."""
+
+    name: str
+    sequence: bool = False  # sequence-batched models are never retried on another replica
+    max_queue: int | None = None  # admission limit of requests in flight through the gateway
+
+
+class ReplicaDirectory(Protocol):
+    def replicas(self, model: str) -> Sequence[Replica]:
+        """Ready replicas of `model` right now; empty when cold or unknown. Never does I/O."""
+        ...
+
+    def routing(self, model: str) -> ModelRouting | None:
+        """Routing facts for a registered model; None when no such model is registered."""
+        ...
+
+    async def ensure(self, model: str, timeout_s: float) -> Sequence[Replica]:
+        """Make `model` warm somewhere; return its replicas, or empty after `timeout_s`."""
+        ...
