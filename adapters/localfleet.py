@@ -9,6 +9,7 @@ same ports, so the control plane sees the same server come back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -259,8 +260,5 @@ class LocalFleet:
     def _terminate(p: _Proc, sig: signal.Signals) -> None:
         if p.popen is None or p.popen.poll() is not None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(p.popen.pid, sig)
-        except ProcessLookupError:
-            pass
-

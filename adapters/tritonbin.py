@@ -11,6 +11,7 @@ says what to install or change.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -85,13 +86,17 @@ class ServerArgs:
             f"--metrics-port={self.metrics_port}",
             "--metrics-config=summary_latencies=true",
             "--log-verbose=0",
+            "--exit-timeout-secs=5",
         ]
         if install.backend_dir is not None:
             argv.append(f"--backend-directory={install.backend_dir}")
         if self.admin_key:
             apis = ",".join(self.restricted_apis)
             kv = f"{self.admin_header}={self.admin_key}"
-            argv += [f"--http-restricted-api={apis}:{kv}", f"--grpc-restricted-protocol={apis}:{kv}"]
+            argv += [
+                f"--http-restricted-api={apis}:{kv}",
+                f"--grpc-restricted-protocol={apis}:{kv}",
+            ]
         argv += list(self.extra)
         return argv
 
@@ -119,10 +124,9 @@ def _prepare_pytriton(root: Path, cache_dir: Path) -> TritonInstall:
         staging = Path(tempfile.mkdtemp(prefix=".tritonserver-", dir=cache_dir))
         shutil.copytree(root, staging / "t", symlinks=True)
         shutil.copy2(stub_src, staging / "t" / "backends" / "python" / "triton_python_backend_stub")
-        try:
+        # If another process prepared it first, theirs is as good as ours.
+        with contextlib.suppress(OSError):
             (staging / "t").rename(target)
-        except OSError:
-            pass  # another process prepared it first; theirs is as good as ours
         shutil.rmtree(staging, ignore_errors=True)
     return TritonInstall(
         binary=target / "bin" / "tritonserver",
@@ -137,7 +141,9 @@ def locate(explicit: str | None, cache_dir: Path) -> TritonInstall:
     if explicit:
         path = Path(explicit)
         if not path.is_file() or not os.access(path, os.X_OK):
-            raise FleetError(f"--tritonserver {explicit}: no executable file there; {_INSTALL_HINT}")
+            raise FleetError(
+                f"--tritonserver {explicit}: no executable file there; {_INSTALL_HINT}"
+            )
         return TritonInstall(binary=path, backend_dir=None, source="explicit")
     on_path = shutil.which("tritonserver")
     if on_path:

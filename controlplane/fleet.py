@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 
-class ServerHealth(str, Enum):
+class ServerHealth(StrEnum):
     STARTING = "STARTING"
     LIVE = "LIVE"
     DOWN = "DOWN"

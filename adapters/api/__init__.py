@@ -1,0 +1,1 @@
+"""Inbound front doors of the control plane (the REST control API)."""

@@ -1,0 +1,97 @@
+"""Mapping tritonfleet errors to HTTP answers, in one place.
+
+Every client mistake becomes a 4xx whose JSON body names the field and what to change; the
+offending input is never echoed back (a 5 MB name must not come back as a 5 MB error).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from controlplane.errors import (
+    Conflict,
+    InvalidSpec,
+    ModelLoadFailed,
+    NotFound,
+    NotSupported,
+    ServerUnavailable,
+    TritonfleetError,
+    Unauthorized,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS_CODE_MAPPING: dict[type[Exception], int] = {
+    InvalidSpec: 422,
+    NotFound: 404,
+    Conflict: 409,
+    Unauthorized: 401,
+    NotSupported: 501,
+    ModelLoadFailed: 502,
+    ServerUnavailable: 503,
+}
+
+
+def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts) or "body"
+
+
+def validation_details(exc: ValidationError | RequestValidationError) -> list[dict[str, str]]:
+    out = []
+    for err in exc.errors():
+        msg = str(err.get("msg", "invalid"))
+        msg = msg.removeprefix("Value error, ")
+        out.append({"field": _loc(err.get("loc", ())), "message": msg[:500]})
+    return out
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(InvalidSpec)
+    async def _invalid(_: Request, exc: InvalidSpec) -> JSONResponse:
+        return JSONResponse(
+            status_code=422,
+            content={
+                "error": f"invalid {exc.subject}",
+                "detail": [{"field": p.field, "message": p.message} for p in exc.problems],
+            },
+        )
+
+    @app.exception_handler(ValidationError)
+    async def _pydantic(_: Request, exc: ValidationError) -> JSONResponse:
+        return JSONResponse(
+            status_code=422,
+            content={"error": "invalid model spec", "detail": validation_details(exc)},
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            status_code=422,
+            content={"error": "invalid request", "detail": validation_details(exc)},
+        )
+
+    @app.exception_handler(TritonfleetError)
+    async def _ours(_: Request, exc: TritonfleetError) -> JSONResponse:
+        status = next(
+            (code for cls, code in STATUS_CODE_MAPPING.items() if isinstance(exc, cls)), 500
+        )
+        if status >= 500:
+            log.warning("%s: %s", type(exc).__name__, exc)
+        headers = {"Retry-After": "1"} if status == 503 else None
+        return JSONResponse(status_code=status, content={"error": str(exc)}, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            status_code=exc.status_code,
+            content={"error": str(exc.detail)},
+            headers=getattr(exc, "headers", None),
+        )

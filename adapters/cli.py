@@ -1,0 +1,398 @@
+"""The `tritonfleet` command line: `up`, `models …`, `config render`, `fleet status`, `loadgen`.
+
+`up` runs everything in this process; the other commands talk to a running control API
+(`--api`, default $TRITONFLEET_API_URL or http://127.0.0.1:8080). User mistakes print one clear
+line on stderr and exit 2; unreachable services exit 1; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from adapters import specfile
+from controlplane.errors import FleetError, InvalidSpec, TritonfleetError
+from controlplane.settings import FleetKind, Settings
+
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 1
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --- helpers ------------------------------------------------------------------------------
+def _api(args: argparse.Namespace) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    return httpx.Client(base_url=args.api, headers=headers, timeout=httpx.Timeout(60.0))
+
+
+def _call(args: argparse.Namespace, method: str, path: str, **kw: Any) -> httpx.Response:
+    try:
+        with _api(args) as client:
+            r = client.request(method, path, **kw)
+    except httpx.HTTPError as exc:
+        raise CliError(
+            f"cannot reach the control API at {args.api} ({exc}); start it with "
+            "`tritonfleet up` or pass --api URL",
+            EXIT_UNAVAILABLE,
+        ) from exc
+    if r.status_code >= 400:
+        raise CliError(_error_text(r), EXIT_USAGE if r.status_code < 500 else EXIT_UNAVAILABLE)
+    return r
+
+
+def _error_text(r: httpx.Response) -> str:
+    try:
+        body = r.json()
+    except ValueError:
+        return f"HTTP {r.status_code}: {r.text[:500]}"
+    lines = [f"HTTP {r.status_code}: {body.get('error', '')}"]
+    for d in body.get("detail", []) or []:
+        lines.append(f"  {d.get('field')}: {d.get('message')}")
+    return "\n".join(lines)
+
+
+def _spec(path: str) -> dict[str, Any]:
+    return specfile.load(Path(path))
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join(fmt.format(*r) for r in [header, *rows])
+
+
+def _gib(n: int | None) -> str:
+    return (
+        "-" if n is None else f"{n / 1024**3:.2f} GiB" if n >= 1024**3 else f"{n / 1024**2:.0f} MiB"
+    )
+
+
+# --- commands -----------------------------------------------------------------------------
+def cmd_models_register(args: argparse.Namespace) -> int:
+    r = _call(args, "POST", "/v1/models", json=_spec(args.file))
+    body = r.json()
+    print(f"registered {body['name']} (generation {body['generation']})")
+    return 0
+
+
+def cmd_models_update(args: argparse.Namespace) -> int:
+    spec = _spec(args.file)
+    r = _call(args, "PUT", f"/v1/models/{spec.get('name', '')}", json=spec)
+    body = r.json()
+    print(f"updated {body['name']} (generation {body['generation']})")
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    models = _call(args, "GET", "/v1/models").json()["models"]
+    if args.json:
+        print(json.dumps(models, indent=2))
+        return 0
+    rows = [
+        [
+            m["name"],
+            m["spec"]["backend"],
+            str(m["generation"]),
+            str(m["spec"]["policy"]["min_replicas"]),
+            str(m["spec"]["policy"]["max_replicas"]),
+        ]
+        for m in models
+    ]
+    print(
+        _table(rows, ["NAME", "BACKEND", "GEN", "MIN", "MAX"]) if rows else "no models registered"
+    )
+    return 0
+
+
+def cmd_models_show(args: argparse.Namespace) -> int:
+    model = _call(args, "GET", f"/v1/models/{args.name}").json()
+    status = _call(args, "GET", f"/v1/models/{args.name}/status").json()
+    print(json.dumps({"model": model, "status": status}, indent=2))
+    return 0
+
+
+def cmd_models_rm(args: argparse.Namespace) -> int:
+    _call(args, "DELETE", f"/v1/models/{args.name}")
+    print(f"removed {args.name}")
+    return 0
+
+
+def cmd_models_ensure(args: argparse.Namespace) -> int:
+    try:
+        r = _call(
+            args, "POST", f"/v1/models/{args.name}/ensure", params={"timeout_s": args.timeout}
+        )
+    except CliError as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.code
+    print(json.dumps(r.json(), indent=2))
+    return 0
+
+
+def cmd_config_render(args: argparse.Namespace) -> int:
+    spec = _spec(args.file)
+    if args.offline:
+        from adapters.tritonschema import ProtobufSchema
+        from controlplane.artifacts import ArtifactPolicy
+        from controlplane.configgen import Renderer
+        from controlplane.registry import Registry
+        from controlplane.spec import ModelSpec
+        from controlplane.store import MemoryStore
+
+        registry = Registry(MemoryStore(), Renderer(ProtobufSchema()), ArtifactPolicy(None), float)
+        print(registry.render(ModelSpec.model_validate(spec)).pbtxt, end="")
+        return 0
+    print(_call(args, "POST", "/v1/config/render", json=spec).text, end="")
+    return 0
+
+
+def cmd_fleet_status(args: argparse.Namespace) -> int:
+    fleet = _call(args, "GET", "/v1/fleet").json()
+    if args.json:
+        print(json.dumps(fleet, indent=2))
+        return 0
+    rows = [
+        [
+            s["id"],
+            s["health"],
+            s["http_url"],
+            _gib(s["used_bytes"]),
+            _gib(s["capacity_bytes"]),
+            ", ".join(f"{m['name']}({m['state'].lower()})" for m in s["models"]) or "-",
+        ]
+        for s in fleet["servers"]
+    ]
+    print(f"fleet driver: {fleet['driver']}")
+    print(_table(rows, ["SERVER", "HEALTH", "URL", "USED", "CAPACITY", "MODELS"]))
+    for model, why in sorted(fleet.get("unplaced", {}).items()):
+        print(f"unplaced {model}: {why}")
+    return 0
+
+
+def cmd_loadgen(args: argparse.Namespace) -> int:
+    try:
+        from loadgen.cli import main as loadgen_main
+    except ImportError as exc:
+        raise CliError(f"loadgen is not available in this install ({exc})") from exc
+    return int(loadgen_main(list(args.rest)))
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for key in (
+        "data_dir",
+        "api_host",
+        "api_port",
+        "api_token",
+        "servers",
+        "base_port",
+        "admin_key",
+        "tritonserver",
+        "model_root",
+        "gateway_http_port",
+        "gateway_grpc_port",
+    ):
+        value = getattr(args, key, None)
+        if value is not None:
+            overrides[key] = value
+    if args.capacity_bytes is not None:
+        overrides["server_capacity_bytes"] = args.capacity_bytes
+    if args.fleet is not None:
+        overrides["fleet"] = args.fleet
+    if args.static_servers:
+        overrides["static_servers"] = [u for u in args.static_servers.split(",") if u.strip()]
+    if args.no_examples:
+        overrides["register_examples"] = False
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise CliError(f"--{field.replace('_', '-')}: {first['msg']}") from exc
+
+
+async def _up(settings: Settings, ready_file: str | None) -> int:
+    from adapters.runtime import Runtime, examples_dir
+    from controlplane.spec import ModelSpec
+
+    runtime = Runtime(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await runtime.start()
+        assert runtime.registry is not None and runtime.fleet is not None
+        if runtime.settings.register_examples:
+            existing = {r.name for r in await runtime.registry.list()}
+            for spec_path in sorted(examples_dir().glob("*/spec.yaml")):
+                spec = ModelSpec.model_validate(specfile.load(spec_path))
+                if spec.name not in existing:
+                    await runtime.registry.register(spec)
+        snap = runtime.fleet.snapshot()
+        print("tritonfleet is up")
+        print(f"  control API   {runtime.api_url}   (docs: {runtime.api_url}/docs)")
+        for s in snap.servers:
+            print(
+                f"  triton {s.id:<8} http {s.http_url}  grpc {s.grpc_url}  metrics {s.metrics_url}"
+            )
+        print(f"  data          {runtime.settings.data_dir.resolve()}")
+        print(
+            "  try: tritonfleet fleet status"
+            + ("" if runtime.api_url == "http://127.0.0.1:8080" else f" --api {runtime.api_url}")
+        )
+        print("press Ctrl-C to stop", flush=True)
+        if ready_file:
+            Path(ready_file).write_text(json.dumps({"api_url": runtime.api_url}))
+        await stop.wait()
+        print("stopping…", flush=True)
+    finally:
+        await runtime.stop()
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("httpx", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return asyncio.run(_up(settings, args.ready_file))
+
+
+# --- parser -------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tritonfleet", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def api_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--api",
+            default=os.environ.get("TRITONFLEET_API_URL", "http://127.0.0.1:8080"),
+            help="control API URL",
+        )
+        sp.add_argument(
+            "--token",
+            default=os.environ.get("TRITONFLEET_API_TOKEN"),
+            help="bearer token for mutating calls",
+        )
+
+    up = sub.add_parser("up", help="start a local fleet, the control API and the examples")
+    up.add_argument("--fleet", choices=[k.value for k in FleetKind], default=None)
+    up.add_argument("--servers", type=int, default=None, help="local fleet size (default 2)")
+    up.add_argument(
+        "--static-servers",
+        default=None,
+        metavar="URL,...",
+        help="with --fleet static: Triton HTTP URLs to manage",
+    )
+    up.add_argument("--tritonserver", default=None, metavar="PATH")
+    up.add_argument("--data-dir", type=Path, default=None)
+    up.add_argument("--api-host", default=None)
+    up.add_argument("--api-port", type=int, default=None)
+    up.add_argument("--api-token", default=None)
+    up.add_argument("--admin-key", default=None)
+    up.add_argument("--base-port", type=int, default=None)
+    up.add_argument("--capacity-bytes", type=int, default=None)
+    up.add_argument("--model-root", type=Path, default=None)
+    up.add_argument("--gateway-http-port", type=int, default=None)
+    up.add_argument("--gateway-grpc-port", type=int, default=None)
+    up.add_argument("--no-examples", action="store_true")
+    up.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
+    up.add_argument("-v", "--verbose", action="store_true")
+    up.set_defaults(func=cmd_up)
+
+    models = sub.add_parser("models", help="register and inspect models").add_subparsers(
+        dest="models_command", required=True
+    )
+    for name, fn, arg in (
+        ("register", cmd_models_register, "file"),
+        ("update", cmd_models_update, "file"),
+        ("show", cmd_models_show, "name"),
+        ("rm", cmd_models_rm, "name"),
+        ("ensure", cmd_models_ensure, "name"),
+        ("list", cmd_models_list, None),
+    ):
+        sp = models.add_parser(name)
+        if arg:
+            sp.add_argument(arg)
+        if name == "list":
+            sp.add_argument("--json", action="store_true")
+        if name == "ensure":
+            sp.add_argument("--timeout", type=float, default=30.0)
+        api_opts(sp)
+        sp.set_defaults(func=fn)
+
+    config = sub.add_parser("config", help="render configs").add_subparsers(
+        dest="config_command", required=True
+    )
+    render = config.add_parser("render", help="print the config.pbtxt a spec renders to")
+    render.add_argument("file")
+    render.add_argument("--offline", action="store_true", help="render here, without the API")
+    api_opts(render)
+    render.set_defaults(func=cmd_config_render)
+
+    fleet = sub.add_parser("fleet", help="fleet status").add_subparsers(
+        dest="fleet_command", required=True
+    )
+    status = fleet.add_parser("status")
+    status.add_argument("--json", action="store_true")
+    api_opts(status)
+    status.set_defaults(func=cmd_fleet_status)
+
+    lg = sub.add_parser(
+        "loadgen", help="load generator and SLO gate (see `loadgen --help`)", add_help=False
+    )
+    lg.add_argument("rest", nargs=argparse.REMAINDER)
+    lg.set_defaults(func=cmd_loadgen)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        print(f"tritonfleet: {exc}", file=sys.stderr)
+        return exc.code
+    except InvalidSpec as exc:
+        print(f"tritonfleet: {exc.subject} is invalid:", file=sys.stderr)
+        for p in exc.problems:
+            print(f"  {p.field}: {p.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValidationError as exc:
+        print("tritonfleet: invalid model spec:", file=sys.stderr)
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err["loc"]) or "spec"
+            print(f"  {loc}: {str(err['msg']).removeprefix('Value error, ')}", file=sys.stderr)
+        return EXIT_USAGE
+    except FleetError as exc:
+        print(f"tritonfleet: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except TritonfleetError as exc:
+        print(f"tritonfleet: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

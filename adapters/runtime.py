@@ -1,0 +1,188 @@
+"""Assembling a running tritonfleet from `Settings`: fleet, store, registry, reconciler, API.
+
+This is the composition root: the one place that picks adapters for the core's ports.
+`Runtime.start()` brings everything up in order and `stop()` takes it down in reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import uvicorn
+
+from adapters.api.control import ApiContext, create_app
+from adapters.artifactfiles import LocalArtifactFiles
+from adapters.localfleet import LocalFleet, LocalFleetConfig
+from adapters.nvml import inventory
+from adapters.procmem import ProcessTreeMeter
+from adapters.sqlitestore import SqliteStore
+from adapters.staticfleet import StaticFleet, parse_servers
+from adapters.tritonbin import check_python_stub, locate
+from adapters.tritoncontrol import GrpcTritonControl
+from adapters.tritonschema import ProtobufSchema
+from controlplane.artifacts import ArtifactPolicy
+from controlplane.configgen import Renderer
+from controlplane.errors import FleetError
+from controlplane.fleet import FleetDriver
+from controlplane.reconciler import Reconciler, ReconcilerConfig
+from controlplane.registry import Registry
+from controlplane.settings import FleetKind, Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_fleet(settings: Settings) -> FleetDriver:
+    if settings.fleet is FleetKind.STATIC:
+        return StaticFleet(
+            parse_servers(settings.static_servers, settings.admin_key),
+            settings.server_capacity_bytes,
+        )
+    if settings.fleet is FleetKind.KUBERNETES:
+        raise FleetError(
+            "--fleet kubernetes runs inside a cluster (see docs/kubernetes.md); "
+            "locally use --fleet local or --fleet static"
+        )
+    gpus = inventory()
+    servers, capacity = settings.servers, settings.server_capacity_bytes
+    per_env: dict[int, dict[str, str]] = {}
+    labels: dict[str, str] = {"device": "cpu"}
+    if gpus:
+        devices = [(m.uuid, m.memory_total_bytes) for g in gpus for m in g.mig_devices] or [
+            (g.uuid, g.memory_total_bytes) for g in gpus
+        ]
+        servers = len(devices)
+        capacity = int(min(mem for _, mem in devices) * 0.9)  # leave room for CUDA contexts
+        per_env = {i: {"CUDA_VISIBLE_DEVICES": uuid} for i, (uuid, _) in enumerate(devices)}
+        labels = {"device": "gpu", "gpu.product": gpus[0].name}
+        log.info("NVML: %d GPU device(s); one server each, %d bytes per server", servers, capacity)
+    else:
+        log.info(
+            "no NVML: CPU mode with %d server(s) of %d bytes each (--capacity-bytes)",
+            servers,
+            capacity,
+        )
+    check_python_stub()
+    install = locate(settings.tritonserver, settings.data_dir / "cache")
+    return LocalFleet(
+        LocalFleetConfig(
+            servers=servers,
+            run_dir=settings.data_dir / "servers",
+            capacity_bytes=capacity,
+            admin_key=settings.admin_key,
+            base_port=settings.base_port,
+            per_server_env=per_env,
+            labels=labels,
+        ),
+        install,
+    )
+
+
+class EmbeddedServer(uvicorn.Server):
+    """uvicorn inside our own event loop: signals are ours to handle, not uvicorn's."""
+
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def install_signal_handlers(self) -> None:
+        return None
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    fleet: FleetDriver | None = None
+    store: SqliteStore | None = None
+    control: GrpcTritonControl | None = None
+    registry: Registry | None = None
+    reconciler: Reconciler | None = None
+    api_server: uvicorn.Server | None = None
+    api_url: str = ""
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    async def start(self) -> Runtime:
+        s = self.settings
+        if s.fleet is FleetKind.LOCAL and s.admin_key is None:
+            s = self.settings = s.model_copy(update={"admin_key": secrets.token_urlsafe(24)})
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = await SqliteStore(s.db_path).open()
+        policy = ArtifactPolicy(
+            PurePosixPath(str(s.model_root.resolve())) if s.model_root else None
+        )
+        self.registry = Registry(self.store, Renderer(ProtobufSchema()), policy, time.time)
+        self.fleet = build_fleet(s)
+        await self.fleet.start()
+        self.control = GrpcTritonControl()
+        self.reconciler = Reconciler(
+            self.fleet,
+            self.control,
+            self.store,
+            LocalArtifactFiles(policy),
+            clock=time.time,
+            rng=random.Random(),
+            config=ReconcilerConfig(
+                interval_s=s.reconcile_interval_s,
+                max_concurrent_loads=s.max_concurrent_loads,
+                max_loads_per_server=s.max_loads_per_server,
+            ),
+            meter=ProcessTreeMeter() if isinstance(self.fleet, LocalFleet) else None,
+        )
+        reconciler = self.reconciler
+
+        async def _changed(_: str) -> None:
+            reconciler.wake()
+
+        self.registry.subscribe(_changed)
+        self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconciler"))
+        app = create_app(
+            ApiContext(
+                registry=self.registry,
+                fleet=self.reconciler,
+                api_token=s.api_token,
+                max_body_bytes=s.max_body_bytes,
+                ensure_timeout_s=s.ensure_timeout_s,
+            )
+        )
+        config = uvicorn.Config(
+            app, host=s.api_host, port=s.api_port, log_level="warning", lifespan="off"
+        )
+        self.api_server = EmbeddedServer(config)
+        self._tasks.append(asyncio.create_task(self.api_server.serve(), name="control-api"))
+        while not self.api_server.started:
+            if self._tasks[-1].done():
+                self._tasks[-1].result()  # surfaces the bind error
+                raise FleetError(
+                    f"control API could not listen on {s.api_host}:{s.api_port}; "
+                    "choose another --api-port"
+                )
+            await asyncio.sleep(0.02)
+        port = self.api_server.servers[0].sockets[0].getsockname()[1]
+        self.api_url = f"http://{s.api_host}:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self.api_server is not None:
+            self.api_server.should_exit = True
+        for task in self._tasks:
+            if task.get_name() == "reconciler":
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.reconciler is not None:
+            await self.reconciler.close()
+        if self.control is not None:
+            await self.control.close()
+        if self.fleet is not None:
+            await self.fleet.stop()
+        if self.store is not None:
+            await self.store.close()
+
+
+def examples_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "model_repo_templates" / "examples"

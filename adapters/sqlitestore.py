@@ -1,0 +1,186 @@
+"""SQLite `ModelStore`: WAL journal, `synchronous=FULL`, so an acknowledged registration
+survives a SIGKILL of the process (and a power cut, as far as the disk keeps its promises).
+
+sqlite3 is synchronous; each call runs on a single worker thread that owns the connection, so
+the event loop never blocks on disk and no connection is shared across threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from controlplane.errors import Conflict, NotFound
+from controlplane.spec import ModelSpec
+from controlplane.store import Footprint, ModelRecord
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS models (
+    name TEXT PRIMARY KEY,
+    generation INTEGER NOT NULL,
+    spec_json TEXT NOT NULL,
+    config_pbtxt TEXT NOT NULL,
+    config_json TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS footprints (
+    model TEXT PRIMARY KEY,
+    memory_bytes INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    measured_at REAL NOT NULL
+);
+"""
+
+
+def _row(row: tuple[Any, ...]) -> ModelRecord:
+    name, generation, spec_json, pbtxt, cfg_json, created, updated = row
+    return ModelRecord(
+        name=name,
+        generation=generation,
+        spec=ModelSpec.model_validate(json.loads(spec_json)),
+        config_pbtxt=pbtxt,
+        config_json=cfg_json,
+        created_at=created,
+        updated_at=updated,
+    )
+
+
+class SqliteStore:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    async def open(self) -> SqliteStore:
+        await self._run(self._open)
+        return self
+
+    def _open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self._path), isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.executescript(_SCHEMA)
+        self._conn = conn
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("SqliteStore used before open()")
+        return self._conn
+
+    async def get(self, name: str) -> ModelRecord:
+        def q() -> ModelRecord:
+            row = self._db.execute("SELECT * FROM models WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFound("model", name)
+            return _row(row)
+
+        return await self._run(q)
+
+    async def list(self) -> list[ModelRecord]:
+        return await self._run(
+            lambda: [_row(r) for r in self._db.execute("SELECT * FROM models ORDER BY name")]
+        )
+
+    async def create(self, record: ModelRecord) -> ModelRecord:
+        def q() -> ModelRecord:
+            try:
+                self._db.execute(
+                    "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record.name,
+                        record.generation,
+                        record.spec.model_dump_json(),
+                        record.config_pbtxt,
+                        record.config_json,
+                        record.created_at,
+                        record.updated_at,
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(
+                    f"model {record.name!r} is already registered; use PUT to change it"
+                ) from exc
+            return record
+
+        return await self._run(q)
+
+    async def update(self, record: ModelRecord, expected_generation: int) -> ModelRecord:
+        def q() -> ModelRecord:
+            cur = self._db.execute(
+                "UPDATE models SET generation = ?, spec_json = ?, config_pbtxt = ?, "
+                "config_json = ?, updated_at = ? WHERE name = ? AND generation = ?",
+                (
+                    record.generation,
+                    record.spec.model_dump_json(),
+                    record.config_pbtxt,
+                    record.config_json,
+                    record.updated_at,
+                    record.name,
+                    expected_generation,
+                ),
+            )
+            if cur.rowcount == 0:
+                row = self._db.execute(
+                    "SELECT generation FROM models WHERE name = ?", (record.name,)
+                ).fetchone()
+                if row is None:
+                    raise NotFound("model", record.name)
+                raise Conflict(
+                    f"model {record.name!r} changed meanwhile (generation {row[0]}); retry"
+                )
+            row = self._db.execute("SELECT * FROM models WHERE name = ?", (record.name,)).fetchone()
+            return _row(row)
+
+        return await self._run(q)
+
+    async def delete(self, name: str) -> ModelRecord:
+        def q() -> ModelRecord:
+            row = self._db.execute("SELECT * FROM models WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFound("model", name)
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.execute("DELETE FROM models WHERE name = ?", (name,))
+                self._db.execute("DELETE FROM footprints WHERE model = ?", (name,))
+            return _row(row)
+
+        return await self._run(q)
+
+    async def put_footprint(self, footprint: Footprint) -> None:
+        await self._run(
+            lambda: self._db.execute(
+                "INSERT OR REPLACE INTO footprints VALUES (?, ?, ?, ?)",
+                (footprint.model, footprint.memory_bytes, footprint.source, footprint.measured_at),
+            )
+        )
+
+    async def footprints(self) -> dict[str, Footprint]:
+        return await self._run(
+            lambda: {
+                r[0]: Footprint(model=r[0], memory_bytes=r[1], source=r[2], measured_at=r[3])
+                for r in self._db.execute("SELECT * FROM footprints")
+            }
+        )
+
+    async def close(self) -> None:
+        def q() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await self._run(q)
+        self._pool.shutdown(wait=True)

@@ -1,0 +1,304 @@
+"""Placement: which models go on which servers, as a pure function of a snapshot.
+
+`plan(snapshot)` keeps what is already placed (a warm model is never moved to gain a few
+bytes), drops replicas on servers that are gone, and places what is missing best-fit
+decreasing: larger and higher-priority replicas first, each onto the live server with the least
+room left after it, never two replicas of one model on one server, never past a server's
+capacity. When nothing fits it evicts idle replicas (above their model's warm floor and its
+current target) least-recently-used first, and only when that makes room. Every decision that
+leaves something unplaced says why.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+@dataclass(frozen=True)
+class ServerView:
+    id: str
+    capacity_bytes: int
+    live: bool = True
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelView:
+    name: str
+    memory_bytes: int
+    min_replicas: int = 0
+    max_replicas: int = 1
+    wanted: int = 0  # replicas demand asks for now (autoscaler / ensure); floor applies anyway
+    priority: int = 0
+    last_used: float = 0.0  # seconds since the epoch; 0 = never
+    blocked: bool = False  # failed recently: place no new replica (backoff)
+    server_labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def target(self) -> int:
+        if self.blocked:
+            return 0
+        return min(self.max_replicas, max(self.min_replicas, self.wanted))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    servers: tuple[ServerView, ...]
+    models: tuple[ModelView, ...]
+    placement: Mapping[str, tuple[str, ...]]  # model -> servers holding (or loading) it
+    now: float = 0.0
+
+
+class ActionKind(StrEnum):
+    LOAD = "load"
+    UNLOAD = "unload"
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    model: str
+    server: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.kind.value} {self.model} on {self.server}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    placement: Mapping[str, tuple[str, ...]]
+    actions: tuple[Action, ...]
+    unplaced: Mapping[str, str]  # model -> why (some of) its replicas could not be placed
+    used_bytes: Mapping[str, int]
+
+    @property
+    def empty(self) -> bool:
+        return not self.actions
+
+    def describe(self) -> str:
+        lines = [str(a) for a in self.actions]
+        lines += [f"unplaced {m}: {why}" for m, why in sorted(self.unplaced.items())]
+        return "\n".join(lines) or "nothing to do"
+
+
+class _Free:
+    """Live servers ordered by free bytes, for O(log n) best-fit lookups."""
+
+    def __init__(self, free: dict[str, int]) -> None:
+        self.free = free
+        self._order = sorted((b, s) for s, b in free.items())
+
+    def take(self, server: str, amount: int) -> None:
+        self._move(server, self.free[server] - amount)
+
+    def give(self, server: str, amount: int) -> None:
+        self._move(server, self.free[server] + amount)
+
+    def _move(self, server: str, new: int) -> None:
+        old = self.free[server]
+        i = bisect.bisect_left(self._order, (old, server))
+        del self._order[i]
+        bisect.insort(self._order, (new, server))
+        self.free[server] = new
+
+    def best_fit(self, need: int, exclude: set[str], ok: ServerFilter) -> str | None:
+        i = bisect.bisect_left(self._order, (need, ""))
+        for _, server in self._order[i:]:
+            if server not in exclude and ok(server):
+                return server
+        return None
+
+    def largest(self) -> int:
+        return self._order[-1][0] if self._order else 0
+
+
+class ServerFilter:
+    def __init__(self, servers: Mapping[str, ServerView], labels: Mapping[str, str]) -> None:
+        self._servers = servers
+        self._labels = labels
+
+    def __call__(self, server: str) -> bool:
+        if not self._labels:
+            return True
+        have = self._servers[server].labels
+        return all(have.get(k) == v for k, v in self._labels.items())
+
+
+def plan(snap: Snapshot) -> Plan:
+    servers = {s.id: s for s in snap.servers}
+    live = {s.id for s in snap.servers if s.live}
+    models = {m.name: m for m in snap.models}
+    actions: list[Action] = []
+    unplaced: dict[str, str] = {}
+
+    # 1. Keep what stands: drop replicas of unknown models, on gone servers, or above max.
+    kept: dict[str, list[str]] = {}
+    for name, holders in snap.placement.items():
+        model = models.get(name)
+        for server in holders:
+            if model is None:
+                if server in live:
+                    actions.append(
+                        Action(ActionKind.UNLOAD, name, server, "model is not registered")
+                    )
+                continue
+            if server not in live:
+                continue  # the server is gone; its replica is re-placed below
+            replicas = kept.setdefault(name, [])
+            if server in replicas:
+                continue
+            if len(replicas) >= model.max_replicas:
+                actions.append(
+                    Action(
+                        ActionKind.UNLOAD, name, server, f"above max_replicas={model.max_replicas}"
+                    )
+                )
+                continue
+            replicas.append(server)
+
+    used = dict.fromkeys(live, 0)
+    on_server: dict[str, list[str]] = {s: [] for s in live}
+    for name, replicas in kept.items():
+        mem = models[name].memory_bytes
+        for server in replicas:
+            used[server] += mem
+            on_server[server].append(name)
+
+    free = _Free({s: servers[s].capacity_bytes - used[s] for s in live})
+
+    def evictable(victim: str, for_model: ModelView) -> bool:
+        v = models[victim]
+        count = len(kept[victim])
+        if count <= v.min_replicas:
+            return False  # the warm floor is never evicted
+        if count > v.target:
+            return True  # idle surplus: kept warm only while nobody needs the room
+        return v.priority < for_model.priority
+
+    def evict(server: str, victim: str, reason: str) -> None:
+        kept[victim].remove(server)
+        on_server[server].remove(victim)
+        free.give(server, models[victim].memory_bytes)
+        used[server] -= models[victim].memory_bytes
+        actions.append(Action(ActionKind.UNLOAD, victim, server, reason))
+
+    # 2. A server over capacity (a footprint grew once measured) sheds idle replicas.
+    for server in sorted(live):
+        if free.free[server] >= 0:
+            continue
+        victims = sorted(
+            (n for n in on_server[server] if len(kept[n]) > models[n].min_replicas),
+            key=lambda n: (models[n].priority, models[n].last_used),
+        )
+        for victim in victims:
+            if free.free[server] >= 0:
+                break
+            evict(server, victim, "server over capacity after footprints were measured")
+
+    # 3. Place missing replicas, best-fit decreasing (priority, floor, size).
+    needs: list[tuple[ModelView, int, bool]] = []
+    for model in snap.models:
+        have = len(kept.get(model.name, ()))
+        for k in range(have, model.target):
+            needs.append((model, k, k < model.min_replicas))
+    needs.sort(key=lambda t: (-t[0].priority, not t[2], -t[0].memory_bytes, t[0].name, t[1]))
+
+    for model, _k, is_floor in needs:
+        replicas = kept.setdefault(model.name, [])
+        holders = set(replicas)
+        ok = ServerFilter(servers, model.server_labels)
+        server = free.best_fit(model.memory_bytes, holders, ok)
+        if server is None:
+            server = _make_room(model, live, holders, ok, free, on_server, models, evictable, evict)
+        if server is None:
+            unplaced[model.name] = _why(model, servers, live, holders, ok, free, is_floor)
+            continue
+        replicas.append(server)
+        on_server[server].append(model.name)
+        free.take(server, model.memory_bytes)
+        used[server] += model.memory_bytes
+        actions.append(
+            Action(
+                ActionKind.LOAD,
+                model.name,
+                server,
+                "warm floor" if is_floor else f"demand ({model.target} wanted)",
+            )
+        )
+
+    placement = {n: tuple(r) for n, r in kept.items() if r}
+    return Plan(placement=placement, actions=tuple(actions), unplaced=unplaced, used_bytes=used)
+
+
+def _make_room(
+    model: ModelView,
+    live: set[str],
+    holders: set[str],
+    ok: ServerFilter,
+    free: _Free,
+    on_server: dict[str, list[str]],
+    models: Mapping[str, ModelView],
+    evictable: Callable[[str, ModelView], bool],
+    evict: Callable[[str, str, str], None],
+) -> str | None:
+    """Pick the server where evicting LRU idle replicas frees room with the fewest bytes."""
+    best: tuple[int, str, list[str]] | None = None
+    for server in live:
+        if server in holders or not ok(server):
+            continue
+        candidates = sorted(
+            (n for n in on_server[server] if evictable(n, model)),
+            key=lambda n: (models[n].last_used, models[n].priority, n),
+        )
+        room = free.free[server]
+        chosen: list[str] = []
+        for victim in candidates:
+            if room >= model.memory_bytes:
+                break
+            chosen.append(victim)
+            room += models[victim].memory_bytes
+        if room >= model.memory_bytes and chosen:
+            evicted_bytes = sum(models[v].memory_bytes for v in chosen)
+            if best is None or (evicted_bytes, server) < (best[0], best[1]):
+                best = (evicted_bytes, server, chosen)
+    if best is None:
+        return None
+    _, server, chosen = best
+    for victim in chosen:
+        evict(server, victim, f"evicted (least recently used) to make room for {model.name}")
+    return server
+
+
+def _why(
+    model: ModelView,
+    servers: Mapping[str, ServerView],
+    live: set[str],
+    holders: set[str],
+    ok: ServerFilter,
+    free: _Free,
+    is_floor: bool,
+) -> str:
+    what = "warm-floor replica" if is_floor else "replica"
+    if not live:
+        return f"no live server for a {what}"
+    eligible = [s for s in live if ok(s)]
+    if not eligible:
+        return f"no live server has labels {dict(model.server_labels)}"
+    others = [s for s in eligible if s not in holders]
+    if not others:
+        return (
+            f"{len(holders)} replica(s) already use every eligible server; one replica per "
+            "server (anti-affinity)"
+        )
+    biggest = max(servers[s].capacity_bytes for s in others)
+    if model.memory_bytes > biggest:
+        return f"needs {model.memory_bytes} bytes; the largest eligible server has {biggest}"
+    room = max(free.free[s] for s in others)
+    return (
+        f"needs {model.memory_bytes} bytes; the most free on an eligible server is {room} and "
+        "nothing there may be evicted (warm floors and busier or higher-priority models stay)"
+    )

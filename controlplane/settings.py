@@ -1,0 +1,76 @@
+"""tritonfleet's configuration: one typed tree, read once at the entry point.
+
+Values come from (highest first) CLI flags, `TRITONFLEET_*` environment variables, then the
+defaults below, which run a local fleet of real Triton processes with SQLite and direct
+metrics scraping. Nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class FleetKind(StrEnum):
+    LOCAL = "local"
+    STATIC = "static"
+    KUBERNETES = "kubernetes"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRITONFLEET_", extra="forbid")
+
+    data_dir: Path = Field(
+        default=Path(".tritonfleet"),
+        description="Where the SQLite store, server logs and the prepared Triton binary live",
+    )
+    api_host: str = Field(default="127.0.0.1", description="Control API bind address")
+    api_port: int = Field(default=8080, ge=0, le=65535, description="Control API port (0 = any)")
+    api_token: str | None = Field(
+        default=None, description="Bearer token required by mutating control-API calls"
+    )
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="Largest control-API request body accepted"
+    )
+
+    fleet: FleetKind = Field(default=FleetKind.LOCAL, description="Where Triton servers come from")
+    servers: int = Field(default=2, ge=1, le=64, description="Local fleet: number of servers")
+    base_port: int | None = Field(
+        default=None, description="Local fleet: first port (3 per server); default: free ports"
+    )
+    static_servers: list[str] = Field(
+        default_factory=list, description="Static fleet: Triton HTTP URLs (gRPC at port+1)"
+    )
+    server_capacity_bytes: int = Field(
+        default=4 * 1024**3,
+        ge=1,
+        description="Memory each server offers to models when NVML cannot tell (CPU mode)",
+    )
+    admin_key: str | None = Field(
+        default=None,
+        description="Restricted-API key for Triton's repository/config APIs; generated for a "
+        "local fleet when unset",
+    )
+    tritonserver: str | None = Field(default=None, description="Path to a tritonserver binary")
+    model_root: Path | None = Field(
+        default=None, description="Local directory that artifact paths must stay under"
+    )
+    register_examples: bool = Field(
+        default=True, description="`up`: register the example models shipped with tritonfleet"
+    )
+
+    reconcile_interval_s: float = Field(default=1.0, gt=0, description="Reconciler tick")
+    max_concurrent_loads: int = Field(default=4, ge=1, description="Loads in flight, fleet-wide")
+    max_loads_per_server: int = Field(default=1, ge=1, description="Loads in flight per server")
+    ensure_timeout_s: float = Field(default=30.0, gt=0, description="Default hold for ensure")
+
+    gateway_host: str = Field(default="127.0.0.1", description="Gateway bind address")
+    gateway_http_port: int = Field(default=8000, ge=0, le=65535, description="Gateway HTTP port")
+    gateway_grpc_port: int = Field(default=8001, ge=0, le=65535, description="Gateway gRPC port")
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "tritonfleet.db"

@@ -1,0 +1,492 @@
+"""`ModelSpec`: what a user registers, typed and validated at the boundary.
+
+A spec is the user's intent for one model: how Triton should run it (backend, batching,
+instances, accelerators, warmup) and how the fleet should keep it (warm floor, ceiling,
+priority, memory). Validation here names the spec field and what to change; rules that only
+make sense on the rendered Triton config live in `configrules`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Names become directory names, URL path segments and Prometheus label values: keep them boring.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+_NAME_RE = re.compile(NAME_PATTERN)
+_TENSOR_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/\[\]-]{0,127}$")
+MAX_INLINE_FILES_BYTES = 4 * 1024 * 1024
+
+
+def check_model_name(name: str) -> str:
+    """Raise ValueError with the reason when `name` cannot be a model name."""
+    if len(name) > 128:
+        raise ValueError(f"is {len(name)} characters long; use at most 128")
+    if not _NAME_RE.match(name) or ".." in name:
+        raise ValueError(
+            "must start with a letter or digit and contain only letters, digits, '_', '-' "
+            "and '.' (no '/', '..', '%' or spaces), at most 128 characters"
+        )
+    return name
+
+
+ModelName = Annotated[str, Field(description="Model name; " + NAME_PATTERN)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Backend(StrEnum):
+    ONNXRUNTIME = "onnxruntime"
+    TENSORRT = "tensorrt"
+    PYTORCH = "pytorch"
+    TENSORFLOW = "tensorflow"
+    OPENVINO = "openvino"
+    PYTHON = "python"
+    ENSEMBLE = "ensemble"
+
+
+class DataType(StrEnum):
+    BOOL = "TYPE_BOOL"
+    UINT8 = "TYPE_UINT8"
+    UINT16 = "TYPE_UINT16"
+    UINT32 = "TYPE_UINT32"
+    UINT64 = "TYPE_UINT64"
+    INT8 = "TYPE_INT8"
+    INT16 = "TYPE_INT16"
+    INT32 = "TYPE_INT32"
+    INT64 = "TYPE_INT64"
+    FP16 = "TYPE_FP16"
+    FP32 = "TYPE_FP32"
+    FP64 = "TYPE_FP64"
+    STRING = "TYPE_STRING"
+    BF16 = "TYPE_BF16"
+
+    @classmethod
+    def parse(cls, value: Any) -> Any:
+        """Accept Triton's TYPE_FP32, KServe's FP32 and BYTES (= TYPE_STRING)."""
+        if isinstance(value, str):
+            v = value.strip().upper()
+            if v in ("BYTES", "TYPE_BYTES"):
+                return cls.STRING
+            if not v.startswith("TYPE_"):
+                v = "TYPE_" + v
+            return v
+        return value
+
+    @property
+    def kserve(self) -> str:
+        return "BYTES" if self is DataType.STRING else self.value.removeprefix("TYPE_")
+
+
+class TensorSpec(_Strict):
+    name: str = Field(description="Tensor name as the model knows it")
+    datatype: DataType
+    dims: list[int] = Field(description="Shape without the batch dimension; -1 = variable")
+    reshape: list[int] | None = Field(default=None, description="Shape the backend sees")
+    optional: bool = Field(default=False, description="Inputs only: may be omitted")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _TENSOR_NAME_RE.match(v):
+            raise ValueError("must be 1-128 characters of letters, digits, '_', '.', ':', '/', '-'")
+        return v
+
+    @field_validator("datatype", mode="before")
+    @classmethod
+    def _dtype(cls, v: Any) -> Any:
+        return DataType.parse(v)
+
+    @field_validator("dims")
+    @classmethod
+    def _dims(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError(
+                "has rank 0; give at least one dimension (use [1] for a scalar per batch item)"
+            )
+        bad = [d for d in v if d == 0 or d < -1]
+        if bad:
+            raise ValueError(f"contains {bad}; each dimension must be positive or -1 (variable)")
+        return v
+
+    @field_validator("reshape")
+    @classmethod
+    def _reshape(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and any(d == 0 or d < -1 for d in v):
+            raise ValueError("each dimension must be positive or -1")
+        return v
+
+
+class VersionPolicy(_Strict):
+    kind: Literal["latest", "all", "specific"] = "latest"
+    num_versions: int = Field(default=1, ge=1)
+    versions: list[int] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _versions(self) -> VersionPolicy:
+        if self.kind == "specific" and not self.versions:
+            raise ValueError("kind 'specific' needs a non-empty 'versions' list")
+        if any(v < 1 for v in self.versions):
+            raise ValueError("versions must be positive integers")
+        return self
+
+
+class TimeoutAction(StrEnum):
+    REJECT = "REJECT"
+    DELAY = "DELAY"
+
+
+class QueuePolicy(_Strict):
+    timeout_action: TimeoutAction = TimeoutAction.REJECT
+    default_timeout_us: int = Field(default=0, ge=0)
+    allow_timeout_override: bool = False
+    max_queue_size: int = Field(default=0, ge=0, description="0 = unbounded")
+
+
+class DynamicBatching(_Strict):
+    preferred_batch_sizes: list[int] = Field(default_factory=list)
+    max_queue_delay_us: int = Field(default=0, ge=0)
+    preserve_ordering: bool = False
+    priority_levels: int = Field(default=0, ge=0)
+    default_priority_level: int = Field(default=0, ge=0)
+    default_queue_policy: QueuePolicy | None = None
+    priority_queue_policy: dict[int, QueuePolicy] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _priorities(self) -> DynamicBatching:
+        if any(s <= 0 for s in self.preferred_batch_sizes):
+            raise ValueError("preferred_batch_sizes must be positive")
+        if self.priority_levels:
+            if not 1 <= self.default_priority_level <= self.priority_levels:
+                raise ValueError(
+                    f"default_priority_level {self.default_priority_level} must be in "
+                    f"[1, priority_levels={self.priority_levels}]"
+                )
+        elif self.default_priority_level:
+            raise ValueError("default_priority_level needs priority_levels > 0")
+        bad = [p for p in self.priority_queue_policy if not 1 <= p <= self.priority_levels]
+        if bad:
+            raise ValueError(
+                f"priority_queue_policy has levels {bad} outside [1, priority_levels="
+                f"{self.priority_levels}]"
+            )
+        return self
+
+
+class SequenceControl(_Strict):
+    start: str | None = Field(default=None, description="Input tensor for CONTROL_SEQUENCE_START")
+    end: str | None = None
+    ready: str | None = None
+    corrid: str | None = None
+    corrid_datatype: DataType = DataType.UINT64
+
+    @field_validator("corrid_datatype", mode="before")
+    @classmethod
+    def _dtype(cls, v: Any) -> Any:
+        return DataType.parse(v)
+
+
+class SequenceBatching(_Strict):
+    strategy: Literal["direct", "oldest"] = "direct"
+    max_sequence_idle_us: int = Field(default=1_000_000, ge=1)
+    control: SequenceControl = Field(default_factory=SequenceControl)
+    max_candidate_sequences: int = Field(default=0, ge=0, description="oldest only")
+    preferred_batch_sizes: list[int] = Field(default_factory=list, description="oldest only")
+    max_queue_delay_us: int = Field(default=0, ge=0, description="oldest only")
+
+
+class InstanceKind(StrEnum):
+    AUTO = "KIND_AUTO"
+    GPU = "KIND_GPU"
+    CPU = "KIND_CPU"
+    MODEL = "KIND_MODEL"
+
+    @classmethod
+    def parse(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            v = value.strip().upper()
+            return v if v.startswith("KIND_") else "KIND_" + v
+        return value
+
+
+class InstanceGroup(_Strict):
+    count: int = Field(default=1, ge=1, le=64)
+    kind: InstanceKind = InstanceKind.AUTO
+    gpus: list[int] = Field(default_factory=list)
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _kind(cls, v: Any) -> Any:
+        return InstanceKind.parse(v)
+
+    @model_validator(mode="after")
+    def _gpus(self) -> InstanceGroup:
+        if self.gpus and self.kind is InstanceKind.CPU:
+            raise ValueError("gpus cannot be set for kind KIND_CPU")
+        if any(g < 0 for g in self.gpus):
+            raise ValueError("gpus must be non-negative device indices")
+        return self
+
+
+class Precision(StrEnum):
+    FP32 = "FP32"
+    FP16 = "FP16"
+    INT8 = "INT8"
+
+
+class Accelerator(_Strict):
+    """An ONNX Runtime execution accelerator (Triton `execution_accelerators`)."""
+
+    name: Literal["tensorrt", "cuda", "openvino"]
+    precision: Precision | None = Field(default=None, description="tensorrt only")
+    max_workspace_size_bytes: int | None = Field(default=None, ge=1, description="tensorrt only")
+    parameters: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _trt_only(self) -> Accelerator:
+        if self.name != "tensorrt" and (self.precision or self.max_workspace_size_bytes):
+            raise ValueError("precision and max_workspace_size_bytes apply to 'tensorrt' only")
+        return self
+
+
+class Optimization(_Strict):
+    gpu_accelerators: list[Accelerator] = Field(default_factory=list)
+    cpu_accelerators: list[Accelerator] = Field(default_factory=list)
+    cuda_graphs: bool = Field(default=False, description="TensorRT: capture CUDA graphs")
+    priority: Literal["default", "max", "min"] = "default"
+
+    @model_validator(mode="after")
+    def _placement(self) -> Optimization:
+        if any(a.name == "openvino" for a in self.gpu_accelerators):
+            raise ValueError("openvino is a CPU accelerator; list it under cpu_accelerators")
+        if any(a.name in ("tensorrt", "cuda") for a in self.cpu_accelerators):
+            raise ValueError(
+                "tensorrt and cuda are GPU accelerators; list them under gpu_accelerators"
+            )
+        return self
+
+
+class WarmupInput(_Strict):
+    datatype: DataType
+    dims: list[int]
+    source: Literal["zero", "random"] = "zero"
+
+    @field_validator("datatype", mode="before")
+    @classmethod
+    def _dtype(cls, v: Any) -> Any:
+        return DataType.parse(v)
+
+    @field_validator("dims")
+    @classmethod
+    def _dims(cls, v: list[int]) -> list[int]:
+        if any(d <= 0 for d in v):
+            raise ValueError("warmup dims must be concrete positive sizes (no -1)")
+        return v
+
+
+class Warmup(_Strict):
+    name: str = "warmup"
+    batch_size: int = Field(default=1, ge=1)
+    count: int = Field(default=1, ge=1, le=1000)
+    inputs: dict[str, WarmupInput]
+
+
+class EnsembleStep(_Strict):
+    model_name: str
+    model_version: int = -1
+    input_map: dict[str, str] = Field(description="step input name -> ensemble tensor name")
+    output_map: dict[str, str] = Field(description="step output name -> ensemble tensor name")
+
+    @field_validator("model_name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_model_name(v)
+
+
+class Artifact(_Strict):
+    """Where the model's files come from: a repository URI or small inline files."""
+
+    uri: str | None = Field(
+        default=None,
+        description="s3://bucket/path, gs://bucket/path, or a path under the local root",
+    )
+    files: dict[str, str] | None = Field(
+        default=None,
+        description="Inline files for small Python models: relative path (e.g. '1/model.py') -> "
+        "UTF-8 text, or 'base64:<data>' for binary content",
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> Artifact:
+        if (self.uri is None) == (self.files is None):
+            raise ValueError("give exactly one of 'uri' or 'files'")
+        if self.files is not None:
+            total = 0
+            for path, content in self.files.items():
+                _check_relative_path(path)
+                total += len(decode_file(content))
+            if total > MAX_INLINE_FILES_BYTES:
+                raise ValueError(
+                    f"inline files total {total} bytes; the limit is {MAX_INLINE_FILES_BYTES}: "
+                    "put larger models in a repository and give its 'uri'"
+                )
+        return self
+
+
+def _check_relative_path(path: str) -> None:
+    parts = path.split("/")
+    if (
+        not path
+        or path.startswith("/")
+        or "\\" in path
+        or "\x00" in path
+        or "%" in path
+        or any(p in ("", ".", "..") for p in parts)
+    ):
+        raise ValueError(
+            f"file path {path!r} must be relative, like '1/model.py', with no '..', '%', "
+            "backslashes or empty segments"
+        )
+    if not parts[0].isdigit():
+        raise ValueError(
+            f"file path {path!r} must start with a version directory, like '1/model.py'"
+        )
+
+
+def decode_file(content: str) -> bytes:
+    if content.startswith("base64:"):
+        try:
+            return base64.b64decode(content[7:], validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"invalid base64 content: {exc}") from exc
+    return content.encode()
+
+
+class FleetPolicy(_Strict):
+    """How the fleet keeps this model: the warm floor, the ceiling, and what it costs."""
+
+    min_replicas: int = Field(default=0, ge=0, le=64, description="Warm floor, never evicted")
+    max_replicas: int = Field(default=1, ge=1, le=64)
+    priority: int = Field(default=0, ge=0, le=100, description="Higher wins room first")
+    memory_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1,
+        description="Declared footprint per replica; replaced by the measured one after a load",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> FleetPolicy:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})"
+            )
+        return self
+
+
+class ModelSpec(_Strict):
+    """One model as the user registers it."""
+
+    name: ModelName
+    backend: Backend
+    max_batch_size: int = Field(default=0, ge=0, le=1 << 20)
+    inputs: list[TensorSpec] = Field(default_factory=list)
+    outputs: list[TensorSpec] = Field(default_factory=list)
+    version_policy: VersionPolicy | None = None
+    dynamic_batching: DynamicBatching | None = None
+    sequence_batching: SequenceBatching | None = None
+    instance_groups: list[InstanceGroup] = Field(default_factory=list)
+    optimization: Optimization | None = None
+    warmup: list[Warmup] = Field(default_factory=list)
+    response_cache: bool = False
+    parameters: dict[str, str] = Field(default_factory=dict)
+    ensemble_steps: list[EnsembleStep] = Field(default_factory=list)
+    default_model_filename: str | None = None
+    artifact: Artifact | None = None
+    policy: FleetPolicy = Field(default_factory=FleetPolicy)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_model_name(v)
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _backend(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() not in {b.value for b in Backend}:
+            allowed = ", ".join(b.value for b in Backend)
+            raise ValueError(f"unknown backend {v!r}; use one of: {allowed}")
+        return v.strip().lower() if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ModelSpec:
+        problems: list[str] = []
+        if not self.inputs and self.backend is not Backend.ENSEMBLE:
+            problems.append("inputs: declare at least one input tensor")
+        if not self.outputs:
+            problems.append("outputs: declare at least one output tensor")
+        for group, tensors in (("inputs", self.inputs), ("outputs", self.outputs)):
+            names = [t.name for t in tensors]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                problems.append(f"{group}: duplicate tensor names {dup}")
+        if any(t.optional for t in self.outputs):
+            problems.append("outputs: 'optional' applies to inputs only")
+        if self.max_batch_size == 0 and self.dynamic_batching is not None:
+            problems.append(
+                "dynamic_batching: needs max_batch_size > 0 (Triton cannot batch a model "
+                "whose max_batch_size is 0); set max_batch_size or remove dynamic_batching"
+            )
+        if self.dynamic_batching and self.sequence_batching:
+            problems.append("sequence_batching: cannot be combined with dynamic_batching")
+        if self.dynamic_batching:
+            too_big = [
+                s for s in self.dynamic_batching.preferred_batch_sizes if s > self.max_batch_size
+            ]
+            if too_big:
+                problems.append(
+                    f"dynamic_batching.preferred_batch_sizes: {too_big} exceed max_batch_size "
+                    f"{self.max_batch_size}"
+                )
+        if self.backend is Backend.ENSEMBLE:
+            if not self.ensemble_steps:
+                problems.append("ensemble_steps: an ensemble needs at least one step")
+            if self.instance_groups:
+                problems.append("instance_groups: an ensemble has no instances of its own")
+            if self.artifact is not None:
+                problems.append("artifact: an ensemble has no files; remove 'artifact'")
+        elif self.ensemble_steps:
+            problems.append("ensemble_steps: only for backend 'ensemble'")
+        if (
+            self.optimization
+            and self.optimization.cuda_graphs
+            and self.backend is not Backend.TENSORRT
+        ):
+            problems.append("optimization.cuda_graphs: applies to backend 'tensorrt' only")
+        if (
+            self.optimization
+            and (self.optimization.gpu_accelerators or self.optimization.cpu_accelerators)
+            and self.backend not in (Backend.ONNXRUNTIME, Backend.TENSORFLOW)
+        ):
+            problems.append(
+                "optimization: execution accelerators apply to 'onnxruntime' and 'tensorflow'"
+            )
+        for i, w in enumerate(self.warmup):
+            if self.max_batch_size and w.batch_size > self.max_batch_size:
+                problems.append(f"warmup[{i}].batch_size: exceeds max_batch_size")
+            unknown = sorted(set(w.inputs) - {t.name for t in self.inputs})
+            if unknown:
+                problems.append(f"warmup[{i}].inputs: unknown input tensors {unknown}")
+        if self.artifact and self.artifact.files is not None and self.backend is not Backend.PYTHON:
+            problems.append("artifact.files: inline files are for 'python' models; give a 'uri'")
+        if self.artifact is None and self.backend is not Backend.ENSEMBLE:
+            problems.append("artifact: give a repository 'uri' or inline 'files'")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self

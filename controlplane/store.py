@@ -1,0 +1,106 @@
+"""The model-store port: where registrations live, plus an in-memory fake for tests.
+
+A record is one registered model at one generation: the spec the user gave and the config
+rendered from it. `PUT` makes a new generation; the reconciler uses the generation to tell a
+changed model from an unchanged one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from controlplane.errors import Conflict, NotFound
+from controlplane.spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    name: str
+    generation: int
+    spec: ModelSpec
+    config_pbtxt: str
+    config_json: str
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """A model's measured memory per replica, and where the number came from."""
+
+    model: str
+    memory_bytes: int
+    source: str  # "declared", "triton-memory-usage", "nv_gpu_memory_used_bytes", "stub-rss"
+    measured_at: float
+
+
+class ModelStore(Protocol):
+    async def get(self, name: str) -> ModelRecord:
+        """Raise `NotFound` when absent."""
+        ...
+
+    async def list(self) -> list[ModelRecord]: ...
+
+    async def create(self, record: ModelRecord) -> ModelRecord:
+        """Raise `Conflict` when the name exists."""
+        ...
+
+    async def update(self, record: ModelRecord, expected_generation: int) -> ModelRecord:
+        """Compare-and-set on generation; raise `Conflict` when it moved, `NotFound` if gone."""
+        ...
+
+    async def delete(self, name: str) -> ModelRecord: ...
+
+    async def put_footprint(self, footprint: Footprint) -> None: ...
+
+    async def footprints(self) -> dict[str, Footprint]: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryStore:
+    """In-memory `ModelStore` for unit tests."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, ModelRecord] = {}
+        self._footprints: dict[str, Footprint] = {}
+
+    async def get(self, name: str) -> ModelRecord:
+        try:
+            return self._records[name]
+        except KeyError:
+            raise NotFound("model", name) from None
+
+    async def list(self) -> list[ModelRecord]:
+        return sorted(self._records.values(), key=lambda r: r.name)
+
+    async def create(self, record: ModelRecord) -> ModelRecord:
+        if record.name in self._records:
+            raise Conflict(f"model {record.name!r} is already registered; use PUT to change it")
+        self._records[record.name] = record
+        return record
+
+    async def update(self, record: ModelRecord, expected_generation: int) -> ModelRecord:
+        current = await self.get(record.name)
+        if current.generation != expected_generation:
+            raise Conflict(
+                f"model {record.name!r} changed meanwhile (generation {current.generation}); retry"
+            )
+        self._records[record.name] = replace(record, created_at=current.created_at)
+        return self._records[record.name]
+
+    async def delete(self, name: str) -> ModelRecord:
+        record = await self.get(name)
+        del self._records[name]
+        self._footprints.pop(name, None)
+        return record
+
+    async def put_footprint(self, footprint: Footprint) -> None:
+        self._footprints[footprint.model] = footprint
+
+    async def footprints(self) -> dict[str, Footprint]:
+        return dict(self._footprints)
+
+    async def close(self) -> None:
+        return None
