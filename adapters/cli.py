@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from adapters import specfile
 from controlplane.errors import FleetError, InvalidSpec, TritonfleetError
 from controlplane.settings import FleetKind, Settings
+from controlplane.spec import field_errors
 
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 1
@@ -381,8 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print("tritonfleet: invalid model spec:", file=sys.stderr)
         for err in exc.errors():
-            loc = ".".join(str(x) for x in err["loc"]) or "spec"
-            print(f"  {loc}: {str(err['msg']).removeprefix('Value error, ')}", file=sys.stderr)
+            for field, message in field_errors(tuple(err["loc"]), str(err["msg"])):
+                print(f"  {field}: {message}", file=sys.stderr)
         return EXIT_USAGE
     except FleetError as exc:
         print(f"tritonfleet: {exc}", file=sys.stderr)

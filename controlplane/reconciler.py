@@ -535,6 +535,20 @@ class Reconciler:
             "last_used": st.last_used or None,
         }
 
+    def counters(self) -> dict[str, float]:
+        states = [self.model_state(n).value for n in self._records]
+        out: dict[str, float] = {
+            "tritonfleet_reconciler_loads_total": self.load_calls,
+            "tritonfleet_reconciler_unloads_total": self.unload_calls,
+            "tritonfleet_replicas_ready": sum(
+                1 for r in self._replicas.values() if r.state is ReplicaState.READY
+            ),
+            "tritonfleet_servers_live": len(self._snapshot.live()),
+        }
+        for state in ModelState:
+            out[f"tritonfleet_models_{state.value.lower()}"] = states.count(state.value)
+        return out
+
     async def ensure_status(self, name: str, timeout_s: float) -> dict[str, Any]:
         await self.ensure(name, timeout_s)
         return self.model_status(name)

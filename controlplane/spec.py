@@ -488,5 +488,19 @@ class ModelSpec(_Strict):
         if self.artifact is None and self.backend is not Backend.ENSEMBLE:
             problems.append("artifact: give a repository 'uri' or inline 'files'")
         if problems:
-            raise ValueError("; ".join(problems))
+            # One "field: message" per line; the front doors split them into field errors.
+            raise ValueError("\n".join(problems))
         return self
+
+
+def field_errors(loc: tuple[object, ...], msg: str) -> list[tuple[str, str]]:
+    """Turn one pydantic error into (field, message) pairs, splitting spec-level problems."""
+    msg = msg.removeprefix("Value error, ")
+    path = ".".join(str(p) for p in loc if p != "body")
+    if path:
+        return [(path, msg)]
+    out = []
+    for line in msg.splitlines():
+        field, sep, rest = line.partition(": ")
+        out.append((field, rest) if sep and " " not in field else ("spec", line))
+    return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,7 +17,9 @@ import yaml
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.api import errors
@@ -35,6 +37,10 @@ class FleetView(Protocol):
     def model_status(self, name: str) -> dict[str, Any]: ...
 
     async def ensure_status(self, name: str, timeout_s: float) -> dict[str, Any]: ...
+
+    def counters(self) -> dict[str, float]:
+        """Monotonic counters and gauges to export on /metrics (name -> value)."""
+        ...
 
 
 @dataclass
@@ -98,6 +104,18 @@ class _TooLarge(Exception):
     pass
 
 
+class _FleetCollector(Collector):
+    """Exports the reconciler's counters at scrape time (no bookkeeping on the hot path)."""
+
+    def __init__(self, fleet: FleetView) -> None:
+        self._fleet = fleet
+
+    def collect(self) -> Iterator[Metric]:
+        for name, value in sorted(self._fleet.counters().items()):
+            family = CounterMetricFamily if name.endswith("_total") else GaugeMetricFamily
+            yield family(name.removesuffix("_total"), name.replace("_", " "), value=value)
+
+
 def record_view(record: ModelRecord) -> dict[str, Any]:
     return {
         "name": record.name,
@@ -152,6 +170,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
         "tritonfleet_api_request_seconds", "Control API latency", ["route"], registry=metrics
     )
     models_gauge = Gauge("tritonfleet_models_registered", "Registered models", registry=metrics)
+    if ctx.fleet is not None:
+        metrics.register(_FleetCollector(ctx.fleet))
 
     @app.middleware("http")
     async def _count(

@@ -7,7 +7,6 @@ offending input is never echoed back (a 5 MB name must not come back as a 5 MB e
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,6 +24,7 @@ from controlplane.errors import (
     TritonfleetError,
     Unauthorized,
 )
+from controlplane.spec import field_errors
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +39,11 @@ STATUS_CODE_MAPPING: dict[type[Exception], int] = {
 }
 
 
-def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
-    parts = [str(p) for p in loc if p not in ("body",)]
-    return ".".join(parts) or "body"
-
-
 def validation_details(exc: ValidationError | RequestValidationError) -> list[dict[str, str]]:
     out = []
     for err in exc.errors():
-        msg = str(err.get("msg", "invalid"))
-        msg = msg.removeprefix("Value error, ")
-        out.append({"field": _loc(err.get("loc", ())), "message": msg[:500]})
+        for field, message in field_errors(tuple(err.get("loc", ())), str(err.get("msg", ""))):
+            out.append({"field": field, "message": message[:500]})
     return out
 
 

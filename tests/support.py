@@ -1,0 +1,91 @@
+"""Helpers shared by the test layers: real Triton fleets on free loopback ports, spec builders."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from adapters import specfile
+from adapters.localfleet import LocalFleet, LocalFleetConfig
+from adapters.tritonbin import TritonInstall
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "model_repo_templates" / "examples"
+
+DOUBLE_PY = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy()
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", (x * 2).astype(x.dtype))]))
+        return out
+"""
+
+BROKEN_PY = "import this_module_does_not_exist_anywhere\n"
+
+
+def python_spec(name: str, *, source: str = DOUBLE_PY, **policy: Any) -> dict[str, Any]:
+    """A small Python-backend spec (OUTPUT0 = 2 * INPUT0, FP32[4]) with inline files."""
+    return {
+        "name": name,
+        "backend": "python",
+        "max_batch_size": 8,
+        "inputs": [{"name": "INPUT0", "datatype": "FP32", "dims": [4]}],
+        "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "dims": [4]}],
+        "dynamic_batching": {"max_queue_delay_us": 100},
+        "instance_groups": [{"count": 1, "kind": "KIND_CPU"}],
+        "policy": {"memory_bytes": 64 << 20, **policy},
+        "artifact": {"files": {"1/model.py": source}},
+    }
+
+
+def example_spec(name: str) -> dict[str, Any]:
+    return specfile.load(EXAMPLES / name / "spec.yaml")
+
+
+async def start_fleet(
+    install: TritonInstall,
+    run_dir: Path,
+    servers: int,
+    *,
+    admin_key: str | None = "test-key",
+    capacity_bytes: int = 1 << 30,
+    **kw: Any,
+) -> LocalFleet:
+    fleet = LocalFleet(
+        LocalFleetConfig(
+            servers=servers,
+            run_dir=run_dir,
+            capacity_bytes=capacity_bytes,
+            admin_key=admin_key,
+            **kw,
+        ),
+        install,
+    )
+    await fleet.start()
+    return fleet
+
+
+async def eventually(predicate: Any, timeout_s: float = 30.0, interval_s: float = 0.1) -> float:
+    """Poll `predicate` (sync or async) until true; return the seconds it took."""
+    start = time.monotonic()
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout_s:
+            raise AssertionError(f"condition not met within {timeout_s}s")
+        await asyncio.sleep(interval_s)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True)

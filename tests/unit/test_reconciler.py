@@ -1,0 +1,166 @@
+"""The reconciler over in-memory fakes of the fleet, Triton and the store (fake time)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from controlplane.configgen import Renderer
+from controlplane.fakes import FakeFleet, FakeTritonControl, InlineArtifacts
+from controlplane.fleet import ServerHealth
+from controlplane.reconciler import ModelState, Reconciler, ReconcilerConfig
+from controlplane.spec import ModelSpec
+from controlplane.store import MemoryStore, ModelRecord
+from tests.support import python_spec
+
+MiB = 1 << 20
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _register(store: MemoryStore, name: str, generation: int = 1, **policy) -> None:
+    spec = ModelSpec.model_validate(python_spec(name, **policy))
+    record = ModelRecord(name, generation, spec, "", "{}", 0.0, 0.0)
+    if generation == 1:
+        await store.create(record)
+    else:
+        await store.update(record, expected_generation=generation - 1)
+
+
+def _reconciler(fleet, control, store, clock, **cfg) -> Reconciler:
+    return Reconciler(fleet, control, store, InlineArtifacts(), clock=clock,
+                      rng=random.Random(7), config=ReconcilerConfig(**cfg))
+
+
+async def _settle(rec: Reconciler, ticks: int = 3) -> None:
+    for _ in range(ticks):
+        await rec.tick()
+        await rec.wait_idle()
+
+
+def test_floors_loaded_then_quiet_then_restart_adopts_without_loads() -> None:
+    async def scenario() -> None:
+        fleet, store, clock = FakeFleet(3, 512 * MiB), MemoryStore(), Clock()
+        control = FakeTritonControl(fleet)
+        await _register(store, "a", min_replicas=2, max_replicas=2)
+        await _register(store, "b", min_replicas=1)
+        rec = _reconciler(fleet, control, store, clock)
+        await _settle(rec)
+        assert sorted(control.loads) == sorted(
+            [(m, s) for m, servers in {"a": rec.model_status("a"), "b": rec.model_status("b")}.items()
+             for s in [r["server"] for r in servers["replicas"]]]
+        )
+        assert len(control.loads) == 3
+        assert rec.model_state("a") is ModelState.READY
+        assert len({r["server"] for r in rec.model_status("a")["replicas"]}) == 2
+        report = await rec.tick()
+        assert report.actions == () and report.reloads == ()  # nothing changed: nothing to do
+
+        # A new control plane (state lost) adopts what is loaded: zero redundant loads.
+        rec2 = _reconciler(fleet, control, store, clock)
+        report = await rec2.tick()
+        await rec2.wait_idle()
+        assert len(report.adopted) == 3 and report.actions == ()
+        assert rec2.load_calls == 0 and rec2.model_state("a") is ModelState.READY
+
+    asyncio.run(scenario())
+
+
+def test_broken_model_fails_with_reason_and_backs_off_without_a_storm() -> None:
+    async def scenario() -> None:
+        fleet, store, clock = FakeFleet(2, 512 * MiB), MemoryStore(), Clock()
+        control = FakeTritonControl(fleet)
+        control.broken["bad"] = "ModuleNotFoundError: No module named 'nope'"
+        await _register(store, "bad", min_replicas=1)
+        rec = _reconciler(fleet, control, store, clock, backoff_base_s=5, max_attempts=3)
+        for _ in range(50):  # 50 ticks at the same instant: one attempt only
+            await rec.tick()
+            await rec.wait_idle()
+        assert len(control.loads) == 1
+        status = rec.model_status("bad")
+        assert status["state"] == "FAILED" and "No module named 'nope'" in status["last_error"]
+        for _ in range(10):  # advancing time allows the bounded retries, then it stops
+            clock.now += 700
+            await _settle(rec, 2)
+        assert len(control.loads) == 3
+        assert control.unloads.count(("bad", control.loads[0][1])) >= 1  # cleaned up on Triton
+        # A new generation (the user fixed it) resets the attempts.
+        del control.broken["bad"]
+        await _register(store, "bad", generation=2, min_replicas=1)
+        await _settle(rec)
+        assert rec.model_state("bad") is ModelState.READY
+
+    asyncio.run(scenario())
+
+
+def test_dead_server_models_replaced_and_generation_change_reloads() -> None:
+    async def scenario() -> None:
+        fleet, store, clock = FakeFleet(3, 512 * MiB), MemoryStore(), Clock()
+        control = FakeTritonControl(fleet)
+        await _register(store, "m", min_replicas=1)
+        rec = _reconciler(fleet, control, store, clock)
+        await _settle(rec)
+        first = rec.model_status("m")["replicas"][0]["server"]
+        fleet.set_health(first, ServerHealth.DOWN)
+        await _settle(rec)
+        replicas = rec.model_status("m")["replicas"]
+        assert [r["state"] for r in replicas] == ["READY"] and replicas[0]["server"] != first
+        assert rec.replicas("m")[0].server_id == replicas[0]["server"]
+
+        loads = len(control.loads)
+        await _register(store, "m", generation=2, min_replicas=1)
+        await _settle(rec)
+        assert len(control.loads) == loads + 1  # reloaded in place with the new config
+        assert rec.model_status("m")["replicas"][0]["generation"] == 2
+
+    asyncio.run(scenario())
+
+
+def test_concurrent_ensures_cause_one_load_and_hot_model_evicts_idle_one() -> None:
+    async def scenario() -> None:
+        fleet, store, clock = FakeFleet(1, 100 * MiB), MemoryStore(), Clock()
+        control = FakeTritonControl(fleet, load_delay_s=0.05)
+        await _register(store, "idle")  # min 0: loaded on demand
+        await _register(store, "hot")
+        rec = _reconciler(fleet, control, store, clock, interval_s=0.01)
+        loop_task = asyncio.create_task(rec.run())
+        try:
+            replicas = await rec.ensure("idle", timeout_s=5)
+            assert replicas and control.loads == [("idle", "s0")]
+            clock.now += 10_000  # idle's demand expires; it stays warm until room is needed
+            await asyncio.sleep(0.05)
+            assert rec.model_state("idle") is ModelState.READY
+            results = await asyncio.gather(*(rec.ensure("hot", timeout_s=5) for _ in range(20)))
+            assert all(results)
+            assert control.loads.count(("hot", "s0")) == 1  # twenty ensures, one load
+            assert ("idle", "s0") in control.unloads  # 64 + 64 MiB > 100 MiB: evicted for room
+            assert rec.model_state("idle") is ModelState.EVICTED
+        finally:
+            loop_task.cancel()
+            await asyncio.gather(loop_task, return_exceptions=True)
+            await rec.close()
+
+    asyncio.run(scenario())
+
+
+def test_ensure_times_out_for_a_model_that_cannot_fit() -> None:
+    async def scenario() -> None:
+        fleet, store, clock = FakeFleet(1, 32 * MiB), MemoryStore(), Clock()
+        control = FakeTritonControl(fleet)
+        await _register(store, "big")  # 64 MiB declared, 32 MiB servers
+        rec = _reconciler(fleet, control, store, clock, interval_s=0.01)
+        loop_task = asyncio.create_task(rec.run())
+        try:
+            assert await rec.ensure("big", timeout_s=0.3) == ()
+            assert "largest eligible server" in rec.model_status("big")["unplaced_reason"]
+        finally:
+            loop_task.cancel()
+            await asyncio.gather(loop_task, return_exceptions=True)
+
+    asyncio.run(scenario())
