@@ -89,3 +89,26 @@ async def eventually(predicate: Any, timeout_s: float = 30.0, interval_s: float 
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True)
+
+
+def free_port_block(count: int) -> int:
+    """A base port with `count` consecutive free loopback ports (Triton's http/grpc/metrics layout)."""
+    import random
+    import socket
+
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 40000 - count)
+        socks = []
+        try:
+            for p in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port block")
