@@ -209,23 +209,23 @@ def plan(snap: Snapshot) -> Plan:
 
     for model, _k, is_floor in needs:
         replicas = kept.setdefault(model.name, [])
-        holders = set(replicas)
+        taken = set(replicas)
         ok = ServerFilter(servers, model.server_labels)
-        server = free.best_fit(model.memory_bytes, holders, ok)
-        if server is None:
-            server = _make_room(model, live, holders, ok, free, on_server, models, evictable, evict)
-        if server is None:
-            unplaced[model.name] = _why(model, servers, live, holders, ok, free, is_floor)
+        chosen = free.best_fit(model.memory_bytes, taken, ok)
+        if chosen is None:
+            chosen = _make_room(model, live, taken, ok, free, on_server, models, evictable, evict)
+        if chosen is None:
+            unplaced[model.name] = _why(model, servers, live, taken, ok, free, is_floor)
             continue
-        replicas.append(server)
-        on_server[server].append(model.name)
-        free.take(server, model.memory_bytes)
-        used[server] += model.memory_bytes
+        replicas.append(chosen)
+        on_server[chosen].append(model.name)
+        free.take(chosen, model.memory_bytes)
+        used[chosen] += model.memory_bytes
         actions.append(
             Action(
                 ActionKind.LOAD,
                 model.name,
-                server,
+                chosen,
                 "warm floor" if is_floor else f"demand ({model.target} wanted)",
             )
         )
