@@ -53,7 +53,11 @@ def _status(code: int, reason: str, message: str) -> dict[str, Any]:
 
 def _selector_matches(selector: str, labels: dict[str, str]) -> bool:
     """Equality-based selectors only: `k=v`, `k==v`, `k!=v`, `k`, `!k`."""
-    for term in filter(None, (t.strip() for t in selector.split(","))):
+    terms = [t.strip() for t in selector.split(",") if t.strip()]
+    for term in terms:
+        if ("=" not in term and " " in term) or "(" in term:
+            raise ValueError(f"set-based selector {term!r} is not emulated")
+    for term in terms:
         if "!=" in term:
             key, value = term.split("!=", 1)
             if labels.get(key) == value:
@@ -65,8 +69,6 @@ def _selector_matches(selector: str, labels: dict[str, str]) -> bool:
         elif term.startswith("!"):
             if term[1:] in labels:
                 return False
-        elif " " in term or "(" in term:
-            raise ValueError(f"set-based selector {term!r} is not emulated")
         elif term not in labels:
             return False
     return True
