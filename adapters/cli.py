@@ -297,6 +297,19 @@ def _parser() -> argparse.ArgumentParser:
         )
 
     up = sub.add_parser("up", help="start a local fleet, the control API and the examples")
+    cp = sub.add_parser(
+        "controlplane",
+        help="run the control plane against an existing fleet (static or kubernetes); "
+        "no example models",
+    )
+    cp.add_argument("--host", dest="api_host", default=None)
+    cp.add_argument("--port", dest="api_port", type=int, default=None)
+    for name in ("fleet", "servers", "static_servers", "tritonserver", "data_dir", "api_token",
+                 "admin_key", "base_port", "capacity_bytes", "model_root", "gateway_http_port",
+                 "gateway_grpc_port", "ready_file"):
+        cp.set_defaults(**{name: None})
+    cp.add_argument("-v", "--verbose", action="store_true")
+    cp.set_defaults(func=cmd_up, no_examples=True)
     up.add_argument("--fleet", choices=[k.value for k in FleetKind], default=None)
     up.add_argument("--servers", type=int, default=None, help="local fleet size (default 2)")
     up.add_argument(

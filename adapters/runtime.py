@@ -46,9 +46,29 @@ def build_fleet(settings: Settings) -> FleetDriver:
             settings.server_capacity_bytes,
         )
     if settings.fleet is FleetKind.KUBERNETES:
-        raise FleetError(
-            "--fleet kubernetes runs inside a cluster (see docs/kubernetes.md); "
-            "locally use --fleet local or --fleet static"
+        from adapters.k8sfleet import K8sFleet, K8sFleetConfig
+
+        missing = [
+            f"TRITONFLEET_{n.upper()}"
+            for n in ("k8s_namespace", "k8s_statefulset", "k8s_label_selector")
+            if not getattr(settings, n)
+        ]
+        if missing:
+            raise FleetError(
+                f"--fleet kubernetes needs {', '.join(missing)} (the Helm chart sets them; "
+                "see docs/kubernetes.md)"
+            )
+        return K8sFleet.in_cluster(
+            K8sFleetConfig(
+                namespace=settings.k8s_namespace or "",
+                statefulset=settings.k8s_statefulset or "",
+                label_selector=settings.k8s_label_selector or "",
+                http_port=settings.k8s_http_port,
+                grpc_port=settings.k8s_grpc_port,
+                metrics_port=settings.k8s_metrics_port,
+                capacity_bytes=settings.server_capacity_bytes,
+                admin_key=settings.admin_key,
+            )
         )
     gpus = inventory()
     servers, capacity = settings.servers, settings.server_capacity_bytes
@@ -111,7 +131,6 @@ class Runtime:
         s = self.settings
         if s.fleet is FleetKind.LOCAL and s.admin_key is None:
             s = self.settings = s.model_copy(update={"admin_key": secrets.token_urlsafe(24)})
-        s.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = await SqliteStore(s.db_path).open()
         policy = ArtifactPolicy(
             PurePosixPath(str(s.model_root.resolve())) if s.model_root else None

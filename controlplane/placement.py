@@ -88,8 +88,9 @@ class Plan:
 class _Free:
     """Live servers ordered by free bytes, for O(log n) best-fit lookups."""
 
-    def __init__(self, free: dict[str, int]) -> None:
+    def __init__(self, free: dict[str, int], biggest: int) -> None:
         self.free = free
+        self.biggest = biggest  # the largest capacity among these servers
         self._order = sorted((b, s) for s, b in free.items())
 
     def take(self, server: str, amount: int) -> None:
@@ -106,8 +107,9 @@ class _Free:
         self.free[server] = new
 
     def best_fit(self, need: int, exclude: set[str], ok: ServerFilter) -> str | None:
-        i = bisect.bisect_left(self._order, (need, ""))
-        for _, server in self._order[i:]:
+        order = self._order
+        for j in range(bisect.bisect_left(order, (need, "")), len(order)):
+            server = order[j][1]
             if server not in exclude and ok(server):
                 return server
         return None
@@ -168,16 +170,23 @@ def plan(snap: Snapshot) -> Plan:
             used[server] += mem
             on_server[server].append(name)
 
-    free = _Free({s: servers[s].capacity_bytes - used[s] for s in live})
+    free = _Free(
+        {s: servers[s].capacity_bytes - used[s] for s in live},
+        max((servers[s].capacity_bytes for s in live), default=0),
+    )
+
+    floor = {m.name: m.min_replicas for m in snap.models}
+    target = {m.name: m.target for m in snap.models}
+    prio = {m.name: m.priority for m in snap.models}
+    biggest = free.biggest
 
     def evictable(victim: str, for_model: ModelView) -> bool:
-        v = models[victim]
         count = len(kept[victim])
-        if count <= v.min_replicas:
+        if count <= floor[victim]:
             return False  # the warm floor is never evicted
-        if count > v.target:
+        if count > target[victim]:
             return True  # idle surplus: kept warm only while nobody needs the room
-        return v.priority < for_model.priority
+        return prio[victim] < for_model.priority
 
     def evict(server: str, victim: str, reason: str) -> None:
         kept[victim].remove(server)
@@ -190,9 +199,14 @@ def plan(snap: Snapshot) -> Plan:
     for server in sorted(live):
         if free.free[server] >= 0:
             continue
+        # Idle surplus first (dropping it needs no reload elsewhere), then lower priority, LRU.
         victims = sorted(
             (n for n in on_server[server] if len(kept[n]) > models[n].min_replicas),
-            key=lambda n: (models[n].priority, models[n].last_used),
+            key=lambda n: (
+                len(kept[n]) <= models[n].target,
+                models[n].priority,
+                models[n].last_used,
+            ),
         )
         for victim in victims:
             if free.free[server] >= 0:
@@ -202,20 +216,38 @@ def plan(snap: Snapshot) -> Plan:
     # 3. Place missing replicas, best-fit decreasing (priority, floor, size).
     needs: list[tuple[ModelView, int, bool]] = []
     for model in snap.models:
-        have = len(kept.get(model.name, ()))
-        for k in range(have, model.target):
-            needs.append((model, k, k < model.min_replicas))
+        want = target[model.name]
+        if want:
+            for k in range(len(kept.get(model.name, ())), want):
+                needs.append((model, k, k < model.min_replicas))
     needs.sort(key=lambda t: (-t[0].priority, not t[2], -t[0].memory_bytes, t[0].name, t[1]))
 
+    # Needs come in priority order, so what later needs may evict only shrinks, and free room
+    # only shrinks until an eviction succeeds: a size that found no room will not find it later
+    # either. Remembering that keeps an overcommitted fleet cheap to plan.
+    hopeless: dict[tuple[int, tuple[tuple[str, str], ...]], int] = {}
     for model, _k, is_floor in needs:
         replicas = kept.setdefault(model.name, [])
         taken = set(replicas)
         ok = ServerFilter(servers, model.server_labels)
+        memo_key = (model.priority, tuple(sorted(model.server_labels.items())))
         chosen = free.best_fit(model.memory_bytes, taken, ok)
+        # (A failure recorded without exclusions also holds for a model that must avoid the
+        # servers its replicas are on; failures are recorded only without exclusions.)
+        if chosen is None and (
+            model.memory_bytes > biggest or model.memory_bytes >= hopeless.get(memo_key, 1 << 62)
+        ):
+            unplaced[model.name] = _why(model, servers, live, taken, ok, free, is_floor)
+            continue
         if chosen is None:
             chosen = _make_room(model, live, taken, ok, free, on_server, models, evictable, evict)
+            if chosen is not None:
+                hopeless.clear()  # an eviction freed room: earlier failures may fit now
+            elif not taken:
+                hopeless[memo_key] = min(hopeless.get(memo_key, 1 << 62), model.memory_bytes)
         if chosen is None:
-            unplaced[model.name] = _why(model, servers, live, taken, ok, free, is_floor)
+            if model.name not in unplaced:
+                unplaced[model.name] = _why(model, servers, live, taken, ok, free, is_floor)
             continue
         replicas.append(chosen)
         on_server[chosen].append(model.name)
@@ -250,11 +282,11 @@ def _make_room(
     for server in live:
         if server in holders or not ok(server):
             continue
-        candidates = sorted(
-            (n for n in on_server[server] if evictable(n, model)),
-            key=lambda n: (models[n].last_used, models[n].priority, n),
-        )
         room = free.free[server]
+        victims = [n for n in on_server[server] if evictable(n, model)]
+        if room + sum(models[n].memory_bytes for n in victims) < model.memory_bytes:
+            continue
+        candidates = sorted(victims, key=lambda n: (models[n].last_used, models[n].priority, n))
         chosen: list[str] = []
         for victim in candidates:
             if room >= model.memory_bytes:
@@ -285,20 +317,25 @@ def _why(
     what = "warm-floor replica" if is_floor else "replica"
     if not live:
         return f"no live server for a {what}"
-    eligible = [s for s in live if ok(s)]
-    if not eligible:
-        return f"no live server has labels {dict(model.server_labels)}"
-    others = [s for s in eligible if s not in holders]
-    if not others:
-        return (
-            f"{len(holders)} replica(s) already use every eligible server; one replica per "
-            "server (anti-affinity)"
-        )
-    biggest = max(servers[s].capacity_bytes for s in others)
+    if model.server_labels or holders:
+        eligible = [s for s in live if ok(s)]
+        if not eligible:
+            return f"no live server has labels {dict(model.server_labels)}"
+        others = [s for s in eligible if s not in holders]
+        if not others:
+            return (
+                f"{len(holders)} replica(s) already use every eligible server; one replica per "
+                "server (anti-affinity)"
+            )
+        biggest = max(servers[s].capacity_bytes for s in others)
+        room = max(free.free[s] for s in others)
+    else:  # every live server is eligible: use the aggregates instead of a scan
+        biggest = max(servers[s].capacity_bytes for s in live) if len(live) < 64 else free.biggest
+        room = free.largest()
     if model.memory_bytes > biggest:
         return f"needs {model.memory_bytes} bytes; the largest eligible server has {biggest}"
-    room = max(free.free[s] for s in others)
     return (
-        f"needs {model.memory_bytes} bytes; the most free on an eligible server is {room} and "
-        "nothing there may be evicted (warm floors and busier or higher-priority models stay)"
+        f"needs {model.memory_bytes} bytes for a {what}; the most free on an eligible server "
+        f"is {room} and nothing there may be evicted (warm floors and busier or "
+        "higher-priority models stay)"
     )

@@ -71,6 +71,25 @@ class Settings(BaseSettings):
     gateway_http_port: int = Field(default=8000, ge=0, le=65535, description="Gateway HTTP port")
     gateway_grpc_port: int = Field(default=8001, ge=0, le=65535, description="Gateway gRPC port")
 
+    store_path: Path | None = Field(
+        default=None, description="SQLite file of the registry; default <data_dir>/tritonfleet.db"
+    )
+
+    k8s_namespace: str | None = Field(default=None, description="Kubernetes fleet: namespace")
+    k8s_statefulset: str | None = Field(default=None, description="Triton StatefulSet name")
+    k8s_label_selector: str | None = Field(default=None, description="Triton pod selector")
+    k8s_http_port: int = Field(default=8000, description="Triton pods' HTTP port")
+    k8s_grpc_port: int = Field(default=8001, description="Triton pods' gRPC port")
+    k8s_metrics_port: int = Field(default=8002, description="Triton pods' metrics port")
+
+    prometheus_url: str | None = Field(
+        default=None, description="Read signals from this Prometheus instead of scraping Triton"
+    )
+    prometheus_bearer_token: str | None = Field(default=None, description="Prometheus auth")
+    controlplane_url: str | None = Field(
+        default=None, description="Gateway running apart: the control API it asks for replicas"
+    )
+
     @property
     def db_path(self) -> Path:
-        return self.data_dir / "tritonfleet.db"
+        return self.store_path or self.data_dir / "tritonfleet.db"

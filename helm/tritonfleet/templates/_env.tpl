@@ -3,7 +3,7 @@ Environment shared by the control plane and the gateway: where the fleet is and 
 authenticate to it. The tritonfleet entry point reads these once at start (TRITONFLEET_ prefix).
 */}}
 {{- define "tritonfleet.fleetEnv" -}}
-- name: TRITONFLEET_FLEET_DRIVER
+- name: TRITONFLEET_FLEET
   value: kubernetes
 - name: TRITONFLEET_K8S_NAMESPACE
   valueFrom:
