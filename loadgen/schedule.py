@@ -50,10 +50,13 @@ class Segment:
         """Times within the segment at which the expected arrival count reaches `u`."""
         slope = (self.end_rps - self.start_rps) / self.duration_s
         if abs(slope) < 1e-12:
-            return u / self.start_rps
-        # slope/2 t² + r0 t - u = 0, the root that lies in [0, duration]
-        disc = np.maximum(self.start_rps**2 + 2 * slope * u, 0.0)
-        return (np.sqrt(disc) - self.start_rps) / slope
+            t = u / self.start_rps
+        else:
+            # root of slope/2 t² + r0 t - u = 0 in the cancellation-free form 2u / (√D + r0)
+            root = np.sqrt(np.maximum(self.start_rps**2 + 2 * slope * u, 0.0))
+            denom = root + self.start_rps
+            t = np.divide(2 * u, denom, out=np.zeros_like(u, dtype=float), where=denom > 0)
+        return np.clip(t, 0.0, self.duration_s)
 
 
 @dataclass(frozen=True)
@@ -68,8 +71,6 @@ class Profile:
         for s in self.segments:
             if s.duration_s <= 0 or s.start_rps < 0 or s.end_rps < 0:
                 raise ValueError(f"bad segment {s}: durations must be > 0 and rates >= 0")
-            if s.start_rps == 0 and s.end_rps == 0:
-                continue
 
     @classmethod
     def constant(cls, rate_rps: float, duration_s: float) -> Profile:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-MODEL_PY = '''
+MODEL_PY = """
 import json, time
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -41,7 +41,7 @@ class TritonPythonModel:
                 y = x * 2
             out.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", y)]))
         return out
-'''
+"""
 
 
 def model_config(name: str, dtype: str, dims: list[str], **params: str) -> dict[str, object]:
