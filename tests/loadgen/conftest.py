@@ -71,15 +71,19 @@ class TritonUnderTest:
     metrics_url: str
     pid: int
 
+    # Only the server process is frozen, not its process group: freezing the Python-backend
+    # stubs too made Triton 2.51 abort afterwards (boost::interprocess::lock_exception in the
+    # stub IPC) in about one run out of two. The HTTP/gRPC front ends live in the server
+    # process, so clients see the same complete stall.
     def freeze(self) -> None:
         import os
 
-        os.killpg(self.pid, signal.SIGSTOP)
+        os.kill(self.pid, signal.SIGSTOP)
 
     def thaw(self) -> None:
         import os
 
-        os.killpg(self.pid, signal.SIGCONT)
+        os.kill(self.pid, signal.SIGCONT)
 
 
 @pytest.fixture(scope="session")
@@ -127,6 +131,6 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonUnderTest
             import os
 
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGCONT)  # a failed stall test must not leave it frozen
+                os.kill(pid, signal.SIGCONT)  # a failed stall test must not leave it frozen
         loop.run_until_complete(fleet.stop())
         loop.close()

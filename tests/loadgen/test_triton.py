@@ -102,8 +102,37 @@ def test_impossible_slo_exits_non_zero(triton, tmp_path: Path, capsys) -> None:
     assert "FAIL" in out and "SLO FAILED" in out
 
 
+def test_sweep_finds_a_rate_and_draws_the_curve(triton, tmp_path: Path, capsys) -> None:
+    out, png = tmp_path / "sweep.json", tmp_path / "sweep.png"
+    rc = main([
+        "sweep", "--quiet", "--url", triton.http, "-m", "fast", "--slo", "p99=1s",
+        "--start-rate", "50", "--max-rate", "200", "--step-duration", "1.5s",
+        "--warmup", "0.5s", "--max-lag", "100ms", "--json", str(out), "--png", str(png),
+    ])  # fmt: skip
+    assert rc == 0, capsys.readouterr()
+    doc = json.loads(out.read_text())
+    assert doc["sweep"]["best_rps"] == 200
+    assert [s["rate_rps"] for s in doc["sweep"]["steps"]] == [50, 100, 200]
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["-m", "nope", "--rate", "10"], 3, "'nope'"),
+        (["-m", "fast", "--rate", "10", "--batch-size", "64"], 2, "--batch-size"),
+        (["-m", "fast", "--rate", "10", "--shape", "INPUT0:5"], 2, "--shape"),
+    ],
+)
+def test_errors_found_at_the_server_are_clear(triton, capsys, args, code, needle) -> None:
+    rc = main(["run", "--quiet", "--url", triton.http, "--duration", "1s", "--warmup", "0s", *args])
+    err = capsys.readouterr().err
+    assert rc == code and needle in err and "Traceback" not in err
+
+
+# Last in the file: if the stall ever takes the server down, the other tests have run.
 def _stalled(triton, tmp_path: Path, *load: str) -> dict[str, Any]:
-    """Run 4 s of load with the server frozen (SIGSTOP) from t≈1.5 s to t≈2.5 s."""
+    """Run 4 s of load with the server process frozen (SIGSTOP) from t≈1.5 s to t≈2.5 s."""
 
     def stall() -> None:
         triton.freeze()
@@ -139,31 +168,3 @@ def test_a_one_second_stall_shows_in_open_loop_p99_and_hides_in_closed_loop(
     # the open-loop service time (from the actual send) hides the stall much less than the
     # closed loop, but the intended-time latency is the one that tells the truth
     assert open_p99 >= open_doc["totals"]["service_time"]["p99_us"]
-
-
-def test_sweep_finds_a_rate_and_draws_the_curve(triton, tmp_path: Path, capsys) -> None:
-    out, png = tmp_path / "sweep.json", tmp_path / "sweep.png"
-    rc = main([
-        "sweep", "--quiet", "--url", triton.http, "-m", "fast", "--slo", "p99=1s",
-        "--start-rate", "50", "--max-rate", "200", "--step-duration", "1.5s",
-        "--warmup", "0.5s", "--max-lag", "100ms", "--json", str(out), "--png", str(png),
-    ])  # fmt: skip
-    assert rc == 0, capsys.readouterr()
-    doc = json.loads(out.read_text())
-    assert doc["sweep"]["best_rps"] == 200
-    assert [s["rate_rps"] for s in doc["sweep"]["steps"]] == [50, 100, 200]
-    assert png.read_bytes()[:4] == b"\x89PNG"
-
-
-@pytest.mark.parametrize(
-    ("args", "code", "needle"),
-    [
-        (["-m", "nope", "--rate", "10"], 3, "'nope'"),
-        (["-m", "fast", "--rate", "10", "--batch-size", "64"], 2, "--batch-size"),
-        (["-m", "fast", "--rate", "10", "--shape", "INPUT0:5"], 2, "--shape"),
-    ],
-)
-def test_errors_found_at_the_server_are_clear(triton, capsys, args, code, needle) -> None:
-    rc = main(["run", "--quiet", "--url", triton.http, "--duration", "1s", "--warmup", "0s", *args])
-    err = capsys.readouterr().err
-    assert rc == code and needle in err and "Traceback" not in err
