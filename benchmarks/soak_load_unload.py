@@ -50,9 +50,15 @@ async def main(cycles: int, every: int) -> None:
         store = await SqliteStore(Path(tmp) / "db.sqlite").open()
         registry = Registry(store, Renderer(ProtobufSchema()), ArtifactPolicy(None), time.time)
         control = GrpcTritonControl()
-        rec = Reconciler(fleet, control, store, LocalArtifactFiles(ArtifactPolicy(None)),
-                         clock=time.time, rng=random.Random(0),
-                         config=ReconcilerConfig(interval_s=0.05))
+        rec = Reconciler(
+            fleet,
+            control,
+            store,
+            LocalArtifactFiles(ArtifactPolicy(None)),
+            clock=time.time,
+            rng=random.Random(0),
+            config=ReconcilerConfig(interval_s=0.05),
+        )
         spec = ModelSpec.model_validate(python_spec("soak", min_replicas=1))
         server_pid = fleet.snapshot().servers[0].pid
         assert server_pid is not None
@@ -71,8 +77,11 @@ async def main(cycles: int, every: int) -> None:
                 if cycle % every == 0:
                     gc.collect()
                     samples.append((cycle, tree_rss_bytes(server_pid), rss_bytes(os.getpid())))
-                    print(f"cycle {cycle:4d}: tritonserver tree {samples[-1][1] / 2**20:7.1f} MiB, "
-                          f"control plane {samples[-1][2] / 2**20:6.1f} MiB", flush=True)
+                    print(
+                        f"cycle {cycle:4d}: tritonserver tree {samples[-1][1] / 2**20:7.1f} MiB, "
+                        f"control plane {samples[-1][2] / 2**20:6.1f} MiB",
+                        flush=True,
+                    )
         finally:
             await rec.close()
             await control.close()
@@ -83,12 +92,18 @@ async def main(cycles: int, every: int) -> None:
         xs = [float(s[0]) for s in steady]
         triton_slope = slope(xs, [float(s[1]) for s in steady])
         cp_slope = slope(xs, [float(s[2]) for s in steady])
-        print(f"\n{cycles} load/unload cycles in {elapsed:.0f} s ({elapsed / cycles:.2f} s per cycle), "
-              f"loads issued: {rec.load_calls}, unloads: {rec.unload_calls}")
-        print(f"tritonserver RSS slope:  {triton_slope / 1024:+.1f} KiB/cycle "
-              f"({samples[0][1] / 2**20:.1f} → {samples[-1][1] / 2**20:.1f} MiB)")
-        print(f"control plane RSS slope: {cp_slope / 1024:+.1f} KiB/cycle "
-              f"({samples[0][2] / 2**20:.1f} → {samples[-1][2] / 2**20:.1f} MiB)")
+        print(
+            f"\n{cycles} load/unload cycles in {elapsed:.0f} s ({elapsed / cycles:.2f} s per cycle), "
+            f"loads issued: {rec.load_calls}, unloads: {rec.unload_calls}"
+        )
+        print(
+            f"tritonserver RSS slope:  {triton_slope / 1024:+.1f} KiB/cycle "
+            f"({samples[0][1] / 2**20:.1f} → {samples[-1][1] / 2**20:.1f} MiB)"
+        )
+        print(
+            f"control plane RSS slope: {cp_slope / 1024:+.1f} KiB/cycle "
+            f"({samples[0][2] / 2**20:.1f} → {samples[-1][2] / 2**20:.1f} MiB)"
+        )
 
 
 if __name__ == "__main__":

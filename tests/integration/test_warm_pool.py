@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import httpx
 import pytest

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 
-from controlplane.configgen import Renderer
 from controlplane.fakes import FakeFleet, FakeTritonControl, InlineArtifacts
 from controlplane.fleet import ServerHealth
 from controlplane.reconciler import ModelState, Reconciler, ReconcilerConfig

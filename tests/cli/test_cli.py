@@ -1,0 +1,70 @@
+"""The CLI as a user runs it: clear one-line errors and exit codes, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from adapters.tritonbin import check_python_stub
+from controlplane.errors import FleetError
+from tests.support import EXAMPLES
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "adapters.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+    )
+
+
+def test_malformed_yaml_is_a_clear_cli_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nbackend: python\ninputs: [ {name: a, dims: [1]\n")
+    r = run("config", "render", str(bad), "--offline")
+    assert r.returncode == 2
+    assert "malformed YAML" in r.stderr and "line" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_invalid_spec_names_each_field(tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: ../up\nbackend: caffe\nmax_batch_size: 0\n"
+        "inputs: [{name: a, datatype: FP32, dims: []}]\n"
+        "outputs: [{name: b, datatype: FP32, dims: [1]}]\n"
+        "artifact: {files: {'1/model.py': 'x=1'}}\n"
+    )
+    r = run("config", "render", str(spec), "--offline")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "name:" in r.stderr and "backend: unknown backend 'caffe'" in r.stderr
+    assert "inputs.0.dims: has rank 0" in r.stderr
+
+
+def test_offline_render_of_an_example(tmp_path: Path) -> None:
+    r = run("config", "render", str(EXAMPLES / "batch_sleep" / "spec.yaml"), "--offline")
+    assert r.returncode == 0, r.stderr
+    assert 'name: "batch_sleep"' in r.stdout and "preferred_batch_size: [ 4, 8, 16 ]" in r.stdout
+
+
+def test_unreachable_api_and_missing_file_and_bad_flag(tmp_path: Path) -> None:
+    r = run("models", "list", "--api", "http://127.0.0.1:9")
+    assert r.returncode == 1 and "cannot reach the control API" in r.stderr
+    r = run("models", "register", str(tmp_path / "nope.yaml"), "--api", "http://127.0.0.1:9")
+    assert r.returncode == 2 and "cannot read" in r.stderr
+    r = run("up", "--servers", "0")
+    assert r.returncode == 2 and "--servers" in r.stderr and "Traceback" not in r.stderr
+    r = run("up", "--tritonserver", str(tmp_path / "missing"), "--data-dir", str(tmp_path / "d"))
+    assert r.returncode == 1 and "install the local extra" in r.stderr, r.stderr
+
+
+def test_python_stub_check_says_what_to_install() -> None:
+    with pytest.raises(FleetError, match="apt-get install -y python3 python3-numpy"):
+        check_python_stub(("/nonexistent/python3",))
+    with pytest.raises(FleetError, match="apt-get install -y python3-numpy"):
+        check_python_stub((sys.executable, "-c", "raise SystemExit('No module named numpy')", "--"))

@@ -1,0 +1,81 @@
+"""`tritonfleet up` as the README runs it: real servers, the examples loaded, a clean stop."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from adapters.tritonbin import TritonInstall
+from tests.support import free_port_block
+
+pytestmark = pytest.mark.triton
+
+
+def _wait(predicate, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def test_up_brings_up_real_servers_and_answers(
+    triton_install: TritonInstall, tmp_path: Path
+) -> None:
+    port = free_port_block(1)
+    ready = tmp_path / "ready.json"
+    data = tmp_path / "data"
+    with open(tmp_path / "up.log", "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "adapters.cli",
+                "up",
+                "--data-dir",
+                str(data),
+                "--api-port",
+                str(port),
+                "--ready-file",
+                str(ready),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait(lambda: ready.exists() or proc.poll() is not None, 120)
+            assert proc.poll() is None, (tmp_path / "up.log").read_text()
+            api = json.loads(ready.read_text())["api_url"]
+            models = httpx.get(f"{api}/v1/models").json()["models"]
+            assert sorted(m["name"] for m in models) == ["batch_sleep", "text_stats"]
+
+            def both_ready() -> bool:
+                states = [
+                    httpx.get(f"{api}/v1/models/{n}/status").json()["state"]
+                    for n in ("batch_sleep", "text_stats")
+                ]
+                return states == ["READY", "READY"]
+
+            _wait(both_ready, 90)
+            fleet = httpx.get(f"{api}/v1/fleet").json()
+            assert [s["health"] for s in fleet["servers"]] == ["LIVE", "LIVE"]
+            placed = {m["name"] for s in fleet["servers"] for m in s["models"]}
+            assert placed == {"batch_sleep", "text_stats"}
+            status = httpx.get(f"{api}/v1/models/batch_sleep/status").json()
+            assert status["footprint"]["source"] in ("process-tree-rss-delta", "declared")
+        finally:
+            proc.send_signal(signal.SIGINT)  # Ctrl-C
+            rc = proc.wait(timeout=60)
+    assert rc == 0, (tmp_path / "up.log").read_text()
+    text = (tmp_path / "up.log").read_text()
+    assert "tritonfleet is up" in text and "control API" in text
+    left = subprocess.run(["pgrep", "-f", str(data)], capture_output=True, text=True).stdout
+    assert left.strip() == "", f"processes left running: {left}"
