@@ -58,6 +58,9 @@ class SqliteStore:
         self._path = path
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
+        # Parsed records by name, reused while their (generation, updated_at) is unchanged:
+        # the reconciler lists every tick, and re-validating every spec would dominate.
+        self._parsed: dict[str, tuple[tuple[int, float], ModelRecord]] = {}
 
     async def open(self) -> SqliteStore:
         await self._run(self._open)
@@ -91,9 +94,25 @@ class SqliteStore:
         return await self._run(q)
 
     async def list(self) -> list[ModelRecord]:
-        return await self._run(
-            lambda: [_row(r) for r in self._db.execute("SELECT * FROM models ORDER BY name")]
-        )
+        def q() -> list[ModelRecord]:
+            versions = self._db.execute(
+                "SELECT name, generation, updated_at FROM models ORDER BY name"
+            ).fetchall()
+            out = []
+            for name, generation, updated in versions:
+                cached = self._parsed.get(name)
+                if cached is None or cached[0] != (generation, updated):
+                    row = self._db.execute("SELECT * FROM models WHERE name = ?", (name,)).fetchone()
+                    if row is None:
+                        continue  # deleted between the two reads
+                    cached = ((row[1], row[6]), _row(row))
+                    self._parsed[name] = cached
+                out.append(cached[1])
+            for gone in set(self._parsed) - {v[0] for v in versions}:
+                del self._parsed[gone]
+            return out
+
+        return await self._run(q)
 
     async def create(self, record: ModelRecord) -> ModelRecord:
         def q() -> ModelRecord:

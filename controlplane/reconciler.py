@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -129,7 +130,7 @@ class Reconciler:
         self._snapshot = FleetSnapshot(servers=(), driver=getattr(fleet, "name", "?"))
         self._loaded: dict[str, dict[str, LoadedModel]] = {}
         self._unplaced: dict[str, str] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}  # (model, server) in flight
         self._global = asyncio.Semaphore(config.max_concurrent_loads)
         self._per_server: dict[str, asyncio.Semaphore] = {}
         self._wake = asyncio.Event()
@@ -194,12 +195,12 @@ class Reconciler:
     async def wait_idle(self) -> None:
         """Until no load or unload is in flight (tests and shutdown)."""
         while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
+        for task in list(self._tasks.values()):
             task.cancel()
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
 
     # --- observe / diff -----------------------------------------------------------------
     def _diff(
@@ -302,7 +303,7 @@ class Reconciler:
 
     # --- act ----------------------------------------------------------------------------
     def _busy(self, key: tuple[str, str]) -> bool:
-        return any(t.get_name() == f"{key[0]}@{key[1]}" for t in self._tasks)
+        return key in self._tasks
 
     def _start(self, action: placement.Action, records: Mapping[str, ModelRecord]) -> None:
         key = (action.model, action.server)
@@ -326,8 +327,11 @@ class Reconciler:
             log.info("replica %s on %s: → UNLOADING (%s)", action.model, server.id, action.reason)
             coro = self._unload(server, action.model, action.reason)
         task = asyncio.create_task(coro, name=f"{action.model}@{action.server}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[key] = task
+        task.add_done_callback(functools.partial(self._finished, key))
+
+    def _finished(self, key: tuple[str, str], _task: asyncio.Task[None]) -> None:
+        self._tasks.pop(key, None)
 
     def _server_sem(self, server_id: str) -> asyncio.Semaphore:
         sem = self._per_server.get(server_id)
