@@ -201,8 +201,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         "api_host",
         "api_port",
         "api_token",
-        "servers",
         "base_port",
+        "fleet_config",
         "admin_key",
         "tritonserver",
         "model_root",
@@ -212,6 +212,13 @@ def _settings(args: argparse.Namespace) -> Settings:
         value = getattr(args, key, None)
         if value is not None:
             overrides[key] = value
+    servers = getattr(args, "servers", None)
+    if servers is not None:
+        if servers.strip().lstrip("-").isdigit():
+            overrides["servers"] = int(servers)
+        else:  # `--servers URL,URL`: manage servers someone else runs
+            overrides["static_servers"] = [u for u in servers.split(",") if u.strip()]
+            overrides["fleet"] = FleetKind.STATIC
     if args.capacity_bytes is not None:
         overrides["server_capacity_bytes"] = args.capacity_bytes
     if args.fleet is not None:
@@ -296,43 +303,52 @@ def _parser() -> argparse.ArgumentParser:
             help="bearer token for mutating calls",
         )
 
+    def fleet_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--fleet", choices=[k.value for k in FleetKind], default=None)
+        sp.add_argument(
+            "--servers",
+            default=None,
+            metavar="N|URL,...",
+            help="local fleet size (default 2), or Triton HTTP URLs to manage "
+            "(implies --fleet static)",
+        )
+        sp.add_argument(
+            "--fleet-config",
+            type=Path,
+            default=None,
+            metavar="FILE",
+            help="YAML `servers:` list of static servers (url, grpc, metrics, capacity_bytes, "
+            "admin_key, labels)",
+        )
+        sp.add_argument("--static-servers", default=None, metavar="URL,...", help=argparse.SUPPRESS)
+        sp.add_argument("--tritonserver", default=None, metavar="PATH")
+        sp.add_argument("--data-dir", type=Path, default=None)
+        sp.add_argument("--api-token", default=None)
+        sp.add_argument("--admin-key", default=None)
+        sp.add_argument("--base-port", type=int, default=None)
+        sp.add_argument("--capacity-bytes", type=int, default=None)
+        sp.add_argument("--model-root", type=Path, default=None)
+        sp.add_argument("--gateway-http-port", type=int, default=None)
+        sp.add_argument("--gateway-grpc-port", type=int, default=None)
+        sp.add_argument("-v", "--verbose", action="store_true")
+
     up = sub.add_parser("up", help="start a local fleet, the control API and the examples")
+    fleet_opts(up)
+    up.add_argument("--api-host", default=None)
+    up.add_argument("--api-port", type=int, default=None)
+    up.add_argument("--no-examples", action="store_true")
+    up.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
+    up.set_defaults(func=cmd_up)
+
     cp = sub.add_parser(
         "controlplane",
         help="run the control plane against an existing fleet (static or kubernetes); "
         "no example models",
     )
+    fleet_opts(cp)
     cp.add_argument("--host", dest="api_host", default=None)
     cp.add_argument("--port", dest="api_port", type=int, default=None)
-    for name in ("fleet", "servers", "static_servers", "tritonserver", "data_dir", "api_token",
-                 "admin_key", "base_port", "capacity_bytes", "model_root", "gateway_http_port",
-                 "gateway_grpc_port", "ready_file"):
-        cp.set_defaults(**{name: None})
-    cp.add_argument("-v", "--verbose", action="store_true")
-    cp.set_defaults(func=cmd_up, no_examples=True)
-    up.add_argument("--fleet", choices=[k.value for k in FleetKind], default=None)
-    up.add_argument("--servers", type=int, default=None, help="local fleet size (default 2)")
-    up.add_argument(
-        "--static-servers",
-        default=None,
-        metavar="URL,...",
-        help="with --fleet static: Triton HTTP URLs to manage",
-    )
-    up.add_argument("--tritonserver", default=None, metavar="PATH")
-    up.add_argument("--data-dir", type=Path, default=None)
-    up.add_argument("--api-host", default=None)
-    up.add_argument("--api-port", type=int, default=None)
-    up.add_argument("--api-token", default=None)
-    up.add_argument("--admin-key", default=None)
-    up.add_argument("--base-port", type=int, default=None)
-    up.add_argument("--capacity-bytes", type=int, default=None)
-    up.add_argument("--model-root", type=Path, default=None)
-    up.add_argument("--gateway-http-port", type=int, default=None)
-    up.add_argument("--gateway-grpc-port", type=int, default=None)
-    up.add_argument("--no-examples", action="store_true")
-    up.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
-    up.add_argument("-v", "--verbose", action="store_true")
-    up.set_defaults(func=cmd_up)
+    cp.set_defaults(func=cmd_up, no_examples=True, ready_file=None)
 
     models = sub.add_parser("models", help="register and inspect models").add_subparsers(
         dest="models_command", required=True

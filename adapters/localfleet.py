@@ -56,6 +56,7 @@ class _Proc:
     health: ServerHealth = ServerHealth.STARTING
     restarts: int = 0
     started_at: float = 0.0
+    relaunch: asyncio.Task[None] | None = None
 
 
 class LocalFleet:
@@ -101,6 +102,10 @@ class LocalFleet:
 
     async def stop(self) -> None:
         for p in self._procs:
+            if p.relaunch is not None:
+                p.relaunch.cancel()
+                with contextlib.suppress(asyncio.CancelledError, FleetError):
+                    await p.relaunch
             self._terminate(p, signal.SIGTERM)
         deadline = time.monotonic() + 10
         for p in self._procs:
@@ -235,18 +240,20 @@ class LocalFleet:
 
     async def _probe(self, p: _Proc) -> None:
         old = p.health
+        if p.relaunch is not None:
+            if not p.relaunch.done():
+                return  # coming back; stays DOWN until it is live
+            p.relaunch = None
         if p.popen is None or p.popen.poll() is not None:
             p.health = ServerHealth.DOWN
             if self._cfg.auto_restart and p.popen is not None:
+                # Publish DOWN now (its models get re-placed at once) and bring the process
+                # back in the background on the same ports.
                 log.warning(
                     "server %s exited (code %s); restarting", self._id(p), p.popen.returncode
                 )
                 p.restarts += 1
-                try:
-                    await self._launch(p)
-                except FleetError as exc:
-                    log.error("server %s could not be restarted: %s", self._id(p), exc)
-                    p.health = ServerHealth.DOWN
+                p.relaunch = asyncio.create_task(self._relaunch(p))
         else:
             try:
                 r = await self._http.get(f"http://{p.args.host}:{p.args.http_port}/v2/health/live")
@@ -255,6 +262,13 @@ class LocalFleet:
                 p.health = ServerHealth.DOWN
         if old is not p.health:
             log.info("server %s: %s → %s", self._id(p), old.value, p.health.value)
+
+    async def _relaunch(self, p: _Proc) -> None:
+        try:
+            await self._launch(p)  # LIVE once it answers; the next refresh publishes it
+        except FleetError as exc:
+            log.error("server %s could not be restarted: %s", self._id(p), exc)
+            p.health = ServerHealth.DOWN
 
     @staticmethod
     def _terminate(p: _Proc, sig: signal.Signals) -> None:

@@ -24,7 +24,7 @@ from adapters.localfleet import LocalFleet, LocalFleetConfig
 from adapters.nvml import inventory
 from adapters.procmem import ProcessTreeMeter
 from adapters.sqlitestore import SqliteStore
-from adapters.staticfleet import StaticFleet, parse_servers
+from adapters.staticfleet import StaticFleet, load_servers, parse_servers
 from adapters.tritonbin import check_python_stub, locate
 from adapters.tritoncontrol import GrpcTritonControl
 from adapters.tritonschema import ProtobufSchema
@@ -41,10 +41,12 @@ log = logging.getLogger(__name__)
 
 def build_fleet(settings: Settings) -> FleetDriver:
     if settings.fleet is FleetKind.STATIC:
-        return StaticFleet(
-            parse_servers(settings.static_servers, settings.admin_key),
-            settings.server_capacity_bytes,
+        entries = (
+            load_servers(settings.fleet_config)
+            if settings.fleet_config
+            else parse_servers(settings.static_servers, settings.admin_key)
         )
+        return StaticFleet(entries, settings.server_capacity_bytes)
     if settings.fleet is FleetKind.KUBERNETES:
         from adapters.k8sfleet import K8sFleet, K8sFleetConfig
 

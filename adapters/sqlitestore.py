@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
 from controlplane.errors import Conflict, NotFound
 from controlplane.spec import ModelSpec
 from controlplane.store import Footprint, ModelRecord
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -35,7 +39,8 @@ CREATE TABLE IF NOT EXISTS footprints (
     model TEXT PRIMARY KEY,
     memory_bytes INTEGER NOT NULL,
     source TEXT NOT NULL,
-    measured_at REAL NOT NULL
+    measured_at REAL NOT NULL,
+    generation INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -102,10 +107,18 @@ class SqliteStore:
             for name, generation, updated in versions:
                 cached = self._parsed.get(name)
                 if cached is None or cached[0] != (generation, updated):
-                    row = self._db.execute("SELECT * FROM models WHERE name = ?", (name,)).fetchone()
+                    row = self._db.execute(
+                        "SELECT * FROM models WHERE name = ?", (name,)
+                    ).fetchone()
                     if row is None:
                         continue  # deleted between the two reads
-                    cached = ((row[1], row[6]), _row(row))
+                    try:
+                        cached = ((row[1], row[6]), _row(row))
+                    except ValidationError as exc:
+                        # One unreadable row (say, validation tightened since it was stored)
+                        # must not take the registry down; it is reported and skipped.
+                        log.error("stored spec of model %r no longer validates: %s", name, exc)
+                        continue
                     self._parsed[name] = cached
                 out.append(cached[1])
             for gone in set(self._parsed) - {v[0] for v in versions}:
@@ -139,29 +152,35 @@ class SqliteStore:
 
     async def update(self, record: ModelRecord, expected_generation: int) -> ModelRecord:
         def q() -> ModelRecord:
-            cur = self._db.execute(
-                "UPDATE models SET generation = ?, spec_json = ?, config_pbtxt = ?, "
-                "config_json = ?, updated_at = ? WHERE name = ? AND generation = ?",
-                (
-                    record.generation,
-                    record.spec.model_dump_json(),
-                    record.config_pbtxt,
-                    record.config_json,
-                    record.updated_at,
-                    record.name,
-                    expected_generation,
-                ),
-            )
-            if cur.rowcount == 0:
-                row = self._db.execute(
-                    "SELECT generation FROM models WHERE name = ?", (record.name,)
-                ).fetchone()
-                if row is None:
-                    raise NotFound("model", record.name)
-                raise Conflict(
-                    f"model {record.name!r} changed meanwhile (generation {row[0]}); retry"
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                cur = self._db.execute(
+                    "UPDATE models SET generation = ?, spec_json = ?, config_pbtxt = ?, "
+                    "config_json = ?, updated_at = ? WHERE name = ? AND generation = ?",
+                    (
+                        record.generation,
+                        record.spec.model_dump_json(),
+                        record.config_pbtxt,
+                        record.config_json,
+                        record.updated_at,
+                        record.name,
+                        expected_generation,
+                    ),
                 )
-            row = self._db.execute("SELECT * FROM models WHERE name = ?", (record.name,)).fetchone()
+                if cur.rowcount == 0:
+                    row = self._db.execute(
+                        "SELECT generation FROM models WHERE name = ?", (record.name,)
+                    ).fetchone()
+                    if row is None:
+                        raise NotFound("model", record.name)
+                    raise Conflict(
+                        f"model {record.name!r} changed meanwhile (generation {row[0]}); retry"
+                    )
+                # A new generation is measured anew.
+                self._db.execute("DELETE FROM footprints WHERE model = ?", (record.name,))
+                row = self._db.execute(
+                    "SELECT * FROM models WHERE name = ?", (record.name,)
+                ).fetchone()
             return _row(row)
 
         return await self._run(q)
@@ -179,18 +198,34 @@ class SqliteStore:
 
         return await self._run(q)
 
-    async def put_footprint(self, footprint: Footprint) -> None:
-        await self._run(
-            lambda: self._db.execute(
-                "INSERT OR REPLACE INTO footprints VALUES (?, ?, ?, ?)",
-                (footprint.model, footprint.memory_bytes, footprint.source, footprint.measured_at),
+    async def put_footprint(self, footprint: Footprint) -> bool:
+        # Only for a model that still exists at the generation it was measured for: a late
+        # measurement must not resurrect a deleted model's size or outlive a PUT.
+        def q() -> bool:
+            cur = self._db.execute(
+                "INSERT OR REPLACE INTO footprints "
+                "SELECT ?, ?, ?, ?, ? WHERE EXISTS "
+                "(SELECT 1 FROM models WHERE name = ? AND generation = ?)",
+                (
+                    footprint.model,
+                    footprint.memory_bytes,
+                    footprint.source,
+                    footprint.measured_at,
+                    footprint.generation,
+                    footprint.model,
+                    footprint.generation,
+                ),
             )
-        )
+            return cur.rowcount > 0
+
+        return await self._run(q)
 
     async def footprints(self) -> dict[str, Footprint]:
         return await self._run(
             lambda: {
-                r[0]: Footprint(model=r[0], memory_bytes=r[1], source=r[2], measured_at=r[3])
+                r[0]: Footprint(
+                    model=r[0], memory_bytes=r[1], source=r[2], measured_at=r[3], generation=r[4]
+                )
                 for r in self._db.execute("SELECT * FROM footprints")
             }
         )

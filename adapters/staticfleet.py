@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from controlplane.errors import FleetError, NotSupported
 from controlplane.fleet import FleetSnapshot, Server, ServerHealth
@@ -117,3 +119,23 @@ class StaticFleet:
 
     async def stop(self) -> None:
         await self._http.aclose()
+
+
+def load_servers(path: Path) -> list[StaticServer]:
+    """`--fleet-config FILE`: `servers:` as a YAML list of `StaticServer` fields."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise FleetError(f"--fleet-config {path}: cannot read it as YAML ({exc})") from exc
+    entries = data.get("servers") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise FleetError(f"--fleet-config {path}: needs a non-empty `servers:` list")
+    out = []
+    for i, entry in enumerate(entries):
+        try:
+            out.append(StaticServer.model_validate(entry))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"])
+            raise FleetError(f"--fleet-config {path}: servers[{i}].{field}: {err['msg']}") from exc
+    return out

@@ -40,7 +40,9 @@ class TritonInstall:
     source: str = "explicit"
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        env = dict(os.environ)
+        # Triton and every Python model it runs inherit this environment: tritonfleet's own
+        # secrets (API token, admin key, Prometheus token) must not reach user models.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRITONFLEET_")}
         if self.ld_library_path:
             parts = [*self.ld_library_path]
             if env.get("LD_LIBRARY_PATH"):

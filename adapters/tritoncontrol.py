@@ -9,6 +9,7 @@ Triton's message), an unreachable server → `ServerUnavailable` (retryable).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import grpc
 import httpx
@@ -106,6 +107,18 @@ class GrpcTritonControl:
                 memory_bytes=mem,
             )
         return out
+
+    async def config(self, server: Server, model: str) -> dict[str, Any] | None:
+        try:
+            r = await self._http.get(
+                f"{server.http_url}/v2/models/{model}/config", headers=_http_headers(server)
+            )
+        except httpx.HTTPError as exc:
+            raise ServerUnavailable(f"{server.id}: {exc}") from exc
+        if r.status_code != 200:
+            return None
+        body = r.json()
+        return body if isinstance(body, dict) else None
 
     async def close(self) -> None:
         for client in self._grpc.values():

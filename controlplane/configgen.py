@@ -83,3 +83,28 @@ class Renderer:
         if problems:
             raise InvalidSpec(problems, subject=f"config.pbtxt for {spec.name!r}")
         return RenderedConfig(pbtxt=text, config=config)
+
+
+def served_matches(generated: Mapping[str, Any], served: Mapping[str, Any]) -> bool:
+    """Whether a config Triton serves carries every field we generated, with the same values.
+
+    Triton fills in defaults, so this is a subset comparison; numbers compare by value whether
+    they arrive as JSON numbers or as proto3 int64 strings.
+    """
+
+    def same(expected: object, actual: object) -> bool:
+        if isinstance(expected, Mapping):
+            return isinstance(actual, Mapping) and all(
+                same(v, actual.get(k)) for k, v in expected.items()
+            )
+        if isinstance(expected, list):
+            return (
+                isinstance(actual, list)
+                and len(expected) == len(actual)
+                and all(same(e, a) for e, a in zip(expected, actual, strict=True))
+            )
+        if isinstance(expected, bool) or isinstance(actual, bool):
+            return expected == actual
+        return str(expected) == str(actual)
+
+    return same(generated, served)

@@ -60,12 +60,6 @@ def _tensor_problems(kind: str, tensors: list[Config]) -> list[FieldProblem]:
     return out
 
 
-def _queue_policy_problems(path: str, policy: Config) -> list[FieldProblem]:
-    if _int(policy.get("max_queue_size", 0)) < 0:
-        return [FieldProblem(f"{path}.max_queue_size", "must be >= 0")]
-    return []
-
-
 def _dynamic_problems(cfg: Config, mbs: int) -> list[FieldProblem]:
     db = cfg.get("dynamic_batching")
     if db is None:
@@ -99,7 +93,7 @@ def _dynamic_problems(cfg: Config, mbs: int) -> list[FieldProblem]:
         out.append(
             FieldProblem("dynamic_batching.default_priority_level", "needs priority_levels > 0")
         )
-    for key, policy in (db.get("priority_queue_policy") or {}).items():
+    for key in db.get("priority_queue_policy") or {}:
         if not 1 <= _int(key) <= levels:
             out.append(
                 FieldProblem(
@@ -107,11 +101,6 @@ def _dynamic_problems(cfg: Config, mbs: int) -> list[FieldProblem]:
                     f"level {key} is outside [1, priority_levels={levels}]",
                 )
             )
-        out += _queue_policy_problems(f"dynamic_batching.priority_queue_policy[{key}]", policy)
-    if "default_queue_policy" in db:
-        out += _queue_policy_problems(
-            "dynamic_batching.default_queue_policy", db["default_queue_policy"]
-        )
     return out
 
 
@@ -120,8 +109,6 @@ def _sequence_problems(cfg: Config, mbs: int) -> list[FieldProblem]:
     if sb is None:
         return []
     out: list[FieldProblem] = []
-    if "dynamic_batching" in cfg:
-        out.append(FieldProblem("sequence_batching", "cannot be combined with dynamic_batching"))
     oldest = sb.get("oldest")
     if oldest is not None:
         for s in map(_int, oldest.get("preferred_batch_size", [])):

@@ -7,8 +7,10 @@ They behave like the real thing where the core depends on it (a load makes a mod
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 from controlplane.errors import ModelLoadFailed, NotSupported, ServerUnavailable
 from controlplane.fleet import FleetSnapshot, Server, ServerHealth
@@ -57,6 +59,7 @@ class FakeTritonControl:
         self.models: dict[str, dict[str, LoadedModel]] = {}
         self.broken: dict[str, str] = {}  # model -> Triton's reason
         self.loads: list[tuple[str, str]] = []
+        self.configs: dict[tuple[str, str], dict[str, Any]] = {}
         self.unloads: list[tuple[str, str]] = []
 
     def _live(self, server: Server) -> dict[str, LoadedModel]:
@@ -76,6 +79,7 @@ class FakeTritonControl:
         if model in self.broken:
             raise ModelLoadFailed(model, server.id, self.broken[model])
         loaded[model] = LoadedModel(name=model, version="1", ready=True)
+        self.configs[(server.id, model)] = json.loads(config_json)
 
     async def unload(self, server: Server, model: str) -> None:
         self.unloads.append((model, server.id))
@@ -83,6 +87,11 @@ class FakeTritonControl:
 
     async def loaded(self, server: Server) -> dict[str, LoadedModel]:
         return dict(self._live(server))
+
+    async def config(self, server: Server, model: str) -> dict[str, Any] | None:
+        if model not in self._live(server):
+            return None
+        return self.configs.get((server.id, model))
 
     async def close(self) -> None:
         return None

@@ -35,7 +35,7 @@ class Server:
     capacity_bytes: int
     health: ServerHealth = ServerHealth.LIVE
     admin_header: str = "admin-key"
-    admin_key: str | None = None
+    admin_key: str | None = field(default=None, repr=False)
     labels: Mapping[str, str] = field(default_factory=dict)
     pid: int | None = None  # only for servers this process started
 

@@ -63,6 +63,7 @@ class Action:
     model: str
     server: str
     reason: str
+    evicts: bool = False  # an unload that takes a warm replica away to make room
 
     def __str__(self) -> str:
         return f"{self.kind.value} {self.model} on {self.server}: {self.reason}"
@@ -141,6 +142,14 @@ def plan(snap: Snapshot) -> Plan:
     kept: dict[str, list[str]] = {}
     for name, holders in snap.placement.items():
         model = models.get(name)
+        if (
+            model is not None
+            and len(holders) <= model.max_replicas
+            and all(h in live for h in holders)
+            and len(set(holders)) == len(holders)
+        ):
+            kept[name] = list(holders)  # the common case: everything stands
+            continue
         for server in holders:
             if model is None:
                 if server in live:
@@ -175,25 +184,24 @@ def plan(snap: Snapshot) -> Plan:
         max((servers[s].capacity_bytes for s in live), default=0),
     )
 
-    floor = {m.name: m.min_replicas for m in snap.models}
     target = {m.name: m.target for m in snap.models}
-    prio = {m.name: m.priority for m in snap.models}
     biggest = free.biggest
 
     def evictable(victim: str, for_model: ModelView) -> bool:
         count = len(kept[victim])
-        if count <= floor[victim]:
+        v = models[victim]
+        if count <= v.min_replicas:
             return False  # the warm floor is never evicted
         if count > target[victim]:
             return True  # idle surplus: kept warm only while nobody needs the room
-        return prio[victim] < for_model.priority
+        return v.priority < for_model.priority
 
     def evict(server: str, victim: str, reason: str) -> None:
         kept[victim].remove(server)
         on_server[server].remove(victim)
         free.give(server, models[victim].memory_bytes)
         used[server] -= models[victim].memory_bytes
-        actions.append(Action(ActionKind.UNLOAD, victim, server, reason))
+        actions.append(Action(ActionKind.UNLOAD, victim, server, reason, evicts=True))
 
     # 2. A server over capacity (a footprint grew once measured) sheds idle replicas.
     for server in sorted(live):

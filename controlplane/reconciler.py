@@ -1,15 +1,18 @@
 """The reconciler: observe → diff → plan → act, once per tick, forever.
 
-1. **Observe** the fleet (`FleetDriver.refresh`), what each live server has loaded
-   (`TritonControl.loaded`, i.e. statistics: models loaded with file overrides are missing from
-   the repository index), the registry and the measured footprints.
+1. **Observe** the registry and measured footprints, then the fleet (`FleetDriver.refresh`) and
+   what each live server has loaded (`TritonControl.loaded`, i.e. statistics: models loaded with
+   file overrides are missing from the repository index).
 2. **Diff** that against what the reconciler believes: adopt models already loaded (a restarted
-   control plane issues no redundant load), forget replicas whose server lost them, notice
-   registrations whose generation changed.
+   control plane issues no redundant load; a loaded config that differs from the registered one
+   is adopted as stale and reloaded), forget replicas whose server lost them, notice registrations
+   whose generation changed. A replica whose load or unload finished after the observation was
+   taken is left alone this tick, so a slow observation can never undo a fresh action.
 3. **Plan** with the pure `placement.plan`.
 4. **Act**: loads and unloads run as background tasks under a fleet-wide and a per-server limit,
-   so a slow load never stalls the loop. A failed load marks the model FAILED with Triton's
-   reason and backs off (exponential, jittered, bounded attempts): no retry storm.
+   so a slow load never stalls the loop. A reload keeps the old generation serving until the new
+   one is READY. A failed load marks the model FAILED with Triton's reason and backs off
+   (exponential, jittered, bounded attempts); an unreachable server backs off too: no storms.
 
 One failing step never stops the loop; transitions are logged as `old → new`, quiet ticks are not.
 The reconciler also answers the control API (`FleetView`) and the gateway (`ReplicaDirectory`).
@@ -20,35 +23,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
+import math
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from controlplane import placement
-from controlplane.errors import ModelLoadFailed, ServerUnavailable, TritonfleetError
+from controlplane import fleetstate, placement
+from controlplane.configgen import served_matches
+from controlplane.errors import ModelLoadFailed, TritonfleetError
 from controlplane.fleet import FleetDriver, FleetSnapshot, Server
+from controlplane.fleetstate import FleetState, ModelState, ReplicaRecord, ReplicaState
 from controlplane.replicas import ModelRouting, Replica
 from controlplane.store import Footprint, ModelRecord, ModelStore
 from controlplane.triton import LoadedModel, TritonControl
 
 log = logging.getLogger(__name__)
 
-
-class ReplicaState(StrEnum):
-    LOADING = "LOADING"
-    READY = "READY"
-    UNLOADING = "UNLOADING"
-
-
-class ModelState(StrEnum):
-    PENDING = "PENDING"
-    LOADING = "LOADING"
-    READY = "READY"
-    FAILED = "FAILED"
-    EVICTED = "EVICTED"
+__all__ = ["ModelState", "Reconciler", "ReconcilerConfig", "ReplicaState", "TickReport"]
 
 
 class ArtifactFiles(Protocol):
@@ -74,26 +68,6 @@ class ReconcilerConfig:
     demand_ttl_s: float = 300.0  # an ensure keeps a replica wanted this long after last use
 
 
-@dataclass
-class _Replica:
-    state: ReplicaState
-    generation: int
-    since: float
-
-
-@dataclass
-class _Model:
-    failures: int = 0
-    failed_generation: int = 0
-    last_error: str | None = None
-    retry_at: float = 0.0
-    evicted: bool = False
-    last_used: float = 0.0
-    wanted_until: float = 0.0
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-
 @dataclass(frozen=True)
 class TickReport:
     actions: tuple[placement.Action, ...]
@@ -111,7 +85,7 @@ class Reconciler:
         artifacts: ArtifactFiles,
         clock: Callable[[], float],
         rng: random.Random,
-        config: ReconcilerConfig = ReconcilerConfig(),
+        config: ReconcilerConfig | None = None,
         meter: MemoryMeter | None = None,
     ) -> None:
         self._fleet = fleet
@@ -120,23 +94,26 @@ class Reconciler:
         self._artifacts = artifacts
         self._clock = clock
         self._rng = rng
-        self._cfg = config
+        self._cfg = config or ReconcilerConfig()
         self._meter = meter
-        # (model, server) -> replica the reconciler believes in
-        self._replicas: dict[tuple[str, str], _Replica] = {}
-        self._models: dict[str, _Model] = {}
-        self._records: dict[str, ModelRecord] = {}
-        self._footprints: dict[str, Footprint] = {}
-        self._snapshot = FleetSnapshot(servers=(), driver=getattr(fleet, "name", "?"))
-        self._loaded: dict[str, dict[str, LoadedModel]] = {}
-        self._unplaced: dict[str, str] = {}
+        self.state = FleetState(FleetSnapshot(servers=(), driver=getattr(fleet, "name", "?")))
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}  # (model, server) in flight
-        self._global = asyncio.Semaphore(config.max_concurrent_loads)
+        self._settled: dict[tuple[str, str], float] = {}  # loop time each action finished
+        self._hold_until: dict[str, float] = {}  # transient failures: no new load before
+        self._background: set[asyncio.Task[None]] = set()
+        self._global = asyncio.Semaphore(self._cfg.max_concurrent_loads)
         self._per_server: dict[str, asyncio.Semaphore] = {}
         self._wake = asyncio.Event()
+        self._ticked = asyncio.Event()  # set (and replaced) at the end of every tick
         self._ready_view: dict[str, tuple[Replica, ...]] = {}
-        self.load_calls = 0  # every load issued to Triton, for tests and metrics
-        self.unload_calls = 0
+
+    @property
+    def load_calls(self) -> int:
+        return self.state.load_calls
+
+    @property
+    def unload_calls(self) -> int:
+        return self.state.unload_calls
 
     # --- the loop -----------------------------------------------------------------------
     async def run(self) -> None:
@@ -155,36 +132,41 @@ class Reconciler:
         self._wake.set()
 
     async def tick(self) -> TickReport:
-        now = self._clock()
-        # 1. Observe.
+        state = self.state
+        # 1. Observe: the registry first, then the servers, so the gap between reading a
+        #    server and acting on it is as short as possible.
+        records = {r.name: r for r in await self._store.list()}
+        footprints = await self._store.footprints()
         snap = await self._fleet.refresh()
-        self._snapshot = snap
         live = snap.live()
+        observed_at = asyncio.get_running_loop().time()
         observed = await asyncio.gather(
             *(self._control.loaded(s) for s in live), return_exceptions=True
         )
-        records = {r.name: r for r in await self._store.list()}
-        self._records = records
-        self._footprints = await self._store.footprints()
+        state.snapshot, state.records, state.footprints = snap, records, footprints
+        now = self._clock()
 
         # 2. Diff.
-        adopted = self._diff(snap, live, observed, records, now)
-        reloads = self._stale_generations(records)
+        candidates = self._diff(live, observed, observed_at, now)
+        adopted = await self._adopt(candidates, now)
+        self._reset_failures()
+        self._forget_deleted()
+        reloads = self._stale_generations(now)
 
         # 3. Plan.
-        snapshot = self._planner_snapshot(snap, records, now)
-        result = placement.plan(snapshot)
-        self._unplaced = dict(result.unplaced)
+        result = placement.plan(self._planner_snapshot(now))
+        state.unplaced = dict(result.unplaced)
 
         # 4. Act.
         for action in result.actions:
-            self._start(action, records)
+            self._start(action)
         for model, server in reloads:
             self._start(
-                placement.Action(placement.ActionKind.LOAD, model, server, "new generation"),
-                records,
+                placement.Action(placement.ActionKind.LOAD, model, server, "new generation")
             )
         self._refresh_ready_view()
+        self._ticked.set()
+        self._ticked = asyncio.Event()
         return TickReport(
             actions=result.actions,
             reloads=tuple(reloads),
@@ -198,140 +180,197 @@ class Reconciler:
             await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
 
     async def close(self) -> None:
-        for task in list(self._tasks.values()):
+        tasks = [*self._tasks.values(), *self._background]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- observe / diff -----------------------------------------------------------------
+    def _untouchable(self, key: tuple[str, str], observed_at: float) -> bool:
+        """In flight, or finished after the observation: the observation is stale for it."""
+        return key in self._tasks or self._settled.get(key, -math.inf) >= observed_at
+
     def _diff(
         self,
-        snap: FleetSnapshot,
         live: Sequence[Server],
         observed: Sequence[dict[str, LoadedModel] | BaseException],
-        records: Mapping[str, ModelRecord],
+        observed_at: float,
         now: float,
-    ) -> list[tuple[str, str]]:
-        adopted: list[tuple[str, str]] = []
+    ) -> list[tuple[Server, str]]:
+        state = self.state
+        candidates: list[tuple[Server, str]] = []
         live_ids = {s.id for s in live}
         for server, seen in zip(live, observed, strict=True):
             if isinstance(seen, BaseException):
                 log.debug("server %s not observable this tick: %s", server.id, seen)
                 continue  # keep what we believed about it
-            self._loaded[server.id] = seen
             for name, lm in seen.items():
-                model = self._model(name)
-                if lm.last_inference_ms:
-                    model.last_used = max(model.last_used, lm.last_inference_ms / 1000)
+                if lm.last_inference_ms and name in state.records:
+                    st = state.model(name)
+                    st.last_used = max(st.last_used, lm.last_inference_ms / 1000)
                 key = (name, server.id)
-                rep = self._replicas.get(key)
-                if rep is None and name in records:
-                    # Loaded before we knew (a restarted control plane): adopt, don't reload.
-                    self._replicas[key] = _Replica(
-                        ReplicaState.READY, records[name].generation, now
-                    )
-                    adopted.append(key)
-                    log.info("replica %s on %s: (adopted) → READY", name, server.id)
-                elif rep is not None and rep.state is ReplicaState.LOADING and not self._busy(key):
-                    rep.state = ReplicaState.READY
-            for (name, sid), rep in list(self._replicas.items()):
-                if sid != server.id or name in seen or self._busy((name, sid)):
+                new = key not in state.replicas and name in state.records
+                if new and not self._untouchable(key, observed_at):
+                    candidates.append((server, name))
+            for (name, sid), rep in list(state.replicas.items()):
+                key = (name, sid)
+                if sid != server.id or name in seen or self._untouchable(key, observed_at):
                     continue
-                if rep.state is not ReplicaState.LOADING:
-                    log.info(
-                        "replica %s on %s: %s → gone (server lost it)", name, sid, rep.state.value
-                    )
-                    del self._replicas[(name, sid)]
-        for (name, sid), rep in list(self._replicas.items()):
-            if sid not in live_ids and not self._busy((name, sid)):
+                log.info("replica %s on %s: %s → gone (server lost it)", name, sid, rep.state.value)
+                del state.replicas[key]
+        for (name, sid), rep in list(state.replicas.items()):
+            key = (name, sid)
+            if sid not in live_ids and key not in self._tasks:
                 log.info("replica %s on %s: %s → gone (server down)", name, sid, rep.state.value)
-                del self._replicas[(name, sid)]
+                del state.replicas[key]
+        for key in [k for k, t in self._settled.items() if t < observed_at]:
+            del self._settled[key]  # older than any future observation: no longer needed
+        return candidates
+
+    async def _adopt(
+        self, candidates: list[tuple[Server, str]], now: float
+    ) -> list[tuple[str, str]]:
+        """Adopt models a server already has; a config that differs is adopted as stale."""
+        if not candidates:
+            return []
+        served = await asyncio.gather(
+            *(self._control.config(server, name) for server, name in candidates),
+            return_exceptions=True,
+        )
+        adopted = []
+        for (server, name), cfg in zip(candidates, served, strict=True):
+            record = self.state.records.get(name)
+            if record is None or (server.id, name) in self._tasks:
+                continue
+            matches = isinstance(cfg, Mapping) and served_matches(
+                json.loads(record.config_json), cfg
+            )
+            generation = record.generation if matches else 0
+            self.state.replicas[(name, server.id)] = ReplicaRecord(
+                ReplicaState.READY, generation, now
+            )
+            adopted.append((name, server.id))
+            log.info(
+                "replica %s on %s: (adopted) → READY%s",
+                name,
+                server.id,
+                "" if matches else " with a different config: will reload",
+            )
         return adopted
 
-    def _stale_generations(self, records: Mapping[str, ModelRecord]) -> list[tuple[str, str]]:
+    def _reset_failures(self) -> None:
+        """A new generation (the user changed the spec) starts with a clean slate."""
+        for name, record in self.state.records.items():
+            st = self.state.model(name)
+            if st.failures and st.failed_generation != record.generation:
+                st.failures, st.retry_at, st.last_error = 0, 0.0, None
+
+    def _forget_deleted(self) -> None:
+        """Drop runtime state of models that are neither registered nor loaded anywhere."""
+        held = {n for n, _ in self.state.replicas} | {n for n, _ in self._tasks}
+        for name in list(self.state.models):
+            if name not in self.state.records and name not in held:
+                self.state.models.pop(name).signal()
+                self._hold_until.pop(name, None)
+        known = {s.id for s in self.state.snapshot.servers}
+        for sid in list(self._per_server):
+            if sid not in known and not any(s == sid for _, s in self._tasks):
+                del self._per_server[sid]
+
+    def _blocked(self, name: str, now: float) -> bool:
+        st = self.state.model(name)
+        if now < self._hold_until.get(name, 0.0):
+            return True
+        return st.failures > 0 and (st.failures >= self._cfg.max_attempts or now < st.retry_at)
+
+    def _stale_generations(self, now: float) -> list[tuple[str, str]]:
         out = []
-        for (name, sid), rep in self._replicas.items():
-            record = records.get(name)
+        for (name, sid), rep in self.state.replicas.items():
+            record = self.state.records.get(name)
             if (
                 record is not None
                 and rep.state is ReplicaState.READY
                 and rep.generation != record.generation
-                and not self._busy((name, sid))
+                and (name, sid) not in self._tasks
+                and not self._blocked(name, now)
             ):
                 out.append((name, sid))
         return out
 
-    def _planner_snapshot(
-        self, snap: FleetSnapshot, records: Mapping[str, ModelRecord], now: float
-    ) -> placement.Snapshot:
+    def _planner_snapshot(self, now: float) -> placement.Snapshot:
+        state = self.state
         servers = tuple(
-            placement.ServerView(s.id, s.capacity_bytes, s.live, s.labels) for s in snap.servers
+            placement.ServerView(s.id, s.capacity_bytes, s.live, s.labels)
+            for s in state.snapshot.servers
         )
         models = []
-        for name, record in records.items():
-            st = self._model(name)
+        for name, record in state.records.items():
+            st = state.model(name)
             policy = record.spec.policy
-            if st.failed_generation != record.generation:
-                st.failures, st.retry_at, st.last_error = 0, 0.0, None
-            blocked = st.failures > 0 and (
-                st.failures >= self._cfg.max_attempts or now < st.retry_at
-            )
-            fp = self._footprints.get(name)
             models.append(
                 placement.ModelView(
                     name=name,
-                    memory_bytes=fp.memory_bytes if fp else policy.memory_bytes,
+                    memory_bytes=state.memory_of(name),
                     min_replicas=policy.min_replicas,
                     max_replicas=policy.max_replicas,
                     wanted=1 if now < st.wanted_until else 0,
                     priority=policy.priority,
                     last_used=st.last_used,
-                    blocked=blocked,
+                    blocked=self._blocked(name, now),
+                    server_labels=policy.server_labels,
                 )
             )
         current: dict[str, list[str]] = {}
-        for (name, sid), rep in self._replicas.items():
+        for (name, sid), rep in state.replicas.items():
             if rep.state is not ReplicaState.UNLOADING:
                 current.setdefault(name, []).append(sid)
+        # Replicas of deleted models stay in here so the planner unloads them; models someone
+        # else loaded were never adopted and are left alone.
         return placement.Snapshot(
             servers=servers,
             models=tuple(models),
-            # Replicas of deleted models stay in here so the planner unloads them; models
-            # someone else loaded were never adopted and are left alone.
             placement={k: tuple(v) for k, v in current.items()},
             now=now,
         )
 
     # --- act ----------------------------------------------------------------------------
-    def _busy(self, key: tuple[str, str]) -> bool:
-        return key in self._tasks
-
-    def _start(self, action: placement.Action, records: Mapping[str, ModelRecord]) -> None:
+    def _start(self, action: placement.Action) -> None:
         key = (action.model, action.server)
-        if self._busy(key):
-            return
-        server = self._snapshot.by_id(action.server)
-        if server is None:
+        server = self.state.snapshot.by_id(action.server)
+        if key in self._tasks or server is None:
             return
         now = self._clock()
+        coro: Any
         if action.kind is placement.ActionKind.LOAD:
-            record = records[action.model]
-            old = self._replicas.get(key)
-            self._replicas[key] = _Replica(ReplicaState.LOADING, record.generation, now)
-            if old is None:
+            record = self.state.records[action.model]
+            rep = self.state.replicas.get(key)
+            if rep is not None and rep.state is ReplicaState.READY:
+                rep.pending_generation = record.generation  # reload: the old one keeps serving
+                log.info(
+                    "replica %s on %s: READY → reloading generation %d",
+                    action.model,
+                    server.id,
+                    record.generation,
+                )
+            else:
+                self.state.replicas[key] = ReplicaRecord(
+                    ReplicaState.LOADING, record.generation, now
+                )
                 log.info("replica %s on %s: → LOADING (%s)", action.model, server.id, action.reason)
-            coro = self._load(server, record, action.reason)
+            coro = self._load(server, record)
         else:
-            rep = self._replicas.get(key)
+            rep = self.state.replicas.get(key)
             if rep is not None:
                 rep.state = ReplicaState.UNLOADING
             log.info("replica %s on %s: → UNLOADING (%s)", action.model, server.id, action.reason)
-            coro = self._unload(server, action.model, action.reason)
+            coro = self._unload(server, action.model, action.evicts)
         task = asyncio.create_task(coro, name=f"{action.model}@{action.server}")
         self._tasks[key] = task
         task.add_done_callback(functools.partial(self._finished, key))
 
     def _finished(self, key: tuple[str, str], _task: asyncio.Task[None]) -> None:
         self._tasks.pop(key, None)
+        self._settled[key] = asyncio.get_running_loop().time()
 
     def _server_sem(self, server_id: str) -> asyncio.Semaphore:
         sem = self._per_server.get(server_id)
@@ -339,51 +378,68 @@ class Reconciler:
             sem = self._per_server[server_id] = asyncio.Semaphore(self._cfg.max_loads_per_server)
         return sem
 
-    async def _load(self, server: Server, record: ModelRecord, reason: str) -> None:
+    def _backoff(self, attempt: int) -> float:
+        delay = min(self._cfg.backoff_max_s, self._cfg.backoff_base_s * 2.0 ** max(0, attempt - 1))
+        return float(delay * (0.5 + self._rng.random()))
+
+    async def _load(self, server: Server, record: ModelRecord) -> None:
         key = (record.name, server.id)
-        model = self._model(record.name)
+        st = self.state.model(record.name)
         try:
             async with self._global, self._server_sem(server.id):
                 before = await self._meter.sample(server) if self._meter else None
                 files = await self._artifacts.files(record)
-                self.load_calls += 1
+                self.state.load_calls += 1
                 await self._control.load(server, record.name, record.config_json, files)
                 after = await self._meter.sample(server) if self._meter else None
         except ModelLoadFailed as exc:
-            self._replicas.pop(key, None)
-            model.failures += 1
-            model.failed_generation = record.generation
-            model.last_error = exc.reason
-            delay = min(
-                self._cfg.backoff_max_s, self._cfg.backoff_base_s * 2 ** (model.failures - 1)
-            )
-            model.retry_at = self._clock() + delay * (0.5 + self._rng.random())
+            st.failures = st.failures + 1 if st.failed_generation == record.generation else 1
+            st.failed_generation = record.generation
+            st.last_error = exc.reason
+            st.retry_at = self._clock() + self._backoff(st.failures)
             log.warning(
                 "model %s on %s: LOADING → FAILED (attempt %d/%d): %s",
                 record.name,
                 server.id,
-                model.failures,
+                st.failures,
                 self._cfg.max_attempts,
                 exc.reason,
             )
-            await self._quiet_unload(server, record.name)
-            self._signal(record.name)
+            self._settle_failed_load(server, record.name, key)
             return
-        except (ServerUnavailable, TritonfleetError, OSError) as exc:
-            self._replicas.pop(key, None)
-            log.warning("replica %s on %s: LOADING → gone: %s", record.name, server.id, exc)
-            self._signal(record.name)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # unreachable server, unreadable artifact, anything else
+            self._hold_until[record.name] = self._clock() + self._backoff(1)
+            log.warning("replica %s on %s: load did not complete: %s", record.name, server.id, exc)
+            self._settle_failed_load(server, record.name, key)
             return
-        rep = self._replicas.get(key)
+        rep = self.state.replicas.get(key)
         if rep is not None:
-            rep.state = ReplicaState.READY
-            rep.generation = record.generation
+            rep.state, rep.generation, rep.pending_generation = (
+                ReplicaState.READY,
+                record.generation,
+                None,
+            )
             rep.since = self._clock()
-        model.failures, model.last_error, model.evicted = 0, None, False
+        st.failures, st.last_error, st.evicted = 0, None, False
+        self._hold_until.pop(record.name, None)
         log.info("replica %s on %s: LOADING → READY", record.name, server.id)
-        await self._record_footprint(record, server, before, after)
         self._refresh_ready_view()
-        self._signal(record.name)
+        st.signal()
+        await self._record_footprint(record, server, before, after)
+
+    def _settle_failed_load(self, server: Server, name: str, key: tuple[str, str]) -> None:
+        rep = self.state.replicas.get(key)
+        if rep is not None and rep.pending_generation is not None:
+            rep.pending_generation = None  # a failed reload: the old generation keeps serving
+        else:
+            self.state.replicas.pop(key, None)
+            # A failed first load leaves the model UNAVAILABLE on Triton; clear it (best effort).
+            task = asyncio.get_running_loop().create_task(self._quiet_unload(server, name))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        self.state.model(name).signal()
 
     async def _record_footprint(
         self,
@@ -392,6 +448,9 @@ class Reconciler:
         before: tuple[int, str] | None,
         after: tuple[int, str] | None,
     ) -> None:
+        known = self.state.footprints.get(record.name)
+        if known is not None and known.generation == record.generation:
+            return
         measured: tuple[int, str] | None = None
         try:
             loaded = (await self._control.loaded(server)).get(record.name)
@@ -401,49 +460,40 @@ class Reconciler:
             measured = (loaded.memory_bytes, "triton-memory-usage")
         elif before is not None and after is not None and after[0] > before[0]:
             measured = (after[0] - before[0], after[1])
-        if measured is None or record.name in self._footprints:
+        if measured is None:
             return
-        fp = Footprint(record.name, measured[0], measured[1], self._clock())
-        self._footprints[record.name] = fp
+        fp = Footprint(record.name, measured[0], measured[1], self._clock(), record.generation)
         try:
-            await self._store.put_footprint(fp)
+            if await self._store.put_footprint(fp):
+                self.state.footprints[record.name] = fp
         except TritonfleetError as exc:
             log.warning("could not store footprint of %s: %s", record.name, exc)
 
-    async def _unload(self, server: Server, name: str, reason: str) -> None:
+    async def _unload(self, server: Server, name: str, evicted: bool) -> None:
         key = (name, server.id)
         try:
-            self.unload_calls += 1
+            self.state.unload_calls += 1
             await self._control.unload(server, name)
         except TritonfleetError as exc:
             log.warning("unload %s on %s failed: %s", name, server.id, exc)
-        self._replicas.pop(key, None)
-        if "evicted" in reason:
-            self._model(name).evicted = True
-        log.info("replica %s on %s: UNLOADING → gone (%s)", name, server.id, reason)
+        self.state.replicas.pop(key, None)
+        st = self.state.model(name)
+        if evicted:
+            st.evicted = True
+        log.info(
+            "replica %s on %s: UNLOADING → gone%s", name, server.id, " (evicted)" if evicted else ""
+        )
         self._refresh_ready_view()
-        self._signal(name)
+        st.signal()
 
     async def _quiet_unload(self, server: Server, name: str) -> None:
-        # A failed load leaves the model UNAVAILABLE on Triton; clear it so it holds nothing.
         with contextlib.suppress(TritonfleetError):
             await self._control.unload(server, name)
 
-    def _model(self, name: str) -> _Model:
-        st = self._models.get(name)
-        if st is None:
-            st = self._models[name] = _Model()
-        return st
-
-    def _signal(self, name: str) -> None:
-        st = self._model(name)
-        st.changed.set()
-        st.changed = asyncio.Event()
-
     def _refresh_ready_view(self) -> None:
-        servers = {s.id: s for s in self._snapshot.servers if s.live}
+        servers = {s.id: s for s in self.state.snapshot.servers if s.live}
         view: dict[str, list[Replica]] = {}
-        for (name, sid), rep in self._replicas.items():
+        for (name, sid), rep in self.state.replicas.items():
             srv = servers.get(sid)
             if rep.state is ReplicaState.READY and srv is not None:
                 view.setdefault(name, []).append(
@@ -464,28 +514,40 @@ class Reconciler:
         return self._ready_view.get(model, ())
 
     def routing(self, model: str) -> ModelRouting | None:
-        record = self._records.get(model)
+        record = self.state.records.get(model)
         if record is None:
             return None
         return ModelRouting(name=model, sequence=record.spec.sequence_batching is not None)
 
     def touch(self, model: str) -> None:
-        """The gateway served `model`: it is in use (keeps it off the eviction list)."""
-        st = self._model(model)
+        """`model` is in use (served, or asked for): keep it wanted and off the eviction list."""
+        if model not in self.state.records:
+            return
+        st = self.state.model(model)
         st.last_used = self._clock()
         st.wanted_until = max(st.wanted_until, st.last_used + self._cfg.demand_ttl_s)
 
     async def ensure(self, model: str, timeout_s: float) -> Sequence[Replica]:
         """Want `model` warm; wait until a replica is READY, it fails, or `timeout_s` passes."""
-        st = self._model(model)
+        if not math.isfinite(timeout_s):
+            return self.replicas(model)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
+        deadline = loop.time() + max(0.0, timeout_s)
+        if model not in self.state.records:
+            # Registered a moment ago? The next tick reads the registry; wait for it once.
+            self.wake()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ticked.wait(), timeout=max(0.0, timeout_s))
+            if model not in self.state.records:
+                return ()
         self.touch(model)
         self.wake()
         while not self.replicas(model):
-            if st.failures and st.failed_generation == getattr(
-                self._records.get(model), "generation", -1
-            ):
+            st = self.state.models.get(model)
+            record = self.state.records.get(model)
+            if st is None or record is None:
+                break  # deleted meanwhile
+            if st.failures and st.failed_generation == record.generation:
                 break
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -496,91 +558,17 @@ class Reconciler:
 
     # --- FleetView (the control API) ----------------------------------------------------
     def model_state(self, name: str) -> ModelState:
-        reps = [r for (n, _), r in self._replicas.items() if n == name]
-        st = self._model(name)
-        if any(r.state is ReplicaState.READY for r in reps):
-            return ModelState.READY
-        if any(r.state is ReplicaState.LOADING for r in reps):
-            return ModelState.LOADING
-        if st.last_error is not None:
-            return ModelState.FAILED
-        if st.evicted:
-            return ModelState.EVICTED
-        return ModelState.PENDING
+        return self.state.model_state(name)
 
     def model_status(self, name: str) -> dict[str, Any]:
-        st = self._model(name)
-        record = self._records.get(name)
-        fp = self._footprints.get(name)
-        return {
-            "name": name,
-            "state": self.model_state(name).value,
-            "generation": record.generation if record else None,
-            "replicas": [
-                {
-                    "server": sid,
-                    "state": rep.state.value,
-                    "generation": rep.generation,
-                    "since": rep.since,
-                }
-                for (n, sid), rep in sorted(self._replicas.items())
-                if n == name
-            ],
-            "last_error": st.last_error,
-            "failures": st.failures,
-            "retry_at": st.retry_at or None,
-            "unplaced_reason": self._unplaced.get(name),
-            "footprint": {
-                "memory_bytes": fp.memory_bytes
-                if fp
-                else (record.spec.policy.memory_bytes if record else None),
-                "source": fp.source if fp else "declared",
-            },
-            "last_used": st.last_used or None,
-        }
+        return fleetstate.model_status(self.state, name)
+
+    def fleet_status(self) -> dict[str, Any]:
+        return fleetstate.fleet_status(self.state)
 
     def counters(self) -> dict[str, float]:
-        states = [self.model_state(n).value for n in self._records]
-        out: dict[str, float] = {
-            "tritonfleet_reconciler_loads_total": self.load_calls,
-            "tritonfleet_reconciler_unloads_total": self.unload_calls,
-            "tritonfleet_replicas_ready": sum(
-                1 for r in self._replicas.values() if r.state is ReplicaState.READY
-            ),
-            "tritonfleet_servers_live": len(self._snapshot.live()),
-        }
-        for state in ModelState:
-            out[f"tritonfleet_models_{state.value.lower()}"] = states.count(state.value)
-        return out
+        return dict(fleetstate.counters(self.state))
 
     async def ensure_status(self, name: str, timeout_s: float) -> dict[str, Any]:
         await self.ensure(name, timeout_s)
         return self.model_status(name)
-
-    def fleet_status(self) -> dict[str, Any]:
-        out = []
-        for s in self._snapshot.servers:
-            models = sorted(n for (n, sid) in self._replicas if sid == s.id)
-            used = sum(self._memory_of(n) for n in models)
-            out.append(
-                {
-                    "id": s.id,
-                    "health": s.health.value,
-                    "http_url": s.http_url,
-                    "grpc_url": s.grpc_url,
-                    "capacity_bytes": s.capacity_bytes,
-                    "used_bytes": used,
-                    "models": [
-                        {"name": n, "state": self._replicas[(n, s.id)].state.value} for n in models
-                    ],
-                    "labels": dict(s.labels),
-                }
-            )
-        return {"driver": self._snapshot.driver, "servers": out, "unplaced": dict(self._unplaced)}
-
-    def _memory_of(self, name: str) -> int:
-        fp = self._footprints.get(name)
-        if fp is not None:
-            return fp.memory_bytes
-        record = self._records.get(name)
-        return record.spec.policy.memory_bytes if record else 0

@@ -9,7 +9,7 @@ running apart from the control plane implements it over the control API.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -23,7 +23,7 @@ class Replica:
     grpc_url: str  # "127.0.0.1:8001"
     metrics_url: str | None = None
     admin_header: str = "admin-key"
-    admin_key: str | None = None
+    admin_key: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     static_servers: list[str] = Field(
         default_factory=list, description="Static fleet: Triton HTTP URLs (gRPC at port+1)"
     )
+    fleet_config: Path | None = Field(
+        default=None,
+        description="Static fleet: YAML file with `servers: [{url, grpc, metrics, "
+        "capacity_bytes, admin_key, labels}]`",
+    )
     server_capacity_bytes: int = Field(
         default=4 * 1024**3,
         ge=1,

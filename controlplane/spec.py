@@ -27,7 +27,7 @@ def check_model_name(name: str) -> str:
     """Raise ValueError with the reason when `name` cannot be a model name."""
     if len(name) > 128:
         raise ValueError(f"is {len(name)} characters long; use at most 128")
-    if not _NAME_RE.match(name) or ".." in name:
+    if not _NAME_RE.fullmatch(name) or ".." in name:
         raise ValueError(
             "must start with a letter or digit and contain only letters, digits, '_', '-' "
             "and '.' (no '/', '..', '%' or spaces), at most 128 characters"
@@ -95,7 +95,7 @@ class TensorSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _TENSOR_NAME_RE.match(v):
+        if not _TENSOR_NAME_RE.fullmatch(v):
             raise ValueError("must be 1-128 characters of letters, digits, '_', '.', ':', '/', '-'")
         return v
 
@@ -180,6 +180,9 @@ class DynamicBatching(_Strict):
         return self
 
 
+_CORRID_TYPES = {"TYPE_UINT64", "TYPE_INT64", "TYPE_UINT32", "TYPE_INT32", "TYPE_STRING"}
+
+
 class SequenceControl(_Strict):
     start: str | None = Field(default=None, description="Input tensor for CONTROL_SEQUENCE_START")
     end: str | None = None
@@ -190,7 +193,12 @@ class SequenceControl(_Strict):
     @field_validator("corrid_datatype", mode="before")
     @classmethod
     def _dtype(cls, v: Any) -> Any:
-        return DataType.parse(v)
+        parsed = DataType.parse(v)
+        if str(parsed) not in _CORRID_TYPES:
+            raise ValueError(
+                f"{v!r}: Triton's correlation ID must be UINT64, INT64, UINT32, INT32 or STRING"
+            )
+        return parsed
 
 
 class SequenceBatching(_Strict):
@@ -380,6 +388,10 @@ class FleetPolicy(_Strict):
         ge=1,
         description="Declared footprint per replica; replaced by the measured one after a load",
     )
+    server_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Place only on servers with these labels (e.g. gpu.product, mig.profile)",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> FleetPolicy:
@@ -461,6 +473,11 @@ class ModelSpec(_Strict):
                 problems.append("instance_groups: an ensemble has no instances of its own")
             if self.artifact is not None:
                 problems.append("artifact: an ensemble has no files; remove 'artifact'")
+            if self.dynamic_batching or self.sequence_batching:
+                problems.append(
+                    "dynamic_batching: an ensemble is scheduled by its steps; batch in the "
+                    "composing models instead"
+                )
         elif self.ensemble_steps:
             problems.append("ensemble_steps: only for backend 'ensemble'")
         if (

@@ -31,8 +31,9 @@ class Footprint:
 
     model: str
     memory_bytes: int
-    source: str  # "declared", "triton-memory-usage", "nv_gpu_memory_used_bytes", "stub-rss"
+    source: str  # "triton-memory-usage", "process-tree-rss-delta", ...
     measured_at: float
+    generation: int = 0  # the model generation it was measured for
 
 
 class ModelStore(Protocol):
@@ -52,7 +53,9 @@ class ModelStore(Protocol):
 
     async def delete(self, name: str) -> ModelRecord: ...
 
-    async def put_footprint(self, footprint: Footprint) -> None: ...
+    async def put_footprint(self, footprint: Footprint) -> bool:
+        """Store it if the model still exists at that generation; say whether it was stored."""
+        ...
 
     async def footprints(self) -> dict[str, Footprint]: ...
 
@@ -88,6 +91,7 @@ class MemoryStore:
                 f"model {record.name!r} changed meanwhile (generation {current.generation}); retry"
             )
         self._records[record.name] = replace(record, created_at=current.created_at)
+        self._footprints.pop(record.name, None)  # a new generation is measured anew
         return self._records[record.name]
 
     async def delete(self, name: str) -> ModelRecord:
@@ -96,8 +100,12 @@ class MemoryStore:
         self._footprints.pop(name, None)
         return record
 
-    async def put_footprint(self, footprint: Footprint) -> None:
+    async def put_footprint(self, footprint: Footprint) -> bool:
+        record = self._records.get(footprint.model)
+        if record is None or record.generation != footprint.generation:
+            return False
         self._footprints[footprint.model] = footprint
+        return True
 
     async def footprints(self) -> dict[str, Footprint]:
         return dict(self._footprints)

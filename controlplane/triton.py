@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from controlplane.fleet import Server
 
@@ -37,6 +37,10 @@ class TritonControl(Protocol):
 
     async def loaded(self, server: Server) -> dict[str, LoadedModel]:
         """Models the server has loaded now (ready ones), by name."""
+        ...
+
+    async def config(self, server: Server, model: str) -> dict[str, Any] | None:
+        """The config `model` is loaded with on `server` (Triton's JSON form), None if unknown."""
         ...
 
     async def close(self) -> None: ...

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import yaml
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -252,13 +252,16 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return ctx.fleet.model_status(name)
 
     @app.post("/v1/models/{name}/ensure", dependencies=mutating)
-    async def ensure(name: str, timeout_s: float | None = None) -> JSONResponse:
+    async def ensure(
+        name: str,
+        timeout_s: float | None = Query(
+            None, ge=0, le=600, allow_inf_nan=False, description="How long to hold (seconds)"
+        ),
+    ) -> JSONResponse:
         await registry.get(_name(name))
         if ctx.fleet is None:
             return JSONResponse({"error": "no fleet attached"}, status_code=503)
-        wait = min(timeout_s if timeout_s is not None else ctx.ensure_timeout_s, 600.0)
-        if wait < 0:
-            raise InvalidSpec([FieldProblem("timeout_s", "must be >= 0")], subject="request")
+        wait = timeout_s if timeout_s is not None else ctx.ensure_timeout_s
         status = await ctx.fleet.ensure_status(name, wait)
         ready = any(r.get("state") == "READY" for r in status.get("replicas", []))
         return JSONResponse(

@@ -159,6 +159,29 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str, str]] = [
         "artifact",
         "must be relative",
     ),
+    ("trailing newline name", {"name": "abc\n"}, "name", "letters, digits"),
+    (
+        "ensemble with batching",
+        {
+            "backend": "ensemble",
+            "artifact": None,
+            "ensemble_steps": [
+                {"model_name": "a", "input_map": {"IN": "INPUT0"}, "output_map": {"OUT": "OUTPUT0"}}
+            ],
+            "instance_groups": [],
+        },
+        "dynamic_batching",
+        "an ensemble is scheduled by its steps",
+    ),
+    (
+        "float correlation id",
+        {
+            "dynamic_batching": None,
+            "sequence_batching": {"control": {"corrid": "C", "corrid_datatype": "FP32"}},
+        },
+        "sequence_batching.control.corrid_datatype",
+        "must be UINT64, INT64",
+    ),
     ("unknown field", {"flavour": "spicy"}, "flavour", "Extra inputs are not permitted"),
     ("wrong type", {"max_batch_size": "lots"}, "max_batch_size", "valid integer"),
 ]
@@ -224,3 +247,11 @@ def test_mutations_need_the_token(tmp_path: Path) -> None:
         assert a("DELETE", "/v1/models/m").status_code == 401
     finally:
         a.close()
+
+
+def test_ensure_timeout_must_be_a_finite_number(api: Api) -> None:
+    assert api("POST", "/v1/models", json=python_spec("m")).status_code == 201
+    for bad in ("nan", "inf", "-1", "601", "soon"):
+        r = api("POST", f"/v1/models/m/ensure?timeout_s={bad}")
+        assert r.status_code == 422, (bad, r.text)
+        assert r.json()["detail"][0]["field"].endswith("timeout_s")

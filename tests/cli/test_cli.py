@@ -68,3 +68,34 @@ def test_python_stub_check_says_what_to_install() -> None:
         check_python_stub(("/nonexistent/python3",))
     with pytest.raises(FleetError, match="apt-get install -y python3-numpy"):
         check_python_stub((sys.executable, "-c", "raise SystemExit('No module named numpy')", "--"))
+
+
+def test_servers_flag_takes_a_count_or_urls() -> None:
+    from adapters.cli import _parser, _settings
+    from controlplane.settings import FleetKind
+
+    s = _settings(_parser().parse_args(["up", "--servers", "3"]))
+    assert s.fleet is FleetKind.LOCAL and s.servers == 3
+    s = _settings(_parser().parse_args(["up", "--servers", "http://10.0.0.5:8000,10.0.0.6:8000"]))
+    assert s.fleet is FleetKind.STATIC
+    assert s.static_servers == ["http://10.0.0.5:8000", "10.0.0.6:8000"]
+
+
+def test_bad_fleet_config_names_the_entry(tmp_path: Path) -> None:
+    cfg = tmp_path / "fleet.yaml"
+    cfg.write_text("servers:\n  - {url: 'http://10.0.0.5'}\n")
+    r = run(
+        "controlplane",
+        "--fleet",
+        "static",
+        "--fleet-config",
+        str(cfg),
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--port",
+        "0",
+    )
+    assert r.returncode == 1 and "servers[0].url" in r.stderr and "with a port" in r.stderr, (
+        r.stderr
+    )
+    assert "Traceback" not in r.stderr

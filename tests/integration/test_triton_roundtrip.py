@@ -18,28 +18,13 @@ from adapters.localfleet import LocalFleet, LocalFleetConfig
 from adapters.tritonbin import TritonInstall, locate
 from adapters.tritoncontrol import GrpcTritonControl
 from adapters.tritonschema import ProtobufSchema
-from controlplane.configgen import Renderer
+from controlplane.configgen import Renderer, served_matches
 from controlplane.errors import FleetError, ModelLoadFailed
 from controlplane.fleet import ServerHealth
 from controlplane.spec import ModelSpec, decode_file
-from tests.support import BROKEN_PY, example_spec, python_spec, start_fleet
+from tests.support import BROKEN_PY, eventually, example_spec, python_spec, start_fleet
 
 pytestmark = pytest.mark.triton
-
-
-def _subset(expected: object, actual: object) -> bool:
-    """Every field we generated is in Triton's answer with the same value (Triton adds defaults)."""
-    if isinstance(expected, dict):
-        return isinstance(actual, dict) and all(
-            _subset(v, actual.get(k)) for k, v in expected.items()
-        )
-    if isinstance(expected, list):
-        return (
-            isinstance(actual, list)
-            and len(expected) == len(actual)
-            and all(_subset(e, a) for e, a in zip(expected, actual, strict=True))
-        )
-    return str(expected) == str(actual)
 
 
 def test_generated_models_load_infer_and_unload_on_two_servers(
@@ -70,7 +55,7 @@ def test_generated_models_load_infer_and_unload_on_two_servers(
                 served = client.get_model_config(
                     "batch_sleep", headers={server.admin_header: server.admin_key}
                 )
-                assert _subset(rendered.config, schema.parse_json(json.dumps(served)))
+                assert served_matches(rendered.config, schema.parse_json(json.dumps(served)))
                 x = np.arange(32, dtype=np.float32).reshape(2, 16)
                 inp = httpclient.InferInput("INPUT0", list(x.shape), "FP32")
                 inp.set_data_from_numpy(x)
@@ -149,9 +134,15 @@ def test_sigkilled_server_is_seen_gone_and_restarted(
             victim = fleet.snapshot().servers[0]
             os.killpg(victim.pid, signal.SIGKILL)
             await asyncio.sleep(0.3)
-            snap = await fleet.refresh()  # notices the death and restarts it
-            back = snap.servers[0]
-            assert back.health is ServerHealth.LIVE and back.pid != victim.pid
+            snap = await fleet.refresh()  # notices the death: DOWN now, restarting behind
+            assert snap.servers[0].health is not ServerHealth.LIVE
+
+            async def back_live() -> bool:
+                return (await fleet.refresh()).servers[0].health is ServerHealth.LIVE
+
+            await eventually(back_live, 60)
+            back = fleet.snapshot().servers[0]
+            assert back.pid != victim.pid and back.http_url == victim.http_url
             async with httpx.AsyncClient() as c:
                 assert (await c.get(f"{back.http_url}/v2/health/live")).status_code == 200
         finally:

@@ -32,7 +32,9 @@ pytestmark = pytest.mark.triton
 MiB = 1 << 20
 
 
-def test_floors_eviction_failover_and_broken_model(triton_install: TritonInstall, tmp_path: Path) -> None:
+def test_floors_eviction_failover_and_broken_model(
+    triton_install: TritonInstall, tmp_path: Path
+) -> None:
     offset = [0.0]
 
     def clock() -> float:
@@ -41,20 +43,33 @@ def test_floors_eviction_failover_and_broken_model(triton_install: TritonInstall
     async def scenario() -> None:
         # 3 servers with room for two 64 MiB replicas each; no memory meter, so the declared
         # footprints stay in force and the arithmetic below is exact.
-        fleet = await start_fleet(triton_install, tmp_path / "fleet", servers=3,
-                                  capacity_bytes=150 * MiB, auto_restart=False)
+        fleet = await start_fleet(
+            triton_install,
+            tmp_path / "fleet",
+            servers=3,
+            capacity_bytes=150 * MiB,
+            auto_restart=False,
+        )
         store = await SqliteStore(tmp_path / "db.sqlite").open()
         registry = Registry(store, Renderer(ProtobufSchema()), ArtifactPolicy(None), clock)
         control = GrpcTritonControl()
-        rec = Reconciler(fleet, control, store, LocalArtifactFiles(ArtifactPolicy(None)),
-                         clock=clock, rng=random.Random(1),
-                         config=ReconcilerConfig(interval_s=0.2, demand_ttl_s=60))
+        rec = Reconciler(
+            fleet,
+            control,
+            store,
+            LocalArtifactFiles(ArtifactPolicy(None)),
+            clock=clock,
+            rng=random.Random(1),
+            config=ReconcilerConfig(interval_s=0.2, demand_ttl_s=60),
+        )
         registry.subscribe(lambda _n: asyncio.sleep(0, rec.wake()))
         loop_task = asyncio.create_task(rec.run())
         try:
             for name in ("f1", "f2", "f3"):
                 await registry.register(ModelSpec.model_validate(python_spec(name, min_replicas=1)))
-            await eventually(lambda: all(rec.model_state(n) is ModelState.READY for n in ("f1", "f2", "f3")), 60)
+            await eventually(
+                lambda: all(rec.model_state(n) is ModelState.READY for n in ("f1", "f2", "f3")), 60
+            )
 
             # Fill the remaining three slots with on-demand models, oldest first.
             for name in ("c1", "c2", "c3"):
@@ -72,21 +87,29 @@ def test_floors_eviction_failover_and_broken_model(triton_install: TritonInstall
             await registry.register(ModelSpec.model_validate(python_spec("hot")))
             assert await rec.ensure("hot", timeout_s=60), rec.model_status("hot")
             assert rec.model_state("c1") is ModelState.EVICTED
-            assert all(rec.model_state(n) is ModelState.READY for n in ("c2", "c3", "f1", "f2", "f3"))
+            assert all(
+                rec.model_state(n) is ModelState.READY for n in ("c2", "c3", "f1", "f2", "f3")
+            )
 
             # SIGKILL the server holding f1: f1 is READY on another server within seconds.
             victim = rec.model_status("f1")["replicas"][0]["server"]
             os.killpg(fleet.snapshot().by_id(victim).pid, signal.SIGKILL)
             took = await eventually(
-                lambda: any(r["state"] == "READY" and r["server"] != victim
-                            for r in rec.model_status("f1")["replicas"]), 30)
+                lambda: any(
+                    r["state"] == "READY" and r["server"] != victim
+                    for r in rec.model_status("f1")["replicas"]
+                ),
+                30,
+            )
             print(f"\nf1 READY on another server {took:.2f}s after SIGKILL of {victim}")
             assert took < 15
             for name in ("f2", "f3"):
                 await eventually(lambda n=name: rec.model_state(n) is ModelState.READY, 30)
 
             # A broken model: FAILED with Triton's reason, and no retry storm.
-            await registry.register(ModelSpec.model_validate(python_spec("broken", source=BROKEN_PY, min_replicas=1)))
+            await registry.register(
+                ModelSpec.model_validate(python_spec("broken", source=BROKEN_PY, min_replicas=1))
+            )
             await eventually(lambda: rec.model_state("broken") is ModelState.FAILED, 60)
             status = rec.model_status("broken")
             assert "this_module_does_not_exist_anywhere" in status["last_error"]
@@ -117,14 +140,34 @@ def test_control_plane_sigkill_keeps_registry_and_adopts_loaded_models(
     base = free_port_block(9)
 
     async def scenario() -> None:
-        fleet = await start_fleet(triton_install, tmp_path / "fleet", servers=3, base_port=base,
-                                  admin_key="k")
-        urls = ",".join(s.http_url for s in fleet.snapshot().servers)
+        fleet = await start_fleet(
+            triton_install, tmp_path / "fleet", servers=3, base_port=base, admin_key="k"
+        )
+        # The servers as an operator describes servers they run: one YAML entry each.
+        fleet_yaml = tmp_path / "fleet.yaml"
+        fleet_yaml.write_text(
+            "servers:\n"
+            + "".join(
+                f"  - {{url: '{s.http_url}', admin_key: k, capacity_bytes: {1 << 30}}}\n"
+                for s in fleet.snapshot().servers
+            )
+        )
         api_port = free_port_block(1)
         api = f"http://127.0.0.1:{api_port}"
-        cmd = [sys.executable, "-m", "adapters.cli", "up", "--fleet", "static",
-               "--static-servers", urls, "--admin-key", "k", "--data-dir", str(tmp_path / "cp"),
-               "--api-port", str(api_port), "--no-examples"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "adapters.cli",
+            "controlplane",
+            "--fleet",
+            "static",
+            "--fleet-config",
+            str(fleet_yaml),
+            "--data-dir",
+            str(tmp_path / "cp"),
+            "--port",
+            str(api_port),
+        ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
         log = open(tmp_path / "cp.log", "ab")  # noqa: SIM115 - closed in finally
@@ -143,17 +186,23 @@ def test_control_plane_sigkill_keeps_registry_and_adopts_loaded_models(
             async with httpx.AsyncClient(timeout=30) as client:
                 await eventually(lambda: ready(client), 60)
                 for name, floor in (("a", 2), ("b", 1)):
-                    r = await client.post(f"{api}/v1/models", json=python_spec(name, min_replicas=floor, max_replicas=2))
+                    r = await client.post(
+                        f"{api}/v1/models",
+                        json=python_spec(name, min_replicas=floor, max_replicas=2),
+                    )
                     assert r.status_code == 201, r.text
 
                 async def all_ready() -> bool:
                     sa = (await client.get(f"{api}/v1/models/a/status")).json()
                     sb = (await client.get(f"{api}/v1/models/b/status")).json()
-                    return [r["state"] for r in sa["replicas"]] == ["READY"] * 2 and sb["state"] == "READY"
+                    return [r["state"] for r in sa["replicas"]] == ["READY"] * 2 and sb[
+                        "state"
+                    ] == "READY"
 
                 await eventually(all_ready, 60)
-                loads_before = _metric((await client.get(f"{api}/metrics")).text,
-                                       "tritonfleet_reconciler_loads_total")
+                loads_before = _metric(
+                    (await client.get(f"{api}/metrics")).text, "tritonfleet_reconciler_loads_total"
+                )
                 assert loads_before == 3
 
                 proc.send_signal(signal.SIGKILL)

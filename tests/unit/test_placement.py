@@ -80,8 +80,10 @@ def test_dead_server_replicas_are_replaced_and_deleted_models_unloaded() -> None
 
 
 def test_blocked_model_gets_no_new_replica_and_labels_are_honoured() -> None:
-    servers = [ServerView("cpu", 4 * GiB, labels={"device": "cpu"}),
-               ServerView("gpu", 4 * GiB, labels={"device": "gpu"})]
+    servers = [
+        ServerView("cpu", 4 * GiB, labels={"device": "cpu"}),
+        ServerView("gpu", 4 * GiB, labels={"device": "gpu"}),
+    ]
     blocked = ModelView("b", GiB, min_replicas=1, blocked=True)
     gpu_only = ModelView("g", GiB, min_replicas=1, server_labels={"device": "gpu"})
     p = plan(_snap(servers, [blocked, gpu_only]))
@@ -138,17 +140,26 @@ def test_capacity_never_exceeded_and_anti_affinity_holds(fleet) -> None:
 def test_floors_kept_whenever_they_fit(fleet) -> None:
     servers, models = fleet
     # Floors alone, placed first: if the floors fit, every floor is met.
-    floors_only = [ModelView(m.name, m.memory_bytes, min_replicas=m.min_replicas,
-                             max_replicas=m.max_replicas, priority=m.priority) for m in models]
+    floors_only = [
+        ModelView(
+            m.name,
+            m.memory_bytes,
+            min_replicas=m.min_replicas,
+            max_replicas=m.max_replicas,
+            priority=m.priority,
+        )
+        for m in models
+    ]
     p_floor = plan(_snap(servers, floors_only))
     p = plan(_snap(servers, models))
     for m in models:
         if m.name not in p_floor.unplaced:  # floors fit on their own ...
             # ... so demand never pushes a floor out (floors outrank demand of equal priority)
             have = len(p.placement.get(m.name, ()))
-            assert have >= m.min_replicas or any(
-                o.priority > m.priority for o in models
-            ), (m, p.describe())
+            assert have >= m.min_replicas or any(o.priority > m.priority for o in models), (
+                m,
+                p.describe(),
+            )
 
 
 @settings(max_examples=200, deadline=None)
@@ -173,9 +184,15 @@ def test_small_change_causes_minimal_moves(fleet, data) -> None:
     i = data.draw(st.integers(0, len(models) - 1))
     changed = models[i]
     models2 = list(models)
-    models2[i] = ModelView(changed.name, changed.memory_bytes, changed.min_replicas,
-                           changed.max_replicas, wanted=data.draw(st.integers(0, 3)),
-                           priority=changed.priority, last_used=changed.last_used)
+    models2[i] = ModelView(
+        changed.name,
+        changed.memory_bytes,
+        changed.min_replicas,
+        changed.max_replicas,
+        wanted=data.draw(st.integers(0, 3)),
+        priority=changed.priority,
+        last_used=changed.last_used,
+    )
     second = plan(_snap(servers, models2, first.placement))
     # Only the changed model, or models that were waiting for room, may be loaded; only to make
     # room for those (or the changed model itself) may anything be unloaded. Warm models that

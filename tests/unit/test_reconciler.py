@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
+from controlplane.errors import ServerUnavailable
 from controlplane.fakes import FakeFleet, FakeTritonControl, InlineArtifacts
 from controlplane.fleet import ServerHealth
 from controlplane.reconciler import ModelState, Reconciler, ReconcilerConfig
@@ -25,7 +26,8 @@ class Clock:
 
 async def _register(store: MemoryStore, name: str, generation: int = 1, **policy) -> None:
     spec = ModelSpec.model_validate(python_spec(name, **policy))
-    record = ModelRecord(name, generation, spec, "", "{}", 0.0, 0.0)
+    config = f'{{"name": "{name}", "max_batch_size": 8, "generation_tag": {generation}}}'
+    record = ModelRecord(name, generation, spec, "", config, 0.0, 0.0)
     if generation == 1:
         await store.create(record)
     else:
@@ -33,8 +35,15 @@ async def _register(store: MemoryStore, name: str, generation: int = 1, **policy
 
 
 def _reconciler(fleet, control, store, clock, **cfg) -> Reconciler:
-    return Reconciler(fleet, control, store, InlineArtifacts(), clock=clock,
-                      rng=random.Random(7), config=ReconcilerConfig(**cfg))
+    return Reconciler(
+        fleet,
+        control,
+        store,
+        InlineArtifacts(),
+        clock=clock,
+        rng=random.Random(7),
+        config=ReconcilerConfig(**cfg),
+    )
 
 
 async def _settle(rec: Reconciler, ticks: int = 3) -> None:
@@ -52,8 +61,11 @@ def test_floors_loaded_then_quiet_then_restart_adopts_without_loads() -> None:
         rec = _reconciler(fleet, control, store, clock)
         await _settle(rec)
         assert sorted(control.loads) == sorted(
-            [(m, s) for m, servers in {"a": rec.model_status("a"), "b": rec.model_status("b")}.items()
-             for s in [r["server"] for r in servers["replicas"]]]
+            [
+                (m, s)
+                for m, servers in {"a": rec.model_status("a"), "b": rec.model_status("b")}.items()
+                for s in [r["server"] for r in servers["replicas"]]
+            ]
         )
         assert len(control.loads) == 3
         assert rec.model_state("a") is ModelState.READY
@@ -161,5 +173,69 @@ def test_ensure_times_out_for_a_model_that_cannot_fit() -> None:
         finally:
             loop_task.cancel()
             await asyncio.gather(loop_task, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+def test_failed_reload_keeps_the_old_generation_serving() -> None:
+    async def scenario() -> None:
+        fleet, store, clock = FakeFleet(1, 512 * MiB), MemoryStore(), Clock()
+        control = FakeTritonControl(fleet)
+        await _register(store, "m", min_replicas=1)
+        rec = _reconciler(fleet, control, store, clock)
+        await _settle(rec)
+        assert rec.replicas("m")
+        control.broken["m"] = "the new version does not import"
+        await _register(store, "m", generation=2, min_replicas=1)
+        await _settle(rec, 5)
+        status = rec.model_status("m")
+        # Still served (generation 1), the failure is reported, nothing was unloaded.
+        assert rec.replicas("m") and status["replicas"][0]["generation"] == 1
+        assert status["replicas"][0]["state"] == "READY"
+        assert "does not import" in status["last_error"]
+        assert control.unloads == []
+        assert len(control.loads) == 2  # one reload attempt, then backoff
+
+    asyncio.run(scenario())
+
+
+def test_adopted_model_with_a_different_config_is_reloaded() -> None:
+    async def scenario() -> None:
+        fleet, store, clock = FakeFleet(1, 512 * MiB), MemoryStore(), Clock()
+        control = FakeTritonControl(fleet)
+        await _register(store, "m", min_replicas=1)
+        server = fleet.servers[0]
+        await control.load(server, "m", '{"name": "m", "max_batch_size": 2}', {})
+        rec = _reconciler(fleet, control, store, clock)
+        report = await rec.tick()
+        await rec.wait_idle()
+        assert report.adopted == (("m", "s0"),)
+        await _settle(rec)
+        assert control.loads.count(("m", "s0")) == 2  # the foreign config was replaced once
+        assert rec.model_status("m")["replicas"][0]["generation"] == 1
+
+    asyncio.run(scenario())
+
+
+def test_unreachable_server_backs_off_instead_of_looping() -> None:
+    async def scenario() -> None:
+        fleet, store, clock = FakeFleet(1, 512 * MiB), MemoryStore(), Clock()
+        control = FakeTritonControl(fleet)
+
+        async def unavailable(*_a: object) -> None:
+            control.loads.append(("m", "s0"))
+            raise ServerUnavailable("s0: connection refused")
+
+        control.load = unavailable  # type: ignore[method-assign]
+        await _register(store, "m", min_replicas=1)
+        rec = _reconciler(fleet, control, store, clock, backoff_base_s=5)
+        for _ in range(30):
+            await rec.tick()
+            await rec.wait_idle()
+        assert len(control.loads) == 1
+        assert rec.model_state("m") is ModelState.PENDING
+        clock.now += 20
+        await _settle(rec, 2)
+        assert len(control.loads) == 2
 
     asyncio.run(scenario())
