@@ -8,7 +8,8 @@ Triton's message), an unreachable server → `ServerUnavailable` (retryable).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import grpc
@@ -52,11 +53,24 @@ class GrpcTritonControl:
     def _is_unavailable(exc: InferenceServerException) -> bool:
         return str(exc.status()) in _UNAVAILABLE
 
+    @contextlib.asynccontextmanager
+    async def _repository_call(self, server: Server, model: str, what: str) -> AsyncIterator[None]:
+        """Map one repository call's failures: refused → ModelLoadFailed, unreachable →
+        ServerUnavailable (retryable)."""
+        try:
+            yield
+        except InferenceServerException as exc:
+            if self._is_unavailable(exc):
+                raise ServerUnavailable(f"{server.id}: {exc.message()}") from exc
+            raise ModelLoadFailed(model, server.id, f"{what}{exc.message() or exc}") from exc
+        except (TimeoutError, grpc.RpcError, OSError) as exc:
+            raise ServerUnavailable(f"{server.id}: {exc}") from exc
+
     async def load(
         self, server: Server, model: str, config_json: str, files: Mapping[str, bytes]
     ) -> None:
         overrides = {f"file:{path}": data for path, data in files.items()}
-        try:
+        async with self._repository_call(server, model, ""):
             await self._client(server).load_model(
                 model,
                 headers=_grpc_headers(server),
@@ -64,24 +78,12 @@ class GrpcTritonControl:
                 files=overrides or None,
                 client_timeout=self._load_timeout_s,
             )
-        except InferenceServerException as exc:
-            if self._is_unavailable(exc):
-                raise ServerUnavailable(f"{server.id}: {exc.message()}") from exc
-            raise ModelLoadFailed(model, server.id, exc.message() or str(exc)) from exc
-        except (TimeoutError, grpc.RpcError, OSError) as exc:
-            raise ServerUnavailable(f"{server.id}: {exc}") from exc
 
     async def unload(self, server: Server, model: str) -> None:
-        try:
+        async with self._repository_call(server, model, "unload: "):
             await self._client(server).unload_model(
                 model, headers=_grpc_headers(server), client_timeout=self._load_timeout_s
             )
-        except InferenceServerException as exc:
-            if self._is_unavailable(exc):
-                raise ServerUnavailable(f"{server.id}: {exc.message()}") from exc
-            raise ModelLoadFailed(model, server.id, f"unload: {exc.message()}") from exc
-        except (TimeoutError, grpc.RpcError, OSError) as exc:
-            raise ServerUnavailable(f"{server.id}: {exc}") from exc
 
     async def loaded(self, server: Server) -> dict[str, LoadedModel]:
         # Models loaded with file overrides are missing from the repository index, so

@@ -60,6 +60,14 @@ def _tensor_problems(kind: str, tensors: list[Config]) -> list[FieldProblem]:
     return out
 
 
+def _batch_size_problems(path: str, sizes: list[Any], mbs: int) -> list[FieldProblem]:
+    return [
+        FieldProblem(path, f"{s} must be in [1, max_batch_size={mbs}]")
+        for s in map(_int, sizes)
+        if s <= 0 or (mbs and s > mbs)
+    ]
+
+
 def _dynamic_problems(cfg: Config, mbs: int) -> list[FieldProblem]:
     db = cfg.get("dynamic_batching")
     if db is None:
@@ -72,14 +80,9 @@ def _dynamic_problems(cfg: Config, mbs: int) -> list[FieldProblem]:
                 "a model with max_batch_size 0 cannot batch; set max_batch_size > 0 or remove it",
             )
         )
-    for s in map(_int, db.get("preferred_batch_size", [])):
-        if s <= 0 or (mbs and s > mbs):
-            out.append(
-                FieldProblem(
-                    "dynamic_batching.preferred_batch_size",
-                    f"{s} must be in [1, max_batch_size={mbs}]",
-                )
-            )
+    out += _batch_size_problems(
+        "dynamic_batching.preferred_batch_size", db.get("preferred_batch_size", []), mbs
+    )
     levels = _int(db.get("priority_levels", 0))
     default = _int(db.get("default_priority_level", 0))
     if levels and not 1 <= default <= levels:
@@ -111,14 +114,11 @@ def _sequence_problems(cfg: Config, mbs: int) -> list[FieldProblem]:
     out: list[FieldProblem] = []
     oldest = sb.get("oldest")
     if oldest is not None:
-        for s in map(_int, oldest.get("preferred_batch_size", [])):
-            if s <= 0 or (mbs and s > mbs):
-                out.append(
-                    FieldProblem(
-                        "sequence_batching.oldest.preferred_batch_size",
-                        f"{s} must be in [1, max_batch_size={mbs}]",
-                    )
-                )
+        out += _batch_size_problems(
+            "sequence_batching.oldest.preferred_batch_size",
+            oldest.get("preferred_batch_size", []),
+            mbs,
+        )
     names = [c.get("name", "") for c in sb.get("control_input", [])]
     if len(set(names)) != len(names):
         out.append(

@@ -14,7 +14,14 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 # Names become directory names, URL path segments and Prometheus label values: keep them boring.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
@@ -85,9 +92,13 @@ class DataType(StrEnum):
         return "BYTES" if self is DataType.STRING else self.value.removeprefix("TYPE_")
 
 
+# Accepts Triton's TYPE_FP32, KServe's FP32 and BYTES wherever a datatype is given.
+DType = Annotated[DataType, BeforeValidator(DataType.parse)]
+
+
 class TensorSpec(_Strict):
     name: str = Field(description="Tensor name as the model knows it")
-    datatype: DataType
+    datatype: DType
     dims: list[int] = Field(description="Shape without the batch dimension; -1 = variable")
     reshape: list[int] | None = Field(default=None, description="Shape the backend sees")
     optional: bool = Field(default=False, description="Inputs only: may be omitted")
@@ -98,11 +109,6 @@ class TensorSpec(_Strict):
         if not _TENSOR_NAME_RE.fullmatch(v):
             raise ValueError("must be 1-128 characters of letters, digits, '_', '.', ':', '/', '-'")
         return v
-
-    @field_validator("datatype", mode="before")
-    @classmethod
-    def _dtype(cls, v: Any) -> Any:
-        return DataType.parse(v)
 
     @field_validator("dims")
     @classmethod
@@ -188,17 +194,16 @@ class SequenceControl(_Strict):
     end: str | None = None
     ready: str | None = None
     corrid: str | None = None
-    corrid_datatype: DataType = DataType.UINT64
+    corrid_datatype: DType = DataType.UINT64
 
-    @field_validator("corrid_datatype", mode="before")
+    @field_validator("corrid_datatype")
     @classmethod
-    def _dtype(cls, v: Any) -> Any:
-        parsed = DataType.parse(v)
-        if str(parsed) not in _CORRID_TYPES:
+    def _corrid(cls, v: DataType) -> DataType:
+        if v.value not in _CORRID_TYPES:
             raise ValueError(
-                f"{v!r}: Triton's correlation ID must be UINT64, INT64, UINT32, INT32 or STRING"
+                f"{v.kserve}: Triton's correlation ID must be UINT64, INT64, UINT32, INT32 or STRING"
             )
-        return parsed
+        return v
 
 
 class SequenceBatching(_Strict):
@@ -226,13 +231,8 @@ class InstanceKind(StrEnum):
 
 class InstanceGroup(_Strict):
     count: int = Field(default=1, ge=1, le=64)
-    kind: InstanceKind = InstanceKind.AUTO
+    kind: Annotated[InstanceKind, BeforeValidator(InstanceKind.parse)] = InstanceKind.AUTO
     gpus: list[int] = Field(default_factory=list)
-
-    @field_validator("kind", mode="before")
-    @classmethod
-    def _kind(cls, v: Any) -> Any:
-        return InstanceKind.parse(v)
 
     @model_validator(mode="after")
     def _gpus(self) -> InstanceGroup:
@@ -282,14 +282,9 @@ class Optimization(_Strict):
 
 
 class WarmupInput(_Strict):
-    datatype: DataType
+    datatype: DType
     dims: list[int]
     source: Literal["zero", "random"] = "zero"
-
-    @field_validator("datatype", mode="before")
-    @classmethod
-    def _dtype(cls, v: Any) -> Any:
-        return DataType.parse(v)
 
     @field_validator("dims")
     @classmethod
