@@ -85,15 +85,16 @@ class GrpcTritonControl:
                 model, headers=_grpc_headers(server), client_timeout=self._load_timeout_s
             )
 
+    async def _get(self, server: Server, path: str) -> httpx.Response:
+        try:
+            return await self._http.get(f"{server.http_url}{path}", headers=_http_headers(server))
+        except httpx.HTTPError as exc:
+            raise ServerUnavailable(f"{server.id}: {exc}") from exc
+
     async def loaded(self, server: Server) -> dict[str, LoadedModel]:
         # Models loaded with file overrides are missing from the repository index, so
         # statistics (which list every loaded model) are the source of truth.
-        try:
-            r = await self._http.get(
-                f"{server.http_url}/v2/models/stats", headers=_http_headers(server)
-            )
-        except httpx.HTTPError as exc:
-            raise ServerUnavailable(f"{server.id}: {exc}") from exc
+        r = await self._get(server, "/v2/models/stats")
         if r.status_code != 200:
             raise ServerUnavailable(f"{server.id}: statistics answered {r.status_code}")
         out: dict[str, LoadedModel] = {}
@@ -111,12 +112,7 @@ class GrpcTritonControl:
         return out
 
     async def config(self, server: Server, model: str) -> dict[str, Any] | None:
-        try:
-            r = await self._http.get(
-                f"{server.http_url}/v2/models/{model}/config", headers=_http_headers(server)
-            )
-        except httpx.HTTPError as exc:
-            raise ServerUnavailable(f"{server.id}: {exc}") from exc
+        r = await self._get(server, f"/v2/models/{model}/config")
         if r.status_code != 200:
             return None
         body = r.json()
