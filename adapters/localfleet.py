@@ -263,4 +263,3 @@ class LocalFleet:
             os.killpg(p.popen.pid, sig)
         except ProcessLookupError:
             pass
-
