@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 
 from adapters.gateway.app import Gateway
 from adapters.gateway.config import GatewayConfig
