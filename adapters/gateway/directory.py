@@ -42,6 +42,11 @@ class StaticDirectory:
             self.register(ModelRouting(name=model))
         self._replicas[model] = tuple(replica_on(s, model) for s in servers)
 
+    def put_replicas(self, model: str, replicas: Iterable[Replica]) -> None:
+        if model not in self._routing:
+            self.register(ModelRouting(name=model))
+        self._replicas[model] = tuple(replicas)
+
     def drop_server(self, server_id: str) -> None:
         for m, reps in self._replicas.items():
             self._replicas[m] = tuple(r for r in reps if r.server_id != server_id)

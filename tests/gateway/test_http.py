@@ -43,7 +43,9 @@ def test_aio_infer(env: Env, model: str, binary: bool) -> None:
         c = aiohttpclient.InferenceServerClient(env.http)
         try:
             r = await c.infer(
-                model, _inputs(aiohttpclient, model, binary), outputs=_outputs(aiohttpclient, binary)
+                model,
+                _inputs(aiohttpclient, model, binary),
+                outputs=_outputs(aiohttpclient, binary),
             )
             return r.as_numpy("OUTPUT0")
         finally:
@@ -98,7 +100,9 @@ def test_wrong_shape_is_400_with_tritons_message(env: Env) -> None:
     ],
 )
 def test_closed_doors_are_403(env: Env, method: str, path: str) -> None:
-    status, body = _raw(env, f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{{}}")
+    status, body = _raw(
+        env, f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{{}}"
+    )
     assert status == 403
     assert "tritonfleet" in json.loads(body)["error"] or "gateway" in json.loads(body)["error"]
 
@@ -127,7 +131,10 @@ def test_body_over_limit_is_413_before_reading(env: Env) -> None:
     [
         ("GARBAGE\r\n\r\n", 400),
         ("GET /v2 HTTP/2.0\r\n\r\n", 505),
-        ("POST /v2/models/double_fp32/infer HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411),
+        (
+            "POST /v2/models/double_fp32/infer HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            411,
+        ),
         ("GET /v2/models/double_fp32/infer HTTP/1.1\r\n\r\n", 405),
         ("GET /nope HTTP/1.1\r\n\r\n", 404),
         ("POST /v2/models/double_fp32/infer HTTP/1.1\r\nContent-Length: x1\r\n\r\n", 400),
@@ -170,7 +177,9 @@ def test_gateway_metrics(env: Env) -> None:
     assert status == 200
     assert 'tritonfleet_gateway_requests_total{model="double_fp32"' in text
     assert "tritonfleet_gateway_request_duration_seconds_bucket" in text
-    assert 'tritonfleet_gateway_rejections_total{model="no_such_model",reason="unknown_model"}' in text
+    assert (
+        'tritonfleet_gateway_rejections_total{model="no_such_model",reason="unknown_model"}' in text
+    )
 
 
 # --- raw socket helpers ------------------------------------------------------------------
