@@ -21,7 +21,7 @@ from controlplane.fleet import Server
 
 
 async def _main(path: str) -> None:
-    spec = json.loads(open(path).read())
+    spec = json.loads(Path(path).read_text())
     servers = {s["id"]: Server(**s) for s in spec["servers"]}
     directory = StaticDirectory()
     for model, ids in spec["models"].items():

@@ -109,7 +109,7 @@ def test_closed_doors_are_permission_denied(env: Env) -> None:
             lambda: c.get_system_shared_memory_status(),
             lambda: c.get_trace_settings(),
         ):
-            with pytest.raises(InferenceServerException, match="tritonfleet|gateway") as e:
+            with pytest.raises(InferenceServerException, match=r"tritonfleet|gateway") as e:
                 call()
             assert e.value.status() == "StatusCode.PERMISSION_DENIED"
         assert c.is_model_ready("double_fp32")
