@@ -32,14 +32,14 @@ class FramingError(Exception):
         self.message = message
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class RequestHead:
     method: bytes
     target: bytes
     length: int
     keep_alive: bool
     expect_continue: bool
-    upstream_head: bytes  # request line + headers for Triton, without the final CRLF
+    upstream_head: bytes  # request line + headers for Triton, blank line included
 
 
 def _header_value(lower: bytes, name: bytes) -> bytes | None:
@@ -87,17 +87,28 @@ def parse_request_head(head: bytes) -> RequestHead:
             for line in rest.split(b"\r\n")[1:]
             if line and line.split(b":", 1)[0].strip().lower() not in _HOP
         ]
-        upstream = b"%s %s HTTP/1.1\r\n%s" % (
+        upstream = b"%s %s HTTP/1.1\r\n%s\r\n" % (
             method,
             target,
             b"".join(line + b"\r\n" for line in kept),
         )
     else:
-        upstream = head + b"\r\n"
+        upstream = head + b"\r\n\r\n"
     return RequestHead(method, target, length, keep_alive, expect, upstream)
 
 
-@dataclass(slots=True)
+class HeadCache(dict[bytes, "RequestHead | ResponseHead"]):
+    """Parsed heads by their exact bytes: a client sends the same head again and again."""
+
+    limit = 4096
+
+    def remember(self, raw: bytes, head: RequestHead | ResponseHead) -> None:
+        if len(self) >= self.limit:
+            self.clear()
+        self[raw] = head
+
+
+@dataclass(slots=True, frozen=True)
 class ResponseHead:
     status: int
     length: int

@@ -18,7 +18,13 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 
-from adapters.gateway.framing import MAX_HEAD_BYTES, FramingError, RequestHead, parse_request_head
+from adapters.gateway.framing import (
+    MAX_HEAD_BYTES,
+    FramingError,
+    HeadCache,
+    RequestHead,
+    parse_request_head,
+)
 from adapters.gateway.metrics import GatewayMetrics
 from adapters.gateway.router import Router
 from adapters.gateway.upstream import UpstreamPool, _Conn
@@ -33,6 +39,7 @@ _CLOSED = {
     b"logging": "log settings of the servers are managed by tritonfleet",
     b"trace": "trace settings of the servers are managed by tritonfleet",
 }
+_HEADS = HeadCache()
 _MODEL_ACTIONS = frozenset((b"", b"ready", b"config", b"infer", b"stats"))
 _REASONS = {
     200: b"OK", 400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found",
@@ -82,6 +89,8 @@ class HttpDoor:
         self.max_body_bytes = max_body_bytes
         self.connect_timeout_s = connect_timeout_s
         self.pools: dict[str, UpstreamPool] = {}
+        # (method, target) -> (model, action) for model-scoped routes seen before
+        self.routes: dict[tuple[bytes, bytes], tuple[str, bytes]] = {}
         self.server_metadata = _ok(
             json.dumps(
                 {
@@ -172,7 +181,11 @@ class _Client(asyncio.Protocol):
                     raise FramingError(431, f"request head over {MAX_HEAD_BYTES} bytes")
                 self.buf = data
                 return
-            head = parse_request_head(data[:end])
+            raw = data[:end]
+            head = _HEADS.get(raw)  # type: ignore[assignment]
+            if head is None:
+                head = parse_request_head(raw)
+                _HEADS.remember(raw, head)
             if head.length > self.door.max_body_bytes:
                 raise FramingError(413, self._too_large(head.length))
             start = end + 4
@@ -223,6 +236,9 @@ class _Client(asyncio.Protocol):
             self.busy = False
 
     def _handle(self, req: _Request) -> None:
+        route = self.door.routes.get((req.method, req.url))
+        if route is not None:
+            return self._forward(route[0], route[1], req)
         path = req.url.split(b"?", 1)[0]
         parts = path.split(b"/")
         # parts[0] is b"" (the path starts with "/").
@@ -241,7 +257,10 @@ class _Client(asyncio.Protocol):
                         ),
                         req.keep_alive,
                     )
-                return self._forward(model.decode(errors="replace"), action, path, req)
+                route = (model.decode(errors="replace"), action)
+                if len(self.door.routes) < 4096:
+                    self.door.routes[req.method, req.url] = route
+                return self._forward(route[0], action, req)
             if action == b"trace":
                 return self.respond(error_response(403, _CLOSED[b"trace"]), req.keep_alive)
         elif len(parts) >= 3 and parts[1] == b"v2" and parts[2] in _CLOSED:
@@ -271,7 +290,7 @@ class _Client(asyncio.Protocol):
             req.keep_alive,
         )
 
-    def _forward(self, model: str, action: bytes, path: bytes, req: _Request) -> None:
+    def _forward(self, model: str, action: bytes, req: _Request) -> None:
         router = self.door.router
         rt = router.directory.routing(model)
         if rt is None:
@@ -283,7 +302,7 @@ class _Client(asyncio.Protocol):
                 req.keep_alive,
             )
         replicas = router.directory.replicas(model)
-        ex = _Exchange(self, model, rt, action, path, req)
+        ex = _Exchange(self, model, rt, action, req)
         if not router.admit(model, rt):
             ex.finish_local(
                 error_response(
@@ -315,7 +334,6 @@ class _Exchange:
         model: str,
         rt: ModelRouting,
         action: bytes,
-        path: bytes,
         req: _Request,
     ) -> None:
         self.client = client
@@ -335,9 +353,10 @@ class _Exchange:
         replica = self.replica = router.pick(self.model, replicas, exclude)
         head = self.head
         if self.action == b"config" and replica.admin_key:
-            head += b"%s: %s\r\n" % (replica.admin_header.encode(), replica.admin_key.encode())
+            key = b"%s: %s\r\n\r\n" % (replica.admin_header.encode(), replica.admin_key.encode())
+            head = head[:-2] + key
         self.start = router.begin(replica, self)
-        self.conn = self.client.door.pool(replica).send(self, head + b"\r\n", self.req.body)
+        self.conn = self.client.door.pool(replica).send(self, head, self.req.body)
 
     async def send_when_warm(self) -> None:
         replicas = await self.client.door.router.hold(self.model)

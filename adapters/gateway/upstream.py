@@ -11,7 +11,9 @@ import asyncio
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from adapters.gateway.framing import FramingError, ResponseHead, parse_response_head
+from adapters.gateway.framing import FramingError, HeadCache, ResponseHead, parse_response_head
+
+_HEADS = HeadCache()
 
 
 class Waiter(Protocol):
@@ -53,12 +55,16 @@ class _Conn(asyncio.Protocol):
                 self.buf = buf
                 return
             self.buf = b""
-            try:
-                head = parse_response_head(buf[:end])
-            except FramingError as exc:
-                self._fail(exc.message, True)
-                self.abort()
-                return
+            raw = buf[:end]
+            head = _HEADS.get(raw)  # type: ignore[assignment]
+            if head is None:
+                try:
+                    head = parse_response_head(raw)
+                except FramingError as exc:
+                    self._fail(exc.message, True)
+                    self.abort()
+                    return
+                _HEADS.remember(raw, head)
             if 100 <= head.status < 200:  # interim reply: skip it
                 if len(buf) > end + 4:
                     self.data_received(buf[end + 4 :])

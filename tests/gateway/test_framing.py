@@ -17,7 +17,7 @@ def test_plain_request_is_forwarded_verbatim() -> None:
         20,
         True,
     )
-    assert h.upstream_head == head + b"\r\n"
+    assert h.upstream_head == head + b"\r\n\r\n"
 
 
 def test_hop_by_hop_and_admin_headers_are_dropped() -> None:
@@ -27,7 +27,7 @@ def test_hop_by_hop_and_admin_headers_are_dropped() -> None:
     )
     assert h.keep_alive and h.expect_continue
     assert h.upstream_head == (
-        b"POST /v2/models/m/infer HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+        b"POST /v2/models/m/infer HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n"
     )
     assert not parse_request_head(b"GET /v2 HTTP/1.1\r\nConnection: close").keep_alive
 
