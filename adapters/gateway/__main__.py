@@ -10,6 +10,7 @@ Prints one line `READY <http_url> <grpc_url>` once both doors listen.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ async def _main(path: str) -> None:
         directory.put(model, [servers[i] for i in ids])
     gw = Gateway(GatewayConfig(**spec.get("config", {})), directory)
     await gw.start()
+    gc.freeze()  # what exists now lives as long as the process
     print("READY", gw.http_url, gw.grpc_url, flush=True)
     try:
         await asyncio.Event().wait()

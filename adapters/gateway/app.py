@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import socket
 
@@ -92,6 +93,8 @@ async def serve(config: GatewayConfig, directory: ReplicaDirectory) -> None:
     """Run the gateway until cancelled (what `tritonfleet up` awaits beside the reconciler)."""
     gw = Gateway(config, directory)
     await gw.start()
+    # Everything allocated so far lives as long as the process: keep it out of GC passes.
+    gc.freeze()
     try:
         await asyncio.Event().wait()
     finally:

@@ -104,6 +104,7 @@ class GrpcDoor(grpc.GenericRpcHandler):
         self.channels: dict[str, aio.Channel] = {}
         self.calls: dict[tuple[str, str], Any] = {}
         self.server: aio.Server | None = None
+        self._handlers: dict[str, grpc.RpcMethodHandler | None] = {}  # one per method, reused
         from tritonclient.grpc import service_pb2
 
         self._metadata = service_pb2.ServerMetadataResponse(

@@ -80,3 +80,24 @@ def test_signal_totals_and_derivation() -> None:
     assert s.queue_s == pytest.approx(0.0004) and s.latency_s == pytest.approx(0.002)
     assert signals.derive(None, t1, at=1.0).queue_s == 0.0
     assert signals.totals("garbage\nnv_cpu_utilization notanumber\n").cpu == 0.0
+
+
+def test_prometheus_results_map_to_servers_by_instance() -> None:
+    from adapters.gateway.config import GatewayConfig
+    from adapters.gateway.directory import StaticDirectory
+    from adapters.gateway.metrics import GatewayMetrics
+    from adapters.gateway.router import Router
+    from adapters.gateway.signals import apply_prometheus
+
+    r = Router(StaticDirectory(), GatewayConfig(), GatewayMetrics())
+    r.metrics_urls["s0"] = "http://127.0.0.1:8002/metrics"
+    results = {
+        "pending": [{"metric": {"instance": "127.0.0.1:8002"}, "value": [0, "4"]}],
+        "queue_s": [
+            {"metric": {"instance": "127.0.0.1:8002"}, "value": [0, "NaN"]},
+            {"metric": {"instance": "elsewhere:1"}, "value": [0, "9"]},
+        ],
+    }
+    apply_prometheus(r, results, now=12.0)
+    sig = r.servers["s0"].signal
+    assert sig is not None and sig.pending == 4 and sig.queue_s == 0.0 and sig.at == 12.0

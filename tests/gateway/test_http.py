@@ -215,3 +215,18 @@ def _raw(env: Env, text: str) -> tuple[int, str]:
     with socket.create_connection(_addr(env), timeout=10) as s:
         s.sendall(text.encode())
         return _read_replies(s, 1)[0]
+
+
+def test_triton_signals_are_scraped(env: Env) -> None:
+    import time
+
+    c = httpclient.InferenceServerClient(env.http)
+    c.infer("double_fp32", _inputs(httpclient, "double_fp32", True))
+    deadline = time.monotonic() + 5
+    router = env.gateway.router
+    while time.monotonic() < deadline:
+        sigs = env.loop.call(lambda: [s.signal for s in router.servers.values()])
+        if sigs and any(s is not None for s in sigs):
+            return
+        time.sleep(0.2)
+    raise AssertionError("no Triton signal was scraped within 5 s")

@@ -126,3 +126,55 @@ def test_retry_budget_and_outlier_rule() -> None:
     assert b.allows(100, 19) and not b.allows(100, 20)
     o = routing.OutlierRule(base_ejection_s=5, max_ejection_s=12)
     assert [o.ejection_s(n) for n in (1, 2, 3)] == [5, 10, 12]
+
+
+def test_router_never_retries_sequence_models_and_spends_a_budget() -> None:
+    from adapters.gateway.config import GatewayConfig
+    from adapters.gateway.directory import StaticDirectory
+    from adapters.gateway.metrics import GatewayMetrics
+    from adapters.gateway.router import Router
+    from controlplane.replicas import ModelRouting
+
+    now = [0.0]
+    r = Router(
+        StaticDirectory(),
+        GatewayConfig(retry_ratio=0.0, retry_min_per_s=0.3),  # 3 retries per 10 s window
+        GatewayMetrics(),
+        clock=lambda: now[0],
+    )
+    assert not r.may_retry("seq", ModelRouting("seq", sequence=True), "connect")
+    plain = ModelRouting("m")
+    assert [r.may_retry("m", plain, "connect") for _ in range(4)] == [True, True, True, False]
+    now[0] = 11.0  # a new window
+    assert r.may_retry("m", plain, "connect")
+
+
+def test_router_ejects_after_consecutive_failures_but_keeps_one() -> None:
+    from adapters.gateway.config import GatewayConfig
+    from adapters.gateway.directory import StaticDirectory
+    from adapters.gateway.metrics import GatewayMetrics
+    from adapters.gateway.router import Router
+    from controlplane.replicas import Replica
+
+    now = [0.0]
+    cfg = GatewayConfig(eject_after_failures=2, eject_base_s=5.0, max_ejected_fraction=0.5)
+    r = Router(StaticDirectory(), cfg, GatewayMetrics(), clock=lambda: now[0])
+    a, b = Replica("m", "a", "http://a", "a"), Replica("m", "b", "http://b", "b")
+
+    class H:
+        def expire(self) -> None:
+            pass
+
+    for rep in (a, b):
+        r.pick("m", [a, b])
+        r.end("m", rep, H(), r.begin(rep, H()), ok=True)
+    for _ in range(2):
+        h = H()
+        r.end("m", a, h, r.begin(a, h), ok=False)
+    assert all(r.pick("m", [a, b]) is b for _ in range(20))  # a is ejected
+    for _ in range(2):
+        h = H()
+        r.end("m", b, h, r.begin(b, h), ok=False)
+    assert r.servers["b"].ejected_until == 0.0  # ejecting b too would pass the 50% cap
+    now[0] = 6.0  # a's ejection is over
+    assert {r.pick("m", [a, b]).server_id for _ in range(50)} == {"a", "b"}
