@@ -49,7 +49,8 @@ class ReplicaStats:
 
 
 class Policy(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def choose(
         self, replicas: Sequence[ReplicaStats], *, now: float, rng: random.Random, seq: int

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TypeVar
 
 MAX_HEAD_BYTES = 64 * 1024
+_H = TypeVar("_H")
 
 # Headers that never travel upstream as the client sent them (hop-by-hop, or ours to set);
 # one regex over the lower-cased head decides whether it can be forwarded verbatim.
@@ -97,12 +99,12 @@ def parse_request_head(head: bytes) -> RequestHead:
     return RequestHead(method, target, length, keep_alive, expect, upstream)
 
 
-class HeadCache(dict[bytes, "RequestHead | ResponseHead"]):
+class HeadCache(dict[bytes, _H]):
     """Parsed heads by their exact bytes: a client sends the same head again and again."""
 
     limit = 4096
 
-    def remember(self, raw: bytes, head: RequestHead | ResponseHead) -> None:
+    def remember(self, raw: bytes, head: _H) -> None:
         if len(self) >= self.limit:
             self.clear()
         self[raw] = head

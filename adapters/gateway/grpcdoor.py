@@ -128,7 +128,7 @@ class GrpcDoor(grpc.GenericRpcHandler):
     def service(
         self, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:
-        method = handler_call_details.method  # type: ignore[attr-defined]
+        method: str = handler_call_details.method
         if not method.startswith(_SERVICE):
             return None
         name = method[len(_SERVICE) :]

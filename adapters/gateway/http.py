@@ -39,7 +39,7 @@ _CLOSED = {
     b"logging": "log settings of the servers are managed by tritonfleet",
     b"trace": "trace settings of the servers are managed by tritonfleet",
 }
-_HEADS = HeadCache()
+_HEADS: HeadCache[RequestHead] = HeadCache()
 _MODEL_ACTIONS = frozenset((b"", b"ready", b"config", b"infer", b"stats"))
 _REASONS = {
     200: b"OK", 400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found",
@@ -182,10 +182,11 @@ class _Client(asyncio.Protocol):
                 self.buf = data
                 return
             raw = data[:end]
-            head = _HEADS.get(raw)  # type: ignore[assignment]
-            if head is None:
-                head = parse_request_head(raw)
-                _HEADS.remember(raw, head)
+            cached = _HEADS.get(raw)
+            if cached is None:
+                cached = parse_request_head(raw)
+                _HEADS.remember(raw, cached)
+            head = cached
             if head.length > self.door.max_body_bytes:
                 raise FramingError(413, self._too_large(head.length))
             start = end + 4

@@ -82,7 +82,7 @@ class GatewayMetrics:
             ("rejections", "Requests refused by the gateway itself.", self.rejections, ("model", "reason")),
         ):  # fmt: skip
             family(f"tritonfleet_gateway_{name}_total", "counter", help_)
-            for k, v in sorted(data.items()):  # type: ignore[attr-defined]
+            for k, v in sorted(data.items()):
                 kt = k if isinstance(k, tuple) else (k,)
                 labels = ",".join(f'{n}="{_esc(x)}"' for n, x in zip(keys, kt, strict=True))
                 out.append(f"tritonfleet_gateway_{name}_total{{{labels}}} {v}\n")

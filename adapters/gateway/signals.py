@@ -95,5 +95,5 @@ def apply_prometheus(router: Router, results: dict[str, list[dict[str, Any]]], n
                 continue
             if v == v:  # NaN when nothing completed
                 values.setdefault(sid, {})[key] = v
-    for sid, v in values.items():
-        router.set_signal(sid, ServerSignal(at=now, **v))
+    for sid, fields in values.items():
+        router.set_signal(sid, ServerSignal(at=now, **fields))

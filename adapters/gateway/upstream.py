@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from adapters.gateway.framing import FramingError, HeadCache, ResponseHead, parse_response_head
 
-_HEADS = HeadCache()
+_HEADS: HeadCache[ResponseHead] = HeadCache()
 
 
 class Waiter(Protocol):
@@ -56,7 +56,7 @@ class _Conn(asyncio.Protocol):
                 return
             self.buf = b""
             raw = buf[:end]
-            head = _HEADS.get(raw)  # type: ignore[assignment]
+            head = _HEADS.get(raw)
             if head is None:
                 try:
                     head = parse_response_head(raw)
