@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections import deque
 from collections.abc import Sequence
 
@@ -39,6 +40,8 @@ _CLOSED = {
     b"logging": "log settings of the servers are managed by tritonfleet",
     b"trace": "trace settings of the servers are managed by tritonfleet",
 }
+# Triton's 500s that are really a malformed request (its HTTP frontend's parse errors).
+_CLIENT_FAULT_500 = re.compile(rb'\{"error":"(?:failed to parse|Unable to parse|unexpected)')
 _HEADS: HeadCache[RequestHead] = HeadCache()
 _MODEL_ACTIONS = frozenset((b"", b"ready", b"config", b"infer", b"stats"))
 _REASONS = {
@@ -387,6 +390,9 @@ class _Exchange:
         elapsed = router.end(self.model, self.replica, self, self.start, not failed)
         if status == 503 and self._retry("503"):
             return
+        if status == 500 and _CLIENT_FAULT_500.search(raw, 0, 512):
+            # Triton answers a request body it cannot parse with 500; it is the client's fault.
+            raw, status = b"HTTP/1.1 400 Bad Request" + raw[raw.find(b"\r\n") :], 400
         self._finish(raw, str(status), elapsed)
 
     def on_failure(self, reason: str, sent: bool) -> None:

@@ -230,3 +230,12 @@ def test_triton_signals_are_scraped(env: Env) -> None:
             return
         time.sleep(0.2)
     raise AssertionError("no Triton signal was scraped within 5 s")
+
+
+def test_unparseable_body_is_400_not_tritons_500(env: Env) -> None:
+    status, body = _raw(
+        env,
+        "POST /v2/models/double_fp32/infer HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+    )
+    assert status == 400
+    assert "failed to parse" in json.loads(body)["error"]
