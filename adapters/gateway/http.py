@@ -42,6 +42,7 @@ _CLOSED = {
 }
 # Triton's 500s that are really a malformed request (its HTTP frontend's parse errors).
 _CLIENT_FAULT_500 = re.compile(rb'\{"error":"(?:failed to parse|Unable to parse|unexpected)')
+MAX_PIPELINED = 256  # requests one connection may send ahead of its replies
 _HEADS: HeadCache[RequestHead] = HeadCache()
 _MODEL_ACTIONS = frozenset((b"", b"ready", b"config", b"infer", b"stats"))
 _REASONS = {
@@ -145,6 +146,7 @@ class _Client(asyncio.Protocol):
         self.refused = False
         self.busy = False
         self.queue: deque[_Request] = deque()
+        self.draining = False
         self.closed = False
 
     # --- asyncio -----------------------------------------------------------------------
@@ -207,6 +209,10 @@ class _Client(asyncio.Protocol):
     def _complete(self, head: RequestHead, body: bytes) -> None:
         req = _Request(head, body)
         if self.busy:
+            if len(self.queue) >= MAX_PIPELINED:
+                raise FramingError(
+                    429, f"more than {MAX_PIPELINED} pipelined requests; wait for replies"
+                )
             self.queue.append(req)
         else:
             self.busy = True
@@ -234,10 +240,17 @@ class _Client(asyncio.Protocol):
             self.transport.close()
             self.closed = True
             return
-        if self.queue:
-            self._handle(self.queue.popleft())
-        else:
-            self.busy = False
+        self.busy = False
+        if self.queue and not self.draining:
+            # A loop, not recursion: local answers (404, 403...) queued behind a forwarded
+            # request are answered right here, and would otherwise nest one call each.
+            self.draining = True
+            try:
+                while self.queue and not self.busy and not self.closed:
+                    self.busy = True
+                    self._handle(self.queue.popleft())
+            finally:
+                self.draining = False
 
     def _handle(self, req: _Request) -> None:
         route = self.door.routes.get((req.method, req.url))

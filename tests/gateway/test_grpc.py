@@ -11,7 +11,7 @@ from tritonclient.utils import InferenceServerException
 
 from adapters.gateway.grpcdoor import field1_string
 from tests.gateway.cases import CASES, check
-from tests.gateway.conftest import Env, run_async
+from tests.gateway.support import Env, run_async
 
 pytestmark = pytest.mark.triton
 

@@ -12,7 +12,7 @@ import tritonclient.http.aio as aiohttpclient
 from tritonclient.utils import InferenceServerException
 
 from tests.gateway.cases import CASES, check
-from tests.gateway.conftest import Env, run_async
+from tests.gateway.support import Env, run_async
 
 pytestmark = pytest.mark.triton
 
@@ -239,3 +239,22 @@ def test_unparseable_body_is_400_not_tritons_500(env: Env) -> None:
     )
     assert status == 400
     assert "failed to parse" in json.loads(body)["error"]
+
+
+def test_many_pipelined_local_answers_behind_an_inference(env: Env) -> None:
+    body = json.dumps(
+        {"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    )
+    infer = (
+        f"POST /v2/models/double_fp32/infer HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+    )
+    with socket.create_connection(_addr(env), timeout=10) as s:
+        s.sendall((infer + "GET /nope HTTP/1.1\r\n\r\n" * 200).encode())
+        replies = _read_replies(s, 201)
+    assert replies[0][0] == 200 and {st for st, _ in replies[1:]} == {404}
+    with socket.create_connection(_addr(env), timeout=10) as s:
+        s.sendall((infer * 400).encode())  # past the pipelining limit: refused, then closed
+        data = b""
+        while chunk := s.recv(1 << 20):
+            data += chunk
+    assert b"HTTP/1.1 429" in data and b"pipelined" in data

@@ -21,7 +21,7 @@ from adapters.gateway.demofleet import DemoModel
 from adapters.gateway.directory import StaticDirectory, replica_on
 from adapters.tritonbin import TritonInstall
 from controlplane.replicas import ModelRouting, Replica
-from tests.gateway.conftest import Env, start_env, stop_env
+from tests.gateway.support import Env, start_env, stop_env
 
 pytestmark = pytest.mark.triton
 
