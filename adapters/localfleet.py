@@ -263,3 +263,4 @@ class LocalFleet:
             os.killpg(p.popen.pid, sig)
         except ProcessLookupError:
             pass
+

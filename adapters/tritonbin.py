@@ -91,10 +91,7 @@ class ServerArgs:
         if self.admin_key:
             apis = ",".join(self.restricted_apis)
             kv = f"{self.admin_header}={self.admin_key}"
-            argv += [
-                f"--http-restricted-api={apis}:{kv}",
-                f"--grpc-restricted-protocol={apis}:{kv}",
-            ]
+            argv += [f"--http-restricted-api={apis}:{kv}", f"--grpc-restricted-protocol={apis}:{kv}"]
         argv += list(self.extra)
         return argv
 
@@ -140,9 +137,7 @@ def locate(explicit: str | None, cache_dir: Path) -> TritonInstall:
     if explicit:
         path = Path(explicit)
         if not path.is_file() or not os.access(path, os.X_OK):
-            raise FleetError(
-                f"--tritonserver {explicit}: no executable file there; {_INSTALL_HINT}"
-            )
+            raise FleetError(f"--tritonserver {explicit}: no executable file there; {_INSTALL_HINT}")
         return TritonInstall(binary=path, backend_dir=None, source="explicit")
     on_path = shutil.which("tritonserver")
     if on_path:
