@@ -1,0 +1,101 @@
+"""The gateway process: both front doors, the router, the signal feed and the timeout sweep.
+
+`serve(config, directory)` is what `tritonfleet up` awaits; `Gateway` is the same thing with
+start/stop for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import socket
+
+from adapters.gateway.config import GatewayConfig
+from adapters.gateway.http import HttpDoor
+from adapters.gateway.metrics import GatewayMetrics
+from adapters.gateway.router import Router
+from controlplane.replicas import ReplicaDirectory
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, directory: ReplicaDirectory) -> None:
+        self.config = config
+        self.metrics = GatewayMetrics()
+        self.router = Router(directory, config, self.metrics)
+        self.http = HttpDoor(
+            self.router,
+            self.metrics,
+            max_body_bytes=config.max_body_bytes,
+            connect_timeout_s=config.connect_timeout_s,
+        )
+        self._server: asyncio.Server | None = None
+        self._grpc: object | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.http_port = 0
+        self.grpc_port: int | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.config.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str | None:
+        return f"{self.config.host}:{self.grpc_port}" if self.grpc_port is not None else None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self.http.protocol,
+            self.config.host,
+            self.config.http_port,
+            reuse_address=True,
+            backlog=1024,
+        )
+        sock = self._server.sockets[0]
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.http_port = int(sock.getsockname()[1])
+        if self.config.grpc_port is not None:
+            from adapters.gateway.grpcdoor import GrpcDoor
+
+            door = GrpcDoor(self.router, self.metrics, self.config)
+            self.grpc_port = await door.start(self.config.host, self.config.grpc_port)
+            self._grpc = door
+        self._tasks.append(loop.create_task(self.router.sweep()))
+        from adapters.gateway.signals import feed
+
+        self._tasks.append(loop.create_task(feed(self.router, self.config)))
+        log.info(
+            "gateway: HTTP %s, gRPC %s, policy %s", self.http_url, self.grpc_url, self.config.policy
+        )
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+        if self._server is not None:
+            self._server.close()
+            self.http.close()
+            await self._server.wait_closed()
+            self._server = None
+        if self._grpc is not None:
+            await self._grpc.stop()  # type: ignore[attr-defined]
+            self._grpc = None
+
+
+async def serve(config: GatewayConfig, directory: ReplicaDirectory) -> None:
+    """Run the gateway until cancelled (what `tritonfleet up` awaits beside the reconciler)."""
+    gw = Gateway(config, directory)
+    await gw.start()
+    # Everything allocated so far lives as long as the process: keep it out of GC passes.
+    gc.freeze()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await gw.stop()

@@ -1,0 +1,301 @@
+"""The KServe v2 gRPC front door: a generic handler that forwards serialized messages as bytes.
+
+No message is parsed except the few bytes that hold the model name (field 1 of every
+model-scoped request); requests and replies cross as the bytes the client and Triton sent,
+over one channel per replica. Server live/ready/metadata are answered here; the repository,
+shared-memory, trace and log APIs are refused with PERMISSION_DENIED; ModelConfig carries the
+control plane's restricted-API key upstream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from adapters.gateway.config import GatewayConfig
+from adapters.gateway.metrics import GatewayMetrics
+from adapters.gateway.router import Router
+from controlplane.replicas import ModelRouting, Replica
+
+log = logging.getLogger(__name__)
+
+_SERVICE = "/inference.GRPCInferenceService/"
+_ROUTED = frozenset(("ModelInfer", "ModelReady", "ModelMetadata", "ModelConfig", "ModelStatistics"))
+_CLOSED = {
+    "RepositoryIndex": "the model repository API is managed by tritonfleet",
+    "RepositoryModelLoad": "the model repository API is managed by tritonfleet",
+    "RepositoryModelUnload": "the model repository API is managed by tritonfleet",
+    "SystemSharedMemoryStatus": "shared memory cannot cross the gateway",
+    "SystemSharedMemoryRegister": "shared memory cannot cross the gateway",
+    "SystemSharedMemoryUnregister": "shared memory cannot cross the gateway",
+    "CudaSharedMemoryStatus": "shared memory cannot cross the gateway",
+    "CudaSharedMemoryRegister": "shared memory cannot cross the gateway",
+    "CudaSharedMemoryUnregister": "shared memory cannot cross the gateway",
+    "TraceSetting": "trace settings of the servers are managed by tritonfleet",
+    "LogSettings": "log settings of the servers are managed by tritonfleet",
+}
+_CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+]
+_TRUE = b"\x08\x01"  # ServerLiveResponse / ServerReadyResponse {live|ready: true}
+
+
+def field1_string(msg: bytes) -> str:
+    """Field 1 (a string) of a serialized protobuf message: the model name; "" when absent."""
+    i, n = 0, len(msg)
+    while i < n:
+        key, i = _varint(msg, i)
+        number, wire = key >> 3, key & 7
+        if wire == 2:
+            size, i = _varint(msg, i)
+            if number == 1:
+                return msg[i : i + size].decode("utf-8", errors="replace")
+            i += size
+        elif wire == 0:
+            _, i = _varint(msg, i)
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        else:
+            return ""
+    return ""
+
+
+def _varint(b: bytes, i: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        if i >= len(b):
+            raise ValueError("truncated varint")
+        c = b[i]
+        i += 1
+        result |= (c & 0x7F) << shift
+        if not c & 0x80:
+            return result, i
+        shift += 7
+
+
+class _Attempt:
+    """The router's handle on one gRPC attempt; gRPC deadlines time it out, not the sweep."""
+
+    __slots__ = ()
+
+    def expire(self) -> None:
+        pass
+
+
+class _Refusal(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+class GrpcDoor(grpc.GenericRpcHandler):
+    def __init__(self, router: Router, metrics: GatewayMetrics, config: GatewayConfig) -> None:
+        self.router = router
+        self.metrics = metrics
+        self.config = config
+        self.channels: dict[str, aio.Channel] = {}
+        self.calls: dict[tuple[str, str], Any] = {}
+        self.server: aio.Server | None = None
+        self._handlers: dict[str, grpc.RpcMethodHandler | None] = {}  # one per method, reused
+        from tritonclient.grpc import service_pb2
+
+        self._metadata = service_pb2.ServerMetadataResponse(
+            name="tritonfleet", version="0.1.0", extensions=["binary_tensor_data", "statistics"]
+        ).SerializeToString()
+
+    async def start(self, host: str, port: int) -> int:
+        self.server = aio.server(options=_CHANNEL_OPTIONS)
+        self.server.add_generic_rpc_handlers((self,))
+        bound = self.server.add_insecure_port(f"{host}:{port}")
+        await self.server.start()
+        return bound
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(grace=1.0)
+        for ch in self.channels.values():
+            await ch.close()
+
+    # --- grpc.GenericRpcHandler --------------------------------------------------------
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        method: str = handler_call_details.method
+        if not method.startswith(_SERVICE):
+            return None
+        name = method[len(_SERVICE) :]
+        if name in _ROUTED:
+            return grpc.unary_unary_rpc_method_handler(self._unary(method, name))
+        if name == "ModelStreamInfer":
+            return grpc.stream_stream_rpc_method_handler(self._stream(method))
+        if name in ("ServerLive", "ServerReady"):
+            return grpc.unary_unary_rpc_method_handler(self._const(_TRUE))
+        if name == "ServerMetadata":
+            return grpc.unary_unary_rpc_method_handler(self._const(self._metadata))
+        if name in _CLOSED:
+            return grpc.unary_unary_rpc_method_handler(self._closed(name))
+        return None
+
+    @staticmethod
+    def _const(reply: bytes) -> Callable[[bytes, aio.ServicerContext], Awaitable[bytes]]:
+        async def handler(request: bytes, context: aio.ServicerContext) -> bytes:
+            return reply
+
+        return handler
+
+    @staticmethod
+    def _closed(name: str) -> Callable[[bytes, aio.ServicerContext], Awaitable[bytes]]:
+        async def handler(request: bytes, context: aio.ServicerContext) -> bytes:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{name}: {_CLOSED[name]}")
+            raise AssertionError("unreachable")
+
+        return handler
+
+    # --- routing -----------------------------------------------------------------------
+    def _call(self, replica: Replica, method: str, stream: bool = False) -> Any:
+        key = (replica.grpc_url, method)
+        c = self.calls.get(key)
+        if c is None:
+            ch = self.channels.get(replica.grpc_url)
+            if ch is None:
+                ch = self.channels[replica.grpc_url] = aio.insecure_channel(
+                    replica.grpc_url, options=_CHANNEL_OPTIONS
+                )
+            c = self.calls[key] = ch.stream_stream(method) if stream else ch.unary_unary(method)
+        return c
+
+    async def _admit(self, model: str) -> tuple[ModelRouting, list[Replica]]:
+        rt = self.router.directory.routing(model)
+        if rt is None:
+            self.metrics.rejections[model, "unknown_model"] += 1
+            raise _Refusal(
+                grpc.StatusCode.NOT_FOUND,
+                f"model {model!r} is not registered with tritonfleet; register it first",
+            )
+        if not self.router.admit(model, rt):
+            raise _Refusal(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"model {model!r} has too many requests queued at the gateway; retry later "
+                "or raise its max_queue",
+            )
+        replicas = list(self.router.directory.replicas(model))
+        if not replicas:
+            replicas = list(await self.router.hold(model))
+            if not replicas:
+                self.router.release(model)
+                raise _Refusal(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"model {model!r} has no ready replica yet (loading); retry in "
+                    f"{self.config.retry_after_s}s",
+                )
+        return rt, replicas
+
+    def _metadata_for(self, name: str, replica: Replica) -> tuple[tuple[str, str], ...] | None:
+        if name == "ModelConfig" and replica.admin_key:
+            return ((self.config.admin_header_grpc, replica.admin_key),)
+        return None
+
+    def _unary(
+        self, method: str, name: str
+    ) -> Callable[[bytes, aio.ServicerContext], Awaitable[bytes]]:
+        router = self.router
+
+        async def handler(request: bytes, context: aio.ServicerContext) -> bytes:
+            try:
+                model = field1_string(request)
+            except ValueError:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{name}: malformed request")
+            try:
+                rt, replicas = await self._admit(model)
+            except _Refusal as r:
+                self.metrics.requests[model, "", "grpc", r.code.name] += 1
+                await context.abort(r.code, r.details)
+            try:
+                exclude: str | None = None
+                for attempt in (0, 1):
+                    replica = router.pick(model, replicas, exclude)
+                    handle = _Attempt()
+                    start = router.begin(replica, handle)
+                    try:
+                        reply = await self._call(replica, method)(
+                            request,
+                            timeout=self.config.upstream_timeout_s,
+                            metadata=self._metadata_for(name, replica),
+                        )
+                    except aio.AioRpcError as exc:
+                        code = exc.code()
+                        failed = code in (
+                            grpc.StatusCode.UNAVAILABLE,
+                            grpc.StatusCode.DEADLINE_EXCEEDED,
+                        )
+                        elapsed = router.end(model, replica, handle, start, not failed)
+                        if (
+                            attempt == 0
+                            and code is grpc.StatusCode.UNAVAILABLE
+                            and len(replicas) > 1
+                            and router.may_retry(model, rt, "unavailable")
+                        ):
+                            exclude = replica.server_id
+                            continue
+                        self.metrics.observe(model, replica.server_id, "grpc", code.name, elapsed)
+                        await context.abort(code, exc.details() or code.name)
+                    elapsed = router.end(model, replica, handle, start, True)
+                    self.metrics.observe(model, replica.server_id, "grpc", "OK", elapsed)
+                    return reply
+                raise AssertionError("unreachable")
+            finally:
+                router.release(model)
+
+        return handler
+
+    def _stream(
+        self, method: str
+    ) -> Callable[[AsyncIterator[bytes], aio.ServicerContext], AsyncIterator[bytes]]:
+        router = self.router
+
+        async def handler(
+            requests: AsyncIterator[bytes], context: aio.ServicerContext
+        ) -> AsyncIterator[bytes]:
+            try:
+                first = await anext(requests)
+            except StopAsyncIteration:
+                return
+            model = field1_string(first)
+            try:
+                _, replicas = await self._admit(model)
+            except _Refusal as r:
+                await context.abort(r.code, r.details)
+            # One stream stays on one replica: sequences and decoupled models need that.
+            replica = router.pick(model, replicas)
+            handle = _Attempt()
+            start = router.begin(replica, handle)
+            ok = False
+
+            async def upstream() -> AsyncIterator[bytes]:
+                yield first
+                async for r in requests:
+                    yield r
+
+            try:
+                call = self._call(replica, method, stream=True)(upstream(), timeout=None)
+                async for reply in call:
+                    yield reply
+                ok = True
+            except aio.AioRpcError as exc:
+                await context.abort(exc.code(), exc.details() or exc.code().name)
+            finally:
+                elapsed = router.end(model, replica, handle, start, ok)
+                self.metrics.observe(
+                    model, replica.server_id, "grpc", "OK" if ok else "ERROR", elapsed
+                )
+                router.release(model)
+
+        return handler

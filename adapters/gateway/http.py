@@ -1,0 +1,472 @@
+"""The KServe v2 HTTP/REST front door: raw asyncio + httptools, bodies forwarded as bytes.
+
+Per request the door frames the request (`framing`: request line, length, keep-alive), takes the model name
+from the path, asks the router for a replica and writes a rebuilt request head plus the body,
+untouched, on a pooled keep-alive connection; Triton's reply goes back byte for byte. Tensors
+(JSON or the binary extension, `Inference-Header-Content-Length`) are never decoded. Only the
+slow paths (a cold model, a connect) create tasks.
+
+Closed doors: the repository, shared-memory, logging and trace APIs answer 403 here and never
+reach Triton; model config requests carry the control plane's restricted-API key upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections import deque
+from collections.abc import Sequence
+
+from adapters.gateway.framing import (
+    MAX_HEAD_BYTES,
+    FramingError,
+    HeadCache,
+    RequestHead,
+    parse_request_head,
+)
+from adapters.gateway.metrics import GatewayMetrics
+from adapters.gateway.router import Router
+from adapters.gateway.upstream import UpstreamPool, _Conn
+from controlplane.replicas import ModelRouting, Replica
+
+log = logging.getLogger(__name__)
+
+_CLOSED = {
+    b"repository": "the model repository API (load/unload/index) is managed by tritonfleet",
+    b"systemsharedmemory": "shared-memory registration cannot cross the gateway",
+    b"cudasharedmemory": "shared-memory registration cannot cross the gateway",
+    b"logging": "log settings of the servers are managed by tritonfleet",
+    b"trace": "trace settings of the servers are managed by tritonfleet",
+}
+# Triton's 500s that are really a malformed request (its HTTP frontend's parse errors).
+_CLIENT_FAULT_500 = re.compile(rb'\{"error":"(?:failed to parse|Unable to parse|unexpected)')
+MAX_PIPELINED = 256  # requests one connection may send ahead of its replies
+_HEADS: HeadCache[RequestHead] = HeadCache()
+_MODEL_ACTIONS = frozenset((b"", b"ready", b"config", b"infer", b"stats"))
+_REASONS = {
+    200: b"OK", 400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found",
+    405: b"Method Not Allowed", 411: b"Length Required", 413: b"Payload Too Large",
+    429: b"Too Many Requests", 431: b"Request Header Fields Too Large",
+    502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout",
+    505: b"HTTP Version Not Supported",
+}  # fmt: skip
+
+
+def error_response(status: int, message: str, *, close: bool = False, extra: bytes = b"") -> bytes:
+    body = json.dumps({"error": message}).encode()
+    return (
+        b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s%s\r\n%s"
+        % (
+            status,
+            _REASONS.get(status, b"Error"),
+            len(body),
+            extra,
+            b"Connection: close\r\n" if close else b"",
+            body,
+        )
+    )
+
+
+def _ok(body: bytes, content_type: bytes = b"application/json") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (
+        content_type,
+        len(body),
+        body,
+    )
+
+
+class HttpDoor:
+    """State shared by every client connection of the HTTP front door."""
+
+    def __init__(
+        self,
+        router: Router,
+        metrics: GatewayMetrics,
+        *,
+        max_body_bytes: int,
+        connect_timeout_s: float,
+    ) -> None:
+        self.router = router
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+        self.connect_timeout_s = connect_timeout_s
+        self.pools: dict[str, UpstreamPool] = {}
+        # (method, target) -> (model, action) for model-scoped routes seen before
+        self.routes: dict[tuple[bytes, bytes], tuple[str, bytes]] = {}
+        self.server_metadata = _ok(
+            json.dumps(
+                {
+                    "name": "tritonfleet",
+                    "version": "0.1.0",
+                    "extensions": ["binary_tensor_data", "statistics"],
+                }
+            ).encode()
+        )
+        self.live = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nContent-Type: text/plain\r\n\r\n"
+
+    def pool(self, replica: Replica) -> UpstreamPool:
+        p = self.pools.get(replica.http_url)
+        if p is None:
+            p = self.pools[replica.http_url] = UpstreamPool(
+                replica.http_url, self.connect_timeout_s
+            )
+        return p
+
+    def protocol(self) -> _Client:
+        return _Client(self)
+
+    def close(self) -> None:
+        for p in self.pools.values():
+            p.close()
+
+
+class _Request:
+    __slots__ = ("body", "head", "keep_alive", "method", "url")
+
+    def __init__(self, head: RequestHead, body: bytes) -> None:
+        self.method = head.method
+        self.url = head.target
+        self.head = head.upstream_head
+        self.keep_alive = head.keep_alive
+        self.body = body
+
+
+class _Client(asyncio.Protocol):
+    """One client connection; requests on it are answered strictly in order."""
+
+    def __init__(self, door: HttpDoor) -> None:
+        self.door = door
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.pending: RequestHead | None = None  # head read, body still arriving
+        self.chunks: list[bytes] = []
+        self.have = 0
+        self.refused = False
+        self.busy = False
+        self.queue: deque[_Request] = deque()
+        self.draining = False
+        self.closed = False
+
+    # --- asyncio -----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
+        try:
+            self._feed(data)
+        except FramingError as exc:
+            self._refuse(exc.status, exc.message)
+
+    def _feed(self, data: bytes) -> None:
+        if self.pending is not None:
+            self.chunks.append(data)
+            self.have += len(data)
+            head = self.pending
+            if self.have < head.length:
+                return
+            data = b"".join(self.chunks)
+            self.chunks = []
+            self.pending = None
+            self._complete(head, data[: head.length])
+            data = data[head.length :]
+        elif self.buf:
+            data = self.buf + data
+            self.buf = b""
+        while data:
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                if len(data) > MAX_HEAD_BYTES:
+                    raise FramingError(431, f"request head over {MAX_HEAD_BYTES} bytes")
+                self.buf = data
+                return
+            raw = data[:end]
+            cached = _HEADS.get(raw)
+            if cached is None:
+                cached = parse_request_head(raw)
+                _HEADS.remember(raw, cached)
+            head = cached
+            if head.length > self.door.max_body_bytes:
+                raise FramingError(413, self._too_large(head.length))
+            start = end + 4
+            if len(data) - start < head.length:
+                if head.expect_continue and self.transport is not None:
+                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.pending = head
+                self.chunks = [data[start:]]
+                self.have = len(data) - start
+                return
+            stop = start + head.length
+            self._complete(head, data[start:stop])
+            data = data[stop:]
+
+    def _complete(self, head: RequestHead, body: bytes) -> None:
+        req = _Request(head, body)
+        if self.busy:
+            if len(self.queue) >= MAX_PIPELINED:
+                raise FramingError(
+                    429, f"more than {MAX_PIPELINED} pipelined requests; wait for replies"
+                )
+            self.queue.append(req)
+        else:
+            self.busy = True
+            self._handle(req)
+
+    # --- answering ---------------------------------------------------------------------
+    def _too_large(self, n: int) -> str:
+        return (
+            f"request body of {n} bytes is over the gateway's limit of "
+            f"{self.door.max_body_bytes} bytes; send smaller batches or raise max_body_bytes"
+        )
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer at once and close: used when the rest of the stream cannot be trusted."""
+        self.refused = True
+        if self.transport is not None and not self.closed:
+            self.transport.write(error_response(status, message, close=True))
+            self.transport.close()
+
+    def respond(self, data: bytes, keep_alive: bool) -> None:
+        if self.closed or self.transport is None:
+            return
+        self.transport.write(data)
+        if not keep_alive:
+            self.transport.close()
+            self.closed = True
+            return
+        self.busy = False
+        if self.queue and not self.draining:
+            # A loop, not recursion: local answers (404, 403...) queued behind a forwarded
+            # request are answered right here, and would otherwise nest one call each.
+            self.draining = True
+            try:
+                while self.queue and not self.busy and not self.closed:
+                    self.busy = True
+                    self._handle(self.queue.popleft())
+            finally:
+                self.draining = False
+
+    def _handle(self, req: _Request) -> None:
+        route = self.door.routes.get((req.method, req.url))
+        if route is not None:
+            return self._forward(route[0], route[1], req)
+        path = req.url.split(b"?", 1)[0]
+        parts = path.split(b"/")
+        # parts[0] is b"" (the path starts with "/").
+        if len(parts) >= 4 and parts[1] == b"v2" and parts[2] == b"models" and parts[3] != b"stats":
+            model = parts[3]
+            rest = parts[4:]
+            if len(rest) >= 2 and rest[0] == b"versions":
+                rest = rest[2:]
+            action = rest[0] if rest else b""
+            if len(rest) <= 1 and action in _MODEL_ACTIONS:
+                want = b"POST" if action == b"infer" else b"GET"
+                if req.method != want:
+                    return self.respond(
+                        error_response(
+                            405, f"{path.decode(errors='replace')} takes {want.decode()}"
+                        ),
+                        req.keep_alive,
+                    )
+                route = (model.decode(errors="replace"), action)
+                if len(self.door.routes) < 4096:
+                    self.door.routes[req.method, req.url] = route
+                return self._forward(route[0], action, req)
+            if action == b"trace":
+                return self.respond(error_response(403, _CLOSED[b"trace"]), req.keep_alive)
+        elif len(parts) >= 3 and parts[1] == b"v2" and parts[2] in _CLOSED:
+            return self.respond(
+                error_response(403, f"{path.decode(errors='replace')}: {_CLOSED[parts[2]]}"),
+                req.keep_alive,
+            )
+        elif path in (b"/v2/health/live", b"/v2/health/ready"):
+            return self.respond(self.door.live, req.keep_alive)
+        elif path in (b"/v2", b"/v2/"):
+            return self.respond(self.door.server_metadata, req.keep_alive)
+        elif path == b"/metrics":
+            return self.respond(
+                _ok(self.door.metrics.render(), b"text/plain; version=0.0.4"), req.keep_alive
+            )
+        elif path == b"/v2/models/stats":
+            return self.respond(
+                error_response(
+                    400, "the gateway serves statistics per model: GET /v2/models/<model>/stats"
+                ),
+                req.keep_alive,
+            )
+        self.respond(
+            error_response(
+                404, f"no such endpoint: {req.method.decode()} {path.decode(errors='replace')}"
+            ),
+            req.keep_alive,
+        )
+
+    def _forward(self, model: str, action: bytes, req: _Request) -> None:
+        router = self.door.router
+        rt = router.directory.routing(model)
+        if rt is None:
+            self.door.metrics.rejections[model, "unknown_model"] += 1
+            return self.respond(
+                error_response(
+                    404, f"model {model!r} is not registered with tritonfleet; register it first"
+                ),
+                req.keep_alive,
+            )
+        replicas = router.directory.replicas(model)
+        ex = _Exchange(self, model, rt, action, req)
+        if not router.admit(model, rt):
+            ex.finish_local(
+                error_response(
+                    429,
+                    f"model {model!r} has too many requests queued at the gateway; retry later "
+                    "or raise its max_queue",
+                ),
+                "429",
+                admitted=False,
+            )
+            return
+        if replicas:
+            ex.send(replicas)
+        else:
+            asyncio.get_running_loop().create_task(ex.send_when_warm())
+
+
+class _Exchange:
+    """One client request through its one or two upstream attempts."""
+
+    __slots__ = (
+        "action", "attempt", "client", "conn", "done", "head", "model", "replica", "req", "rt",
+        "start",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        client: _Client,
+        model: str,
+        rt: ModelRouting,
+        action: bytes,
+        req: _Request,
+    ) -> None:
+        self.client = client
+        self.model = model
+        self.rt = rt
+        self.action = action
+        self.req = req
+        self.attempt = 0
+        self.done = False
+        self.replica: Replica | None = None
+        self.conn: _Conn | None = None
+        self.start = 0.0
+        self.head = req.head
+
+    def send(self, replicas: Sequence[Replica], exclude: str | None = None) -> None:
+        router = self.client.door.router
+        replica = self.replica = router.pick(self.model, replicas, exclude)
+        head = self.head
+        if self.action == b"config" and replica.admin_key:
+            key = b"%s: %s\r\n\r\n" % (replica.admin_header.encode(), replica.admin_key.encode())
+            head = head[:-2] + key
+        self.start = router.begin(replica, self)
+        self.conn = self.client.door.pool(replica).send(self, head, self.req.body)
+
+    async def send_when_warm(self) -> None:
+        replicas = await self.client.door.router.hold(self.model)
+        if self.done:
+            return
+        if not replicas:
+            retry_after = self.client.door.router.config.retry_after_s
+            self.finish_local(
+                error_response(
+                    503,
+                    f"model {self.model!r} has no ready replica yet (loading); retry in "
+                    f"{retry_after}s",
+                    extra=b"Retry-After: %d\r\n" % retry_after,
+                ),
+                "503",
+            )
+            return
+        self.send(replicas)
+
+    # --- upstream callbacks ------------------------------------------------------------
+    def on_response(self, status: int, raw: bytes) -> None:
+        if self.done:
+            return
+        router = self.client.door.router
+        assert self.replica is not None
+        failed = status in (502, 503, 504)
+        elapsed = router.end(self.model, self.replica, self, self.start, not failed)
+        if status == 503 and self._retry("503"):
+            return
+        if status == 500 and _CLIENT_FAULT_500.search(raw, 0, 512):
+            # Triton answers a request body it cannot parse with 500; it is the client's fault.
+            raw, status = b"HTTP/1.1 400 Bad Request" + raw[raw.find(b"\r\n") :], 400
+        self._finish(raw, str(status), elapsed)
+
+    def on_failure(self, reason: str, sent: bool) -> None:
+        if self.done:
+            return
+        router = self.client.door.router
+        assert self.replica is not None
+        elapsed = router.end(self.model, self.replica, self, self.start, False)
+        if self._retry("connect" if not sent else "connection_lost"):
+            return
+        self._finish(
+            error_response(
+                502, f"replica {self.replica.server_id} of {self.model!r} failed: {reason}"
+            ),
+            "502",
+            elapsed,
+        )
+
+    def expire(self) -> None:
+        if self.done:
+            return
+        router = self.client.door.router
+        assert self.replica is not None
+        elapsed = router.end(self.model, self.replica, self, self.start, False)
+        if self.conn is not None:
+            self.conn.waiter = None
+            self.conn.abort()
+        self._finish(
+            error_response(
+                504,
+                f"replica {self.replica.server_id} did not answer {self.model!r} within "
+                f"{router.config.upstream_timeout_s:.0f}s",
+            ),
+            "504",
+            elapsed,
+        )
+
+    def _retry(self, reason: str) -> bool:
+        if self.attempt > 0:
+            return False
+        router = self.client.door.router
+        replicas = router.directory.replicas(self.model)
+        assert self.replica is not None
+        if len(replicas) < 2 or not router.may_retry(self.model, self.rt, reason):
+            return False
+        self.attempt += 1
+        self.send(replicas, exclude=self.replica.server_id)
+        return True
+
+    def _finish(self, raw: bytes, code: str, elapsed: float) -> None:
+        self.done = True
+        assert self.replica is not None
+        door = self.client.door
+        door.metrics.observe(self.model, self.replica.server_id, "http", code, elapsed)
+        door.router.release(self.model)
+        self.client.respond(raw, self.req.keep_alive)
+
+    def finish_local(self, raw: bytes, code: str, *, admitted: bool = True) -> None:
+        self.done = True
+        door = self.client.door
+        door.metrics.requests[self.model, "", "http", code] += 1
+        if admitted:
+            door.router.release(self.model)
+        self.client.respond(raw, self.req.keep_alive)

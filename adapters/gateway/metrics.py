@@ -1,0 +1,93 @@
+"""The gateway's own Prometheus metrics, in the text exposition format.
+
+A few dicts and lists rather than `prometheus_client`: the hot path pays one bisect and a few
+increments per request, with no locks (the gateway runs on one event loop).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import defaultdict
+
+LATENCY_BUCKETS_S = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+class _Histogram:
+    __slots__ = ("count", "counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS_S) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, v: float) -> None:
+        self.counts[bisect_left(LATENCY_BUCKETS_S, v)] += 1
+        self.sum += v
+        self.count += 1
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        # (model, replica, protocol, code) -> count
+        self.requests: defaultdict[tuple[str, str, str, str], int] = defaultdict(int)
+        self.latency: dict[tuple[str, str], _Histogram] = {}
+        self.retries: defaultdict[tuple[str, str], int] = defaultdict(int)  # (model, reason)
+        self.ejections: defaultdict[str, int] = defaultdict(int)  # replica
+        self.cold_holds: defaultdict[tuple[str, str], int] = defaultdict(int)  # (model, outcome)
+        self.rejections: defaultdict[tuple[str, str], int] = defaultdict(int)  # (model, reason)
+
+    def observe(self, model: str, replica: str, protocol: str, code: str, latency_s: float) -> None:
+        self.requests[model, replica, protocol, code] += 1
+        h = self.latency.get((model, replica))
+        if h is None:
+            h = self.latency[model, replica] = _Histogram()
+        h.observe(latency_s)
+
+    def render(self) -> bytes:
+        out: list[str] = []
+
+        def family(name: str, kind: str, help_: str) -> None:
+            out.append(f"# HELP {name} {help_}\n# TYPE {name} {kind}\n")
+
+        family("tritonfleet_gateway_requests_total", "counter", "Requests answered, by outcome.")
+        for (m, r, p, c), v in sorted(self.requests.items()):
+            out.append(
+                f'tritonfleet_gateway_requests_total{{model="{_esc(m)}",replica="{_esc(r)}",'
+                f'protocol="{p}",code="{c}"}} {v}\n'
+            )
+        family(
+            "tritonfleet_gateway_request_duration_seconds",
+            "histogram",
+            "Time from request read to response written, per model and replica.",
+        )
+        for (m, r), h in sorted(self.latency.items()):
+            labels = f'model="{_esc(m)}",replica="{_esc(r)}"'
+            cum = 0
+            for bound, n in zip((*LATENCY_BUCKETS_S, float("inf")), h.counts, strict=True):
+                cum += n
+                le = "+Inf" if bound == float("inf") else repr(bound)
+                out.append(
+                    f'tritonfleet_gateway_request_duration_seconds_bucket{{{labels},le="{le}"}} {cum}\n'
+                )
+            out.append(f"tritonfleet_gateway_request_duration_seconds_sum{{{labels}}} {h.sum}\n")
+            out.append(
+                f"tritonfleet_gateway_request_duration_seconds_count{{{labels}}} {h.count}\n"
+            )
+        for name, help_, data, keys in (
+            ("retries", "Requests sent again to another replica.", self.retries, ("model", "reason")),
+            ("ejections", "Replicas ejected by outlier detection.", self.ejections, ("replica",)),
+            ("cold_holds", "Requests held while a cold model loaded.", self.cold_holds, ("model", "outcome")),
+            ("rejections", "Requests refused by the gateway itself.", self.rejections, ("model", "reason")),
+        ):  # fmt: skip
+            family(f"tritonfleet_gateway_{name}_total", "counter", help_)
+            for k, v in sorted(data.items()):
+                kt = k if isinstance(k, tuple) else (k,)
+                labels = ",".join(f'{n}="{_esc(x)}"' for n, x in zip(keys, kt, strict=True))
+                out.append(f"tritonfleet_gateway_{name}_total{{{labels}}} {v}\n")
+        return "".join(out).encode()
+
+
+def _esc(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

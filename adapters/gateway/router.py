@@ -1,0 +1,216 @@
+"""Live per-replica state and the application of the routing policy, shared by both doors.
+
+The policy (`controlplane.routing`) is pure; this module keeps what it reads (requests in
+flight, peak-EWMA latency, oldest outstanding request, Triton signals), filters ejected
+replicas, admits or sheds requests per model and spends the retry budget. Everything runs on
+the gateway's one event loop, so plain attributes need no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from adapters.gateway.config import GatewayConfig
+from adapters.gateway.metrics import GatewayMetrics
+from controlplane import routing
+from controlplane.replicas import ModelRouting, Replica, ReplicaDirectory
+from controlplane.routing import OutlierRule, ReplicaStats, RetryBudget, ServerSignal
+
+log = logging.getLogger(__name__)
+
+
+class Expirable(Protocol):
+    def expire(self) -> None:
+        """The request has waited longer than the upstream timeout: fail it now."""
+        ...
+
+
+class _ServerState:
+    __slots__ = ("ejected_until", "failures", "inflight", "key", "rif", "signal", "times_ejected")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.rif = 0
+        self.inflight: dict[Expirable, float] = {}  # insertion order = start order
+        self.failures = 0
+        self.ejected_until = 0.0
+        self.times_ejected = 0
+        self.signal: ServerSignal | None = None
+
+
+class Router:
+    def __init__(
+        self,
+        directory: ReplicaDirectory,
+        config: GatewayConfig,
+        metrics: GatewayMetrics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.directory = directory
+        self.config = config
+        self.metrics = metrics
+        self.policy = routing.make(config.policy)
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.outliers = OutlierRule(
+            failures=config.eject_after_failures,
+            base_ejection_s=config.eject_base_s,
+            max_ejected_fraction=config.max_ejected_fraction,
+        )
+        self.budget = RetryBudget(ratio=config.retry_ratio, min_per_s=config.retry_min_per_s)
+        self.servers: dict[str, _ServerState] = {}
+        self.metrics_urls: dict[str, str] = {}  # what the signal feed scrapes
+        self.latency: dict[
+            tuple[str, str], tuple[float, float]
+        ] = {}  # (model, server) -> (ewma, at)
+        self.model_inflight: dict[str, int] = {}
+        self._seq = 0
+        self._window_start = 0.0
+        self._window_requests = 0
+        self._window_retries = 0
+
+    # --- choosing ----------------------------------------------------------------------
+    def _state(self, key: str) -> _ServerState:
+        st = self.servers.get(key)
+        if st is None:
+            st = self.servers[key] = _ServerState(key)
+        return st
+
+    def pick(self, model: str, replicas: Sequence[Replica], exclude: str | None = None) -> Replica:
+        """The replica of `model` to send to, never `exclude` unless it is the only one."""
+        now = self.clock()
+        cands = [r for r in replicas if r.server_id != exclude] or list(replicas)
+        if len(cands) > 1:
+            live = [r for r in cands if self._state(r.server_id).ejected_until <= now]
+            cands = live or cands
+            if len(cands) == 1:
+                return cands[0]
+        else:
+            return cands[0]
+        stats = []
+        for r in cands:
+            st = self._state(r.server_id)
+            lat = self.latency.get((model, r.server_id))
+            oldest = now - next(iter(st.inflight.values())) if st.inflight else 0.0
+            stats.append(
+                ReplicaStats(r.server_id, st.rif, lat[0] if lat else None, oldest, st.signal)
+            )
+        self._seq += 1
+        return cands[self.policy.choose(stats, now=now, rng=self.rng, seq=self._seq)]
+
+    # --- bookkeeping around one upstream attempt ---------------------------------------
+    def begin(self, replica: Replica, handle: Expirable) -> float:
+        st = self._state(replica.server_id)
+        st.rif += 1
+        if replica.metrics_url:
+            self.metrics_urls[replica.server_id] = replica.metrics_url
+        now = self.clock()
+        st.inflight[handle] = now
+        self._window_requests += 1
+        return now
+
+    def end(self, model: str, replica: Replica, handle: Expirable, start: float, ok: bool) -> float:
+        """Record one attempt's outcome; returns its latency in seconds."""
+        now = self.clock()
+        st = self._state(replica.server_id)
+        st.rif -= 1
+        st.inflight.pop(handle, None)
+        elapsed = now - start
+        if ok:
+            st.failures = 0
+            key = (model, replica.server_id)
+            prev = self.latency.get(key)
+            self.latency[key] = (
+                routing.peak_ewma(
+                    prev[0] if prev else None,
+                    elapsed,
+                    now - prev[1] if prev else 0.0,
+                    self.config.latency_tau_s,
+                ),
+                now,
+            )
+        else:
+            st.failures += 1
+            if st.failures >= self.outliers.failures and st.ejected_until <= now:
+                self._maybe_eject(st, now)
+        return elapsed
+
+    def _maybe_eject(self, st: _ServerState, now: float) -> None:
+        ejected = sum(1 for s in self.servers.values() if s.ejected_until > now)
+        if (ejected + 1) > self.outliers.max_ejected_fraction * len(self.servers):
+            return
+        st.times_ejected += 1
+        span = self.outliers.ejection_s(st.times_ejected)
+        st.ejected_until = now + span
+        st.failures = 0
+        self.metrics.ejections[st.key] += 1
+        log.warning("replica %s: serving → ejected for %.0fs", st.key, span)
+
+    # --- admission and retries ---------------------------------------------------------
+    def admit(self, model: str, rt: ModelRouting) -> bool:
+        limit = rt.max_queue if rt.max_queue is not None else self.config.default_max_queue
+        n = self.model_inflight.get(model, 0)
+        if limit is not None and n >= limit:
+            self.metrics.rejections[model, "queue_full"] += 1
+            return False
+        self.model_inflight[model] = n + 1
+        return True
+
+    def release(self, model: str) -> None:
+        self.model_inflight[model] -= 1
+
+    def may_retry(self, model: str, rt: ModelRouting | None, reason: str) -> bool:
+        if rt is None or rt.sequence:
+            return False
+        now = self.clock()
+        if now - self._window_start > self.budget.window_s:
+            self._window_start, self._window_requests, self._window_retries = now, 0, 0
+        if not self.budget.allows(self._window_requests, self._window_retries):
+            self.metrics.rejections[model, "retry_budget"] += 1
+            return False
+        self._window_retries += 1
+        self.metrics.retries[model, reason] += 1
+        return True
+
+    # --- cold models -------------------------------------------------------------------
+    async def hold(self, model: str) -> Sequence[Replica]:
+        """Ask the control plane to warm `model`; wait up to `cold_hold_s` for a replica."""
+        timeout = self.config.cold_hold_s
+        try:
+            got = await asyncio.wait_for(self.directory.ensure(model, timeout), timeout + 1.0)
+        except (TimeoutError, Exception) as exc:
+            if not isinstance(exc, TimeoutError):
+                log.warning("ensure(%s) failed: %s", model, exc)
+            got = ()
+        got = got or self.directory.replicas(model)
+        self.metrics.cold_holds[model, "warm" if got else "timeout"] += 1
+        return got
+
+    # --- signals and timeouts ----------------------------------------------------------
+    def set_signal(self, server_id: str, signal: ServerSignal) -> None:
+        self._state(server_id).signal = signal
+
+    async def sweep(self, interval_s: float = 0.25) -> None:
+        """Fail requests a replica has held past the upstream timeout (one timer, not one each)."""
+        limit = self.config.upstream_timeout_s
+        while True:
+            await asyncio.sleep(interval_s)
+            now = self.clock()
+            for st in list(self.servers.values()):
+                expired = []
+                for handle, start in st.inflight.items():
+                    if now - start < limit:
+                        break
+                    expired.append(handle)
+                for handle in expired:
+                    try:
+                        handle.expire()
+                    except Exception:  # one broken handle never stops the sweep
+                        log.exception("expiring a request to %s failed", st.key)

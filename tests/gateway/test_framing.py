@@ -1,0 +1,103 @@
+"""Pure tests of the hot-path HTTP framing and of Triton /metrics parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters.gateway.framing import FramingError, parse_request_head, parse_response_head
+from controlplane import signals
+
+
+def test_plain_request_is_forwarded_verbatim() -> None:
+    head = b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nInference-Header-Content-Length: 9\r\nContent-Length: 20"
+    h = parse_request_head(head)
+    assert (h.method, h.target, h.length, h.keep_alive) == (
+        b"POST",
+        b"/v2/models/m/infer",
+        20,
+        True,
+    )
+    assert h.upstream_head == head + b"\r\n\r\n"
+
+
+def test_hop_by_hop_and_admin_headers_are_dropped() -> None:
+    h = parse_request_head(
+        b"POST /v2/models/m/infer HTTP/1.0\r\nConnection: keep-alive\r\nExpect: 100-continue\r\n"
+        b"Admin-Key: guess\r\nContent-Type: application/json\r\nContent-Length: 2"
+    )
+    assert h.keep_alive and h.expect_continue
+    assert h.upstream_head == (
+        b"POST /v2/models/m/infer HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n"
+    )
+    assert not parse_request_head(b"GET /v2 HTTP/1.1\r\nConnection: close").keep_alive
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"GARBAGE", 400),
+        (b"GET /v2 HTTP/3", 505),
+        (b"POST /x HTTP/1.1\r\nContent-Length: -1", 400),
+        (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked", 411),
+        (b"GET v2 HTTP/1.1", 400),
+    ],
+)
+def test_bad_request_heads(head: bytes, status: int) -> None:
+    with pytest.raises(FramingError) as e:
+        parse_request_head(head)
+    assert e.value.status == status
+
+
+def test_response_heads() -> None:
+    r = parse_response_head(
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 35\r\nContent-Type: text/plain"
+    )
+    assert (r.status, r.length, r.keep_alive) == (400, 35, True)
+    assert not parse_response_head(
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0"
+    ).keep_alive
+    with pytest.raises(FramingError):
+        parse_response_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked")
+
+
+METRICS = """# HELP nv_inference_pending_request_count x
+nv_inference_pending_request_count{model="a",version="1"} 3
+nv_inference_pending_request_count{model="b",version="1"} 1
+nv_inference_queue_duration_us{model="a",version="1"} 5000
+nv_inference_request_duration_us{model="a",version="1"} 20000
+nv_inference_request_success{model="a",version="1"} 10
+nv_cpu_utilization 0.5
+nv_inference_request_summary_us{model="a",version="1",quantile="0.5"} 1200
+"""
+
+
+def test_signal_totals_and_derivation() -> None:
+    t0 = signals.totals(METRICS)
+    assert (t0.pending, t0.queue_us, t0.success, t0.cpu) == (4, 5000, 10, 0.5)
+    t1 = signals.Totals(pending=1, queue_us=9000, request_us=40000, success=20, cpu=0.7)
+    s = signals.derive(t0, t1, at=3.0)
+    assert s.pending == 1 and s.at == 3.0
+    assert s.queue_s == pytest.approx(0.0004) and s.latency_s == pytest.approx(0.002)
+    assert signals.derive(None, t1, at=1.0).queue_s == 0.0
+    assert signals.totals("garbage\nnv_cpu_utilization notanumber\n").cpu == 0.0
+
+
+def test_prometheus_results_map_to_servers_by_instance() -> None:
+    from adapters.gateway.config import GatewayConfig
+    from adapters.gateway.directory import StaticDirectory
+    from adapters.gateway.metrics import GatewayMetrics
+    from adapters.gateway.router import Router
+    from adapters.gateway.signals import apply_prometheus
+
+    r = Router(StaticDirectory(), GatewayConfig(), GatewayMetrics())
+    r.metrics_urls["s0"] = "http://127.0.0.1:8002/metrics"
+    results = {
+        "pending": [{"metric": {"instance": "127.0.0.1:8002"}, "value": [0, "4"]}],
+        "queue_s": [
+            {"metric": {"instance": "127.0.0.1:8002"}, "value": [0, "NaN"]},
+            {"metric": {"instance": "elsewhere:1"}, "value": [0, "9"]},
+        ],
+    }
+    apply_prometheus(r, results, now=12.0)
+    sig = r.servers["s0"].signal
+    assert sig is not None and sig.pending == 4 and sig.queue_s == 0.0 and sig.at == 12.0
