@@ -227,6 +227,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["static_servers"] = [u for u in args.static_servers.split(",") if u.strip()]
     if args.no_examples:
         overrides["register_examples"] = False
+    if getattr(args, "no_gateway", False):
+        overrides["gateway_enabled"] = False
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -254,8 +256,11 @@ async def _up(settings: Settings, ready_file: str | None) -> int:
                 if spec.name not in existing:
                     await runtime.registry.register(spec)
         snap = runtime.fleet.snapshot()
+        gw = runtime.gateway
         print("tritonfleet is up")
         print(f"  control API   {runtime.api_url}   (docs: {runtime.api_url}/docs)")
+        if gw is not None:
+            print(f"  gateway       KServe v2 HTTP {gw.http_url}   gRPC {gw.grpc_url}")
         for s in snap.servers:
             print(
                 f"  triton {s.id:<8} http {s.http_url}  grpc {s.grpc_url}  metrics {s.metrics_url}"
@@ -267,7 +272,15 @@ async def _up(settings: Settings, ready_file: str | None) -> int:
         )
         print("press Ctrl-C to stop", flush=True)
         if ready_file:
-            Path(ready_file).write_text(json.dumps({"api_url": runtime.api_url}))
+            Path(ready_file).write_text(
+                json.dumps(
+                    {
+                        "api_url": runtime.api_url,
+                        "gateway_http_url": gw.http_url if gw else None,
+                        "gateway_grpc_url": gw.grpc_url if gw else None,
+                    }
+                )
+            )
         await stop.wait()
         print("stopping…", flush=True)
     finally:
@@ -275,14 +288,67 @@ async def _up(settings: Settings, ready_file: str | None) -> int:
     return 0
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+def cmd_gateway(args: argparse.Namespace) -> int:
+    if not args.controlplane_url:
+        raise CliError("gateway: --controlplane-url (or TRITONFLEET_CONTROLPLANE_URL) is required")
+    overrides: dict[str, Any] = {}
+    for flag, key in (
+        ("host", "gateway_host"),
+        ("http_port", "gateway_http_port"),
+        ("grpc_port", "gateway_grpc_port"),
+        ("policy", "gateway_policy"),
+    ):
+        if getattr(args, flag) is not None:
+            overrides[key] = getattr(args, flag)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise CliError(f"gateway: {'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
+    _logging(args.verbose)
+    return asyncio.run(_gateway(settings, args.controlplane_url))
+
+
+async def _gateway(settings: Settings, control_url: str) -> int:
+    from adapters.gateway.app import Gateway
+    from adapters.gateway.remote import RemoteDirectory
+    from adapters.runtime import gateway_config
+
+    directory = RemoteDirectory(
+        control_url, admin_key=settings.admin_key, api_token=settings.api_token
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await directory.start()
+    gateway = Gateway(gateway_config(settings), directory)
+    try:
+        await gateway.start()
+        print(
+            f"gateway: KServe v2 HTTP {gateway.http_url}  gRPC {gateway.grpc_url}  "
+            f"(replicas from {control_url})",
+            flush=True,
+        )
+        await stop.wait()
+    finally:
+        await gateway.stop()
+        await directory.stop()
+    return 0
+
+
+def _logging(verbose: bool) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     for noisy in ("httpx", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _logging(args.verbose)
     return asyncio.run(_up(settings, args.ready_file))
 
 
@@ -337,6 +403,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--api-host", default=None)
     up.add_argument("--api-port", type=int, default=None)
     up.add_argument("--no-examples", action="store_true")
+    up.add_argument("--no-gateway", action="store_true", help="do not start the gateway")
     up.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
     up.set_defaults(func=cmd_up)
 
@@ -348,7 +415,22 @@ def _parser() -> argparse.ArgumentParser:
     fleet_opts(cp)
     cp.add_argument("--host", dest="api_host", default=None)
     cp.add_argument("--port", dest="api_port", type=int, default=None)
-    cp.set_defaults(func=cmd_up, no_examples=True, ready_file=None)
+    cp.set_defaults(func=cmd_up, no_examples=True, ready_file=None, no_gateway=True)
+
+    gw = sub.add_parser(
+        "gateway", help="run the KServe v2 gateway apart, over a running control plane"
+    )
+    gw.add_argument("--host", default=None)
+    gw.add_argument("--http-port", type=int, default=None)
+    gw.add_argument("--grpc-port", type=int, default=None)
+    gw.add_argument("--policy", choices=["hot-cold", "least-request", "round-robin"], default=None)
+    gw.add_argument(
+        "--controlplane-url",
+        default=os.environ.get("TRITONFLEET_CONTROLPLANE_URL"),
+        help="the control API to ask for replicas (default $TRITONFLEET_CONTROLPLANE_URL)",
+    )
+    gw.add_argument("-v", "--verbose", action="store_true")
+    gw.set_defaults(func=cmd_gateway)
 
     models = sub.add_parser("models", help="register and inspect models").add_subparsers(
         dest="models_command", required=True

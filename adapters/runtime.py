@@ -20,6 +20,8 @@ import uvicorn
 
 from adapters.api.control import ApiContext, create_app
 from adapters.artifactfiles import LocalArtifactFiles
+from adapters.gateway.app import Gateway
+from adapters.gateway.config import GatewayConfig
 from adapters.localfleet import LocalFleet, LocalFleetConfig
 from adapters.nvml import inventory
 from adapters.procmem import ProcessTreeMeter
@@ -37,6 +39,17 @@ from controlplane.registry import Registry
 from controlplane.settings import FleetKind, Settings
 
 log = logging.getLogger(__name__)
+
+
+def gateway_config(s: Settings) -> GatewayConfig:
+    return GatewayConfig(
+        host=s.gateway_host,
+        http_port=s.gateway_http_port,
+        grpc_port=s.gateway_grpc_port,
+        policy=s.gateway_policy,
+        cold_hold_s=s.ensure_timeout_s,
+        prometheus_url=s.prometheus_url,
+    )
 
 
 def build_fleet(settings: Settings) -> FleetDriver:
@@ -127,6 +140,7 @@ class Runtime:
     reconciler: Reconciler | None = None
     api_server: uvicorn.Server | None = None
     api_url: str = ""
+    gateway: Gateway | None = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     async def start(self) -> Runtime:
@@ -186,9 +200,21 @@ class Runtime:
             await asyncio.sleep(0.02)
         port = self.api_server.servers[0].sockets[0].getsockname()[1]
         self.api_url = f"http://{s.api_host}:{port}"
+        if s.gateway_enabled:
+            self.gateway = Gateway(gateway_config(s), self.reconciler)
+            try:
+                await self.gateway.start()
+            except OSError as exc:
+                raise FleetError(
+                    f"the gateway could not listen on {s.gateway_host}:{s.gateway_http_port}/"
+                    f"{s.gateway_grpc_port} ({exc.strerror}); choose other --gateway-http-port/"
+                    "--gateway-grpc-port"
+                ) from exc
         return self
 
     async def stop(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.stop()
         if self.api_server is not None:
             self.api_server.should_exit = True
         for task in self._tasks:

@@ -569,6 +569,26 @@ class Reconciler:
     def counters(self) -> dict[str, float]:
         return dict(fleetstate.counters(self.state))
 
+    def directory(self) -> dict[str, Any]:
+        # No admin keys here: a gateway holds its own.
+        return {
+            "models": {
+                name: {
+                    "sequence": record.spec.sequence_batching is not None,
+                    "replicas": [
+                        {
+                            "server_id": r.server_id,
+                            "http_url": r.http_url,
+                            "grpc_url": r.grpc_url,
+                            "metrics_url": r.metrics_url,
+                        }
+                        for r in self.replicas(name)
+                    ],
+                }
+                for name, record in self.state.records.items()
+            }
+        }
+
     async def ensure_status(self, name: str, timeout_s: float) -> dict[str, Any]:
         await self.ensure(name, timeout_s)
         return self.model_status(name)

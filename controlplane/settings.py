@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     max_loads_per_server: int = Field(default=1, ge=1, description="Loads in flight per server")
     ensure_timeout_s: float = Field(default=30.0, gt=0, description="Default hold for ensure")
 
+    gateway_enabled: bool = Field(default=True, description="Run the gateway in-process")
+    gateway_policy: str = Field(
+        default="hot-cold", description="Replica choice: hot-cold, least-request, round-robin"
+    )
     gateway_host: str = Field(default="127.0.0.1", description="Gateway bind address")
     gateway_http_port: int = Field(default=8000, ge=0, le=65535, description="Gateway HTTP port")
     gateway_grpc_port: int = Field(default=8001, ge=0, le=65535, description="Gateway gRPC port")

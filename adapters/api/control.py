@@ -42,6 +42,10 @@ class FleetView(Protocol):
         """Monotonic counters and gauges to export on /metrics (name -> value)."""
         ...
 
+    def directory(self) -> dict[str, Any]:
+        """Ready replicas and routing facts per registered model (for a gateway apart)."""
+        ...
+
 
 @dataclass
 class ApiContext:
@@ -243,6 +247,13 @@ def create_app(ctx: ApiContext) -> FastAPI:
         if ctx.fleet is None:
             return JSONResponse({"servers": [], "note": "no fleet attached"})
         return JSONResponse(ctx.fleet.fleet_status())
+
+    @app.get("/v1/replicas")
+    async def replicas() -> JSONResponse:
+        """Where each registered model is ready now: what a separate gateway polls."""
+        if ctx.fleet is None:
+            return JSONResponse({"models": {}})
+        return JSONResponse(ctx.fleet.directory())
 
     @app.get("/v1/models/{name}/status")
     async def model_status(name: str) -> dict[str, Any]:

@@ -285,7 +285,7 @@ class _Client(asyncio.Protocol):
                 error_response(403, f"{path.decode(errors='replace')}: {_CLOSED[parts[2]]}"),
                 req.keep_alive,
             )
-        elif path in (b"/v2/health/live", b"/v2/health/ready"):
+        elif path in (b"/v2/health/live", b"/v2/health/ready", b"/healthz"):
             return self.respond(self.door.live, req.keep_alive)
         elif path in (b"/v2", b"/v2/"):
             return self.respond(self.door.server_metadata, req.keep_alive)

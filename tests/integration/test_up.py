@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -10,7 +11,9 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+import tritonclient.http as httpclient
 
 from adapters.tritonbin import TritonInstall
 from tests.support import free_port_block
@@ -46,6 +49,10 @@ def test_up_brings_up_real_servers_and_answers(
                 str(port),
                 "--ready-file",
                 str(ready),
+                "--gateway-http-port",
+                "0",
+                "--gateway-grpc-port",
+                "0",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -71,6 +78,53 @@ def test_up_brings_up_real_servers_and_answers(
             assert placed == {"batch_sleep", "text_stats"}
             status = httpx.get(f"{api}/v1/models/batch_sleep/status").json()
             assert status["footprint"]["source"] in ("process-tree-rss-delta", "declared")
+
+            # Inference through the gateway `up` started, with an unmodified tritonclient.
+            info = json.loads(ready.read_text())
+            host = info["gateway_http_url"].removeprefix("http://")
+            client = httpclient.InferenceServerClient(host)
+            x = np.ones((1, 16), dtype=np.float32)
+            inp = httpclient.InferInput("INPUT0", [1, 16], "FP32")
+            inp.set_data_from_numpy(x)
+            out = client.infer("batch_sleep", [inp]).as_numpy("OUTPUT0")
+            np.testing.assert_array_equal(out, x * 2)
+            client.close()
+            assert "batch_sleep" in httpx.get(f"{api}/v1/replicas").json()["models"]
+
+            # The chart's shape: a gateway process apart, asking the control API for replicas.
+            gw = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "adapters.cli",
+                    "gateway",
+                    "--controlplane-url",
+                    api,
+                    "--http-port",
+                    "0",
+                    "--grpc-port",
+                    "0",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                env={**os.environ, "TRITONFLEET_ADMIN_KEY": "unused-for-infer"},
+            )
+            try:
+                assert gw.stdout is not None
+                line = gw.stdout.readline()
+                assert line.startswith("gateway: KServe v2 HTTP http://"), line
+                remote = line.split()[4].removeprefix("http://")
+                client = httpclient.InferenceServerClient(remote)
+                out = client.infer("batch_sleep", [inp]).as_numpy("OUTPUT0")
+                np.testing.assert_array_equal(out, x * 2)
+                with pytest.raises(Exception, match="not registered"):
+                    client.infer("no_such_model", [inp])
+                client.close()
+            finally:
+                gw.send_signal(signal.SIGTERM)
+                assert gw.wait(timeout=30) == 0
+                gw.stdout.close()
         finally:
             proc.send_signal(signal.SIGINT)  # Ctrl-C
             rc = proc.wait(timeout=60)
