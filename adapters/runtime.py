@@ -37,6 +37,7 @@ from controlplane.fleet import FleetDriver
 from controlplane.reconciler import Reconciler, ReconcilerConfig
 from controlplane.registry import Registry
 from controlplane.settings import FleetKind, Settings
+from model_repo_templates import EXAMPLES_DIR
 
 log = logging.getLogger(__name__)
 
@@ -232,4 +233,4 @@ class Runtime:
 
 
 def examples_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "model_repo_templates" / "examples"
+    return EXAMPLES_DIR

@@ -19,8 +19,9 @@ import jinja2
 from controlplane import configrules
 from controlplane.errors import InvalidSpec
 from controlplane.spec import ModelSpec
+from model_repo_templates import TEMPLATE_DIR
 
-DEFAULT_TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "model_repo_templates"
+DEFAULT_TEMPLATE_DIR = TEMPLATE_DIR
 
 
 class ConfigSchema(Protocol):
