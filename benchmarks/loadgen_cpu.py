@@ -58,7 +58,7 @@ async def _measure(argv: list[str]) -> dict[str, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clients", default="fast,tritonclient")
+    ap.add_argument("--clients", default="lean,tritonclient")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--rate", type=float, default=1000.0)
     args = ap.parse_args()
@@ -69,7 +69,11 @@ def main() -> int:
         print(f"{'client':13} {'load':>12} {'requests':>9} {'CPU us/req':>11} {'CPU util':>9} "
               f"{'req/s':>8} {'p50 ms':>7} {'lag p99':>8} {'errors':>6}")  # fmt: skip
         for client in args.clients.split(","):
-            for load in (["--concurrency", "4"], ["--concurrency", "16"], ["--rate", str(args.rate)]):
+            for load in (
+                ["--concurrency", "4"],
+                ["--concurrency", "16"],
+                ["--rate", str(args.rate)],
+            ):
                 argv = [
                     "run", "--quiet", "--url", server.http, "-m", "fast",
                     "--duration", f"{args.seconds}s", "--warmup", "1s", *load,
