@@ -53,6 +53,7 @@ async def _measure(argv: list[str]) -> dict[str, float]:
         "p50_us": doc["totals"]["latency"]["p50_us"] or 0,
         "lag_p99_us": doc["schedule_lag"]["p99_us"] or 0,
         "errors": doc["totals"]["errors"],
+        "errors_by_kind": doc["totals"]["errors_by_kind"],
     }
 
 
@@ -60,35 +61,43 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", default="lean,tritonclient")
     ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--rate", type=float, default=1000.0)
+    ap.add_argument("--rates", default="1000", help="open-loop rates (req/s), comma-separated")
+    ap.add_argument("--concurrency", default="4,16", help="closed-loop runs ('' for none)")
+    ap.add_argument("--timers", default="timerfd", help="open-loop wake-up: timerfd and/or spin")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat everything (interleaved)")
     args = ap.parse_args()
     import uvloop
 
+    runs: list[tuple[str, str, list[str]]] = []
+    for client in args.clients.split(","):
+        for c in filter(None, args.concurrency.split(",")):
+            runs.append((client, "-", ["--concurrency", c]))
+        for rate in filter(None, args.rates.split(",")):
+            for timer in args.timers.split(","):
+                runs.append((client, timer, ["--rate", rate]))
     print(f"machine: {machine()}")
     with triton() as server:
-        print(f"{'client':13} {'load':>12} {'requests':>9} {'CPU us/req':>11} {'CPU util':>9} "
-              f"{'req/s':>8} {'p50 ms':>7} {'lag p99':>8} {'errors':>6}")  # fmt: skip
-        for client in args.clients.split(","):
-            for load in (
-                ["--concurrency", "4"],
-                ["--concurrency", "16"],
-                ["--rate", str(args.rate)],
-            ):
+        print(f"{'client':13} {'timer':7} {'load':>16} {'requests':>9} {'CPU us/req':>11} "
+              f"{'CPU util':>9} {'req/s':>8} {'p50 ms':>7} {'lag p99':>8} {'errors':>6} load")  # fmt: skip
+        for _ in range(args.rounds):
+            for client, timer, load in runs:
+                if timer != "-":
+                    os.environ["LOADGEN_TIMER"] = timer
                 argv = [
                     "run", "--quiet", "--url", server.http, "-m", "fast",
                     "--duration", f"{args.seconds}s", "--warmup", "1s", *load,
                 ]  # fmt: skip
-                if client != "default":
+                if client != "default":  # "default": whatever the loadgen on the path does
                     argv += ["--client", client]
                 with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
                     r = runner.run(_measure(argv))
                 print(
-                    f"{client:13} {' '.join(load).lstrip('-'):>12} {r['requests']:9d} "
+                    f"{client:13} {timer:7} {' '.join(load).lstrip('-'):>16} {r['requests']:9d} "
                     f"{r['cpu_us_per_req']:11.1f} {r['cpu_util']:9.2f} {r['throughput_rps']:8.1f} "
-                    f"{r['p50_us'] / 1000:7.2f} {r['lag_p99_us'] / 1000:6.2f}ms {r['errors']:6d}",
+                    f"{r['p50_us'] / 1000:7.2f} {r['lag_p99_us'] / 1000:6.2f}ms {r['errors']:6d} "
+                    f"{os.getloadavg()[0]:.2f} {r['errors_by_kind'] or ''}",
                     flush=True,
                 )
-    print(f"load average after: {os.getloadavg()}")
     return 0
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -28,12 +29,19 @@ from typing import Any
 
 import numpy as np
 
+from loadgen.precisetimer import PreciseTimer
 from loadgen.recorder import DROPPED, Recorder
 from loadgen.schedule import Chunk
 from loadgen.transport import Transport
 
-# Sleep until this close to a due time, then yield to the loop until it arrives.
+# Without a precise timer: sleep until this close to a due time, then spin on the loop.
 _SPIN_S = 0.0015
+
+
+def _timer_mode() -> str:
+    """`timerfd` (precise wake-ups, the default where available) or `spin`; the environment
+    variable LOADGEN_TIMER=spin forces the portable way (for comparisons)."""
+    return os.environ.get("LOADGEN_TIMER", "timerfd")
 
 
 class Mode(enum.StrEnum):
@@ -140,10 +148,18 @@ class _OpenLoop:
         self.pending = 0
         self.exhausted = False
         self.finished: asyncio.Future[None] = self.loop.create_future()
+        self.timer: PreciseTimer | None = None
 
     async def run(self) -> None:
+        self.timer = (
+            PreciseTimer.create(self.loop, self._pump) if _timer_mode() == "timerfd" else None
+        )
         self.loop.call_soon(self._pump)
-        await self.finished
+        try:
+            await self.finished
+        finally:
+            if self.timer is not None:
+                self.timer.close()
 
     def _pump(self) -> None:
         try:
@@ -176,6 +192,9 @@ class _OpenLoop:
             now = pc()
             if due > now:
                 self.i = i
+                if self.timer is not None:
+                    self.timer.arm(due)
+                    return
                 delay = due - now
                 if delay > _SPIN_S:
                     self.loop.call_later(delay - _SPIN_S, self._pump)
@@ -229,6 +248,8 @@ class _ClosedLoop:
         delay = self.t0 - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
+        while time.perf_counter() < self.t0:  # loop timers can fire up to 1 ms early
+            await asyncio.sleep(0)
         if self.active == 0:
             return
         for w in range(self.concurrency):
