@@ -63,7 +63,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--rates", default="1000", help="open-loop rates (req/s), comma-separated")
     ap.add_argument("--concurrency", default="4,16", help="closed-loop runs ('' for none)")
-    ap.add_argument("--timers", default="timerfd", help="open-loop wake-up: timerfd and/or spin")
+    ap.add_argument("--timers", default="spin", help="open-loop wake-up: spin and/or timerfd")
     ap.add_argument("--rounds", type=int, default=1, help="repeat everything (interleaved)")
     args = ap.parse_args()
     import uvloop

@@ -34,14 +34,20 @@ from loadgen.recorder import DROPPED, Recorder
 from loadgen.schedule import Chunk
 from loadgen.transport import Transport
 
-# Without a precise timer: sleep until this close to a due time, then spin on the loop.
+# spin mode: sleep until this close to a due time, then spin on the loop.
 _SPIN_S = 0.0015
 
 
 def _timer_mode() -> str:
-    """`timerfd` (precise wake-ups, the default where available) or `spin`; the environment
-    variable LOADGEN_TIMER=spin forces the portable way (for comparisons)."""
-    return os.environ.get("LOADGEN_TIMER", "timerfd")
+    """How the open-loop dispatcher waits for the next due time (environment LOADGEN_TIMER).
+
+    `spin` (default): a loop timer to 1.5 ms before, then `call_soon` turns; the dispatcher
+    never sleeps, so it never waits for the kernel to wake it: the lowest lag, at the price of
+    a busy core while the rate is above ~500 req/s. `timerfd`: sleep in epoll until a Linux
+    timerfd fires at the due time; far less CPU, but each wake-up goes through the scheduler
+    (on the 2-vCPU VM of docs/benchmarks-loadgen.md: ~60 µs of CPU and up to ~2 ms late at p99).
+    """
+    return os.environ.get("LOADGEN_TIMER", "spin")
 
 
 class Mode(enum.StrEnum):
@@ -127,7 +133,8 @@ class _OpenLoop:
     busy), then arranges the next wake-up: a timer to `_SPIN_S` before the next due time, and
     from there `call_soon` turns, each of which also lets the loop process responses, so a send
     goes out within one loop turn of its due time while the timer's millisecond granularity
-    does not show as lag. Completions are plain callbacks (`Transport.submit`): no task,
+    does not show as lag (or, with LOADGEN_TIMER=timerfd, one precise timerfd wake-up at the
+    due time). Completions are plain callbacks (`Transport.submit`): no task,
     coroutine or future per request.
     """
 
