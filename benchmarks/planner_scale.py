@@ -75,8 +75,10 @@ def main() -> None:
     servers, models = make_fleet(args.models, args.servers, args.seed, args.mix)
     demand = sum(m.target * m.memory_bytes for m in models)
     capacity = sum(s.capacity_bytes for s in servers)
-    print(f"{args.models} models, {args.servers} servers; demanded replicas "
-          f"{sum(m.target for m in models)}, {demand / capacity:.0%} of fleet memory")
+    print(
+        f"{args.models} models, {args.servers} servers; demanded replicas "
+        f"{sum(m.target for m in models)}, {demand / capacity:.0%} of fleet memory"
+    )
 
     full_times, full = [], None
     for _ in range(args.repeat):
@@ -116,14 +118,20 @@ def main() -> None:
 
     print(f"full plan:        {ms(full_times)}   goal < 1000 ms")
     print(f"incremental plan: {ms(inc_times)}   goal < 50 ms")
-    print(f"moves per 1% change: {statistics.mean(moves):.0f} load/unload actions for "
-          f"{statistics.mean(changed_counts):.0f} changed models; unchanged models touched: "
-          f"{statistics.mean(collateral):.1f} (goal: moves <= changed)")
-    print(f"best-fit decreasing: {bfd_replicas} replicas, {bfd_bytes / capacity:.1%} of memory, "
-          f"floors met {floors_met}/{floors_total}")
+    print(
+        f"moves per 1% change: {statistics.mean(moves):.0f} load/unload actions for "
+        f"{statistics.mean(changed_counts):.0f} changed models; unchanged models touched: "
+        f"{statistics.mean(collateral):.1f} (goal: moves <= changed)"
+    )
+    print(
+        f"best-fit decreasing: {bfd_replicas} replicas, {bfd_bytes / capacity:.1%} of memory, "
+        f"floors met {floors_met}/{floors_total}"
+    )
     print(f"first-fit baseline:  {ff_replicas} replicas, {ff_bytes / capacity:.1%} of memory")
-    print(f"ratio (BFD / first-fit): replicas {bfd_replicas / ff_replicas:.3f}, "
-          f"bytes {bfd_bytes / ff_bytes:.3f}")
+    print(
+        f"ratio (BFD / first-fit): replicas {bfd_replicas / ff_replicas:.3f}, "
+        f"bytes {bfd_bytes / ff_bytes:.3f}"
+    )
 
 
 if __name__ == "__main__":
