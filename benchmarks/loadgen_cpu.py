@@ -5,7 +5,8 @@
 Starts a local Triton with the `fast` model and, for each HTTP client, runs loadgen in this
 process: closed loop at concurrency 4 and 16 (pure per-request cost, no idle time) and open loop
 at a fixed rate (includes the dispatcher's spin before each due time). For each run it prints
-the user+system CPU seconds this process spent inside the run divided by the requests it sent.
+the user+system CPU seconds this process spent inside the run divided by the requests it sent,
+and how often per second the kernel preempted it (involuntary context switches).
 Triton runs in child processes, which RUSAGE_SELF does not count.
 """
 
@@ -40,8 +41,10 @@ async def _measure(argv: list[str]) -> dict[str, float]:
     try:
         prepared = await prepare(cfg, transport)
         c0, w0 = _cpu(), time.perf_counter()
+        n0 = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
         doc, _ = await run_once(cfg, transport, prepared)
         cpu, wall = _cpu() - c0, time.perf_counter() - w0
+        preempted = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - n0
     finally:
         await transport.close()
     sent = doc["warmup"]["requests"] + doc["totals"]["requests"]
@@ -53,6 +56,7 @@ async def _measure(argv: list[str]) -> dict[str, float]:
         "p50_us": doc["totals"]["latency"]["p50_us"] or 0,
         "lag_p99_us": doc["schedule_lag"]["p99_us"] or 0,
         "errors": doc["totals"]["errors"],
+        "preempted_per_s": preempted / wall,
         "errors_by_kind": doc["totals"]["errors_by_kind"],
     }
 
@@ -78,7 +82,7 @@ def main() -> int:
     print(f"machine: {machine()}")
     with triton() as server:
         print(f"{'client':13} {'timer':7} {'load':>16} {'requests':>9} {'CPU us/req':>11} "
-              f"{'CPU util':>9} {'req/s':>8} {'p50 ms':>7} {'lag p99':>8} {'errors':>6} load")  # fmt: skip
+              f"{'CPU util':>9} {'req/s':>8} {'p50 ms':>7} {'lag p99':>8} {'preempt/s':>9} {'errors':>6} load")  # fmt: skip
         for _ in range(args.rounds):
             for client, timer, load in runs:
                 if timer != "-":
@@ -94,7 +98,7 @@ def main() -> int:
                 print(
                     f"{client:13} {timer:7} {' '.join(load).lstrip('-'):>16} {r['requests']:9d} "
                     f"{r['cpu_us_per_req']:11.1f} {r['cpu_util']:9.2f} {r['throughput_rps']:8.1f} "
-                    f"{r['p50_us'] / 1000:7.2f} {r['lag_p99_us'] / 1000:6.2f}ms {r['errors']:6d} "
+                    f"{r['p50_us'] / 1000:7.2f} {r['lag_p99_us'] / 1000:6.2f}ms {r['preempted_per_s']:9.1f} {r['errors']:6d} "
                     f"{os.getloadavg()[0]:.2f} {r['errors_by_kind'] or ''}",
                     flush=True,
                 )
