@@ -72,10 +72,13 @@ class Recorder:
 
     def _second(self, t: float) -> SecondStats:
         sec = int(t - self.t0) if t > self.t0 else 0
-        seconds = self.seconds
-        while len(seconds) <= sec:
-            seconds.append(SecondStats(Histogram(self.bits), Histogram(self.bits)))
-        return seconds[sec]
+        try:
+            return self.seconds[sec]
+        except IndexError:
+            seconds = self.seconds
+            while len(seconds) <= sec:
+                seconds.append(SecondStats(Histogram(self.bits), Histogram(self.bits)))
+            return seconds[sec]
 
     def on_send(self, intended: float, sent: float) -> None:
         """Called as a request leaves; records schedule lag (0 for closed loop)."""

@@ -10,28 +10,45 @@ Closed loop: `concurrency` workers each send, wait for the answer, and send agai
 from the actual send, which is what such a tool can measure, and a stall simply pauses
 sending; the report labels such runs so nobody mistakes them for open-loop numbers.
 
-Timing uses `time.perf_counter`. Sleeping gets within about a millisecond of a due time (the
-event loop's timer resolution); the last stretch is covered by yielding to the loop, so sends
-stay on time while responses keep being processed.
+Timing uses `time.perf_counter`. A timer gets within about a millisecond of a due time (the
+event loop's timer resolution); the last stretch is covered by `call_soon` turns of the loop,
+so sends stay on time while responses keep being processed. Requests are started with
+`Transport.submit` and finish in a callback: no task or coroutine per request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import gc
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 
+from loadgen.precisetimer import PreciseTimer
 from loadgen.recorder import DROPPED, Recorder
 from loadgen.schedule import Chunk
 from loadgen.transport import Transport
 
-# Sleep until this close to a due time, then yield to the loop until it arrives.
+# spin mode: sleep until this close to a due time, then spin on the loop.
 _SPIN_S = 0.0015
+
+
+def _timer_mode() -> str:
+    """How the open-loop dispatcher waits for the next due time (environment LOADGEN_TIMER).
+
+    `spin` (default): a loop timer to 1.5 ms before, then `call_soon` turns; the dispatcher
+    never sleeps, so it never waits for the kernel to wake it: the lowest lag, at the price of
+    a busy core while the rate is above ~500 req/s. `timerfd`: sleep in epoll until a Linux
+    timerfd fires at the due time; far less CPU, but each wake-up goes through the scheduler
+    (on the 2-vCPU VM of docs/benchmarks-loadgen.md: ~60 µs of CPU and up to ~2 ms late at p99).
+    """
+    return os.environ.get("LOADGEN_TIMER", "spin")
 
 
 class Mode(enum.StrEnum):
@@ -73,9 +90,28 @@ async def run(
     *,
     on_start: Callable[[Recorder], None] | None = None,
     at_warmup_end: Callable[[], Any] | None = None,
+    warmup_end_lead_s: float = 0.0,
 ) -> RunResult:
     """Carry out `plan`; `on_start` sees the recorder (progress display), `at_warmup_end` is
     awaited as the measured window opens (server metrics scrape)."""
+    # Everything that exists now (modules, prepared requests) lives for the whole run: collect
+    # once and freeze it, so the collector's full passes during the run do not walk it (with
+    # tritonclient, grpc and numpy loaded such a pass stalls the dispatcher for milliseconds).
+    gc.collect()
+    gc.freeze()
+    try:
+        return await _run(plan, transport, on_start, at_warmup_end, warmup_end_lead_s)
+    finally:
+        gc.unfreeze()
+
+
+async def _run(
+    plan: RunPlan,
+    transport: Transport,
+    on_start: Callable[[Recorder], None] | None,
+    at_warmup_end: Callable[[], Any] | None,
+    warmup_end_lead_s: float,
+) -> RunResult:
     t0 = time.perf_counter() + 0.05  # a moment to get the dispatcher going
     started_wall = time.time() + 0.05
     rec = Recorder(plan.models, t0, plan.warmup_s, plan.duration_s)
@@ -83,7 +119,10 @@ async def run(
         on_start(rec)
     side: list[asyncio.Task[Any]] = []
     if at_warmup_end is not None:
-        side.append(asyncio.create_task(_at(t0 + plan.warmup_s, at_warmup_end)))
+        # `warmup_end_lead_s` early: the hook's own latency (a metrics scrape takes a few ms,
+        # more than a fast model's first measured request)
+        when = t0 + plan.warmup_s - warmup_end_lead_s
+        side.append(asyncio.create_task(_at(when, at_warmup_end)))
     try:
         if plan.mode is Mode.OPEN:
             await _open_loop(plan, transport, rec, t0)
@@ -106,74 +145,177 @@ async def _at(when: float, fn: Callable[[], Any]) -> None:
         await result
 
 
-async def _open_loop(plan: RunPlan, transport: Transport, rec: Recorder, t0: float) -> None:
-    assert plan.schedule is not None
-    loop = asyncio.get_running_loop()
-    pc = time.perf_counter
-    infer = transport.infer
-    on_send, ok, error = rec.on_send, rec.ok, rec.error
-    prepared = plan.prepared
-    sizes = [len(p) for p in prepared]
-    turn = [0] * len(prepared)
-    outstanding: set[asyncio.Task[None]] = set()
-    discard = outstanding.discard
-    max_inflight = plan.max_inflight
-    sleep = asyncio.sleep
+class _OpenLoop:
+    """The open-loop dispatcher, driven by event-loop callbacks rather than a coroutine.
 
-    async def fire(model: int, intended: float, request: Any) -> None:
-        sent = pc()
-        on_send(intended, sent)
-        kind = await infer(request)
-        if kind is None:
-            ok(model, intended, sent, pc())
-        else:
-            error(model, intended, kind)
+    Each wake-up sends every request whose intended time has come (a batch when the loop was
+    busy), then arranges the next wake-up: a timer to `_SPIN_S` before the next due time, and
+    from there `call_soon` turns, each of which also lets the loop process responses, so a send
+    goes out within one loop turn of its due time while the timer's millisecond granularity
+    does not show as lag (or, with LOADGEN_TIMER=timerfd, one precise timerfd wake-up at the
+    due time). Completions are plain callbacks (`Transport.submit`): no task,
+    coroutine or future per request.
+    """
 
-    for chunk in plan.schedule():
-        for off, model in zip(chunk.offsets_s.tolist(), chunk.models.tolist(), strict=True):
-            due = t0 + off
-            delay = due - pc()
-            if delay > _SPIN_S:
-                await sleep(delay - _SPIN_S)
-            while pc() < due:
-                await sleep(0)
-            if len(outstanding) >= max_inflight:
+    def __init__(self, plan: RunPlan, transport: Transport, rec: Recorder, t0: float) -> None:
+        assert plan.schedule is not None
+        self.loop = asyncio.get_running_loop()
+        self.t0 = t0
+        self.submit = transport.submit
+        self.rec = rec
+        self.prepared = [list(p) for p in plan.prepared]
+        self.sizes = [len(p) for p in plan.prepared]
+        self.turn = [0] * len(plan.prepared)
+        self.max_inflight = plan.max_inflight
+        self.chunks = iter(plan.schedule())
+        self.dues: list[float] = []
+        self.models: list[int] = []
+        self.i = 0
+        self.pending = 0
+        self.exhausted = False
+        self.finished: asyncio.Future[None] = self.loop.create_future()
+        self.timer: PreciseTimer | None = None
+
+    async def run(self) -> None:
+        self.timer = (
+            PreciseTimer.create(self.loop, self._pump) if _timer_mode() == "timerfd" else None
+        )
+        self.loop.call_soon(self._pump)
+        try:
+            await self.finished
+        finally:
+            if self.timer is not None:
+                self.timer.close()
+
+    def _pump(self) -> None:
+        try:
+            self._send_due()
+        except BaseException as exc:  # surface it from run(), not the loop's error log
+            if not self.finished.done():
+                self.finished.set_exception(exc)
+
+    def _send_due(self) -> None:
+        pc = time.perf_counter
+        rec = self.rec
+        on_send, error = rec.on_send, rec.error
+        submit, done = self.submit, self._done
+        prepared, sizes, turn = self.prepared, self.sizes, self.turn
+        dues, models, i = self.dues, self.models, self.i
+        while True:
+            if i >= len(dues):
+                chunk = next(self.chunks, None)
+                if chunk is None:
+                    self.i = i
+                    self.exhausted = True
+                    if self.pending == 0 and not self.finished.done():
+                        self.finished.set_result(None)
+                    return
+                dues = self.dues = (chunk.offsets_s + self.t0).tolist()
+                models = self.models = chunk.models.tolist()
+                i = 0
+                continue
+            due = dues[i]
+            now = pc()
+            if due > now:
+                self.i = i
+                if self.timer is not None:
+                    self.timer.arm(due)
+                    return
+                delay = due - now
+                if delay > _SPIN_S:
+                    self.loop.call_later(delay - _SPIN_S, self._pump)
+                else:
+                    self.loop.call_soon(self._pump)
+                return
+            i += 1
+            model = models[i - 1]
+            if self.pending >= self.max_inflight:
                 error(model, due, DROPPED, sent=False)
                 continue
-            i = turn[model]
-            turn[model] = i + 1 if i + 1 < sizes[model] else 0
-            task = loop.create_task(fire(model, due, prepared[model][i]))
-            outstanding.add(task)
-            task.add_done_callback(discard)
-    if outstanding:
-        await asyncio.gather(*outstanding)
+            k = turn[model]
+            turn[model] = k + 1 if k + 1 < sizes[model] else 0
+            self.pending += 1
+            on_send(due, now)
+            submit(prepared[model][k], partial(done, model, due, now))
+
+    def _done(self, model: int, intended: float, sent: float, kind: str | None, _: bytes) -> None:
+        now = time.perf_counter()
+        self.pending -= 1
+        if kind is None:
+            self.rec.ok(model, intended, sent, now)
+        else:
+            self.rec.error(model, intended, kind)
+        if self.exhausted and self.pending == 0 and not self.finished.done():
+            self.finished.set_result(None)
+
+
+async def _open_loop(plan: RunPlan, transport: Transport, rec: Recorder, t0: float) -> None:
+    await _OpenLoop(plan, transport, rec, t0).run()
+
+
+class _ClosedLoop:
+    """`concurrency` request chains: each completion callback records and sends the next."""
+
+    def __init__(self, plan: RunPlan, transport: Transport, rec: Recorder, t0: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.t0 = t0
+        self.end = t0 + plan.duration_s
+        self.submit = transport.submit
+        self.rec = rec
+        self.prepared = [list(p) for p in plan.prepared]
+        self.mix = plan.closed_mix.tolist() if plan.closed_mix is not None else [0]
+        self.concurrency = plan.concurrency
+        self.n = list(range(plan.concurrency))  # workers start at different points of the mix
+        self.active = plan.concurrency
+        self.depth = 0
+        self.finished: asyncio.Future[None] = self.loop.create_future()
+
+    async def run(self) -> None:
+        delay = self.t0 - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        while time.perf_counter() < self.t0:  # loop timers can fire up to 1 ms early
+            await asyncio.sleep(0)
+        if self.active == 0:
+            return
+        for w in range(self.concurrency):
+            self._send(w)
+        await self.finished
+
+    def _send(self, w: int) -> None:
+        sent = time.perf_counter()
+        if sent >= self.end:
+            self.active -= 1
+            if self.active == 0 and not self.finished.done():
+                self.finished.set_result(None)
+            return
+        n = self.n[w]
+        self.n[w] = n + self.concurrency
+        model = self.mix[n % len(self.mix)]
+        reqs = self.prepared[model]
+        self.rec.on_send(sent, sent)
+        self.depth += 1
+        try:
+            self.submit(reqs[n % len(reqs)], partial(self._done, w, model, sent))
+        finally:
+            self.depth -= 1
+
+    def _done(self, w: int, model: int, sent: float, kind: str | None, _: bytes) -> None:
+        now = time.perf_counter()
+        if kind is None:
+            self.rec.ok(model, sent, sent, now)
+        else:
+            self.rec.error(model, sent, kind)
+        try:
+            if self.depth:  # completed inside submit(): do not recurse without bound
+                self.loop.call_soon(self._send, w)
+            else:
+                self._send(w)
+        except BaseException as exc:
+            if not self.finished.done():
+                self.finished.set_exception(exc)
+            raise
 
 
 async def _closed_loop(plan: RunPlan, transport: Transport, rec: Recorder, t0: float) -> None:
-    pc = time.perf_counter
-    end = t0 + plan.duration_s
-    infer = transport.infer
-    on_send, ok, error = rec.on_send, rec.ok, rec.error
-    prepared = plan.prepared
-    mix = plan.closed_mix.tolist() if plan.closed_mix is not None else [0]
-    delay = t0 - pc()
-    if delay > 0:
-        await asyncio.sleep(delay)
-
-    async def worker(w: int) -> None:
-        n = w  # workers start at different points of the mix and the input sets
-        while True:
-            sent = pc()
-            if sent >= end:
-                return
-            model = mix[n % len(mix)]
-            request = prepared[model][n % len(prepared[model])]
-            n += plan.concurrency
-            on_send(sent, sent)
-            kind = await infer(request)
-            if kind is None:
-                ok(model, sent, sent, pc())
-            else:
-                error(model, sent, kind)
-
-    await asyncio.gather(*(worker(w) for w in range(plan.concurrency)))
+    await _ClosedLoop(plan, transport, rec, t0).run()

@@ -7,6 +7,7 @@ against a `Transport` and return report documents. Nothing here parses flags or 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -23,6 +24,8 @@ from loadgen.runner import Mode, RunPlan, RunResult, run
 from loadgen.schedule import Arrival, Chunk, ModelMix, Profile, Trace, arrivals
 from loadgen.sweep import SweepSearch
 from loadgen.transport import Target, Transport
+
+_SETTLE_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,9 @@ class LoadConfig:
         d: dict[str, Any] = {
             "url": self.target.hostport,
             "protocol": self.target.protocol.value,
+            "client": self.target.client.value
+            if self.target.protocol.value == "http"
+            else "tritonclient",
             "binary_data": self.target.binary_data,
             "timeout_s": self.target.timeout_s,
             "models": list(self.model_names),
@@ -206,15 +212,22 @@ async def run_once(
 
     progress = Progress(label or plan.mode.value, plan.duration_s) if cfg.progress else None
     try:
+        lead = 0.0
         if scraper is not None:
+            t = time.perf_counter()
             await scraper.sample()  # fail early on a wrong URL, and warm the connection
+            lead = min(time.perf_counter() - t, 0.05)  # start the window's sample this early
         result = await run(
             plan,
             transport,
             on_start=progress.attach if progress else None,
             at_warmup_end=scrape_start if scraper else None,
+            warmup_end_lead_s=lead,
         )
         if scraper is not None and before:
+            # Triton counts a request after its response has gone out; give the last ones a
+            # moment to be counted
+            await asyncio.sleep(_SETTLE_S)
             after = await scraper.sample()
             server = {m: servermetrics.delta(before[0], after, m) for m in plan.models}
     finally:

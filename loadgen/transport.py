@@ -16,14 +16,16 @@ themselves, the hot path does the least possible work per request:
 
 from __future__ import annotations
 
+import asyncio
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 from yarl import URL
 
+from loadgen import leanhttp
 from loadgen.errors import TargetError
 from loadgen.inputs import ModelSignature
 
@@ -33,6 +35,11 @@ class Protocol_(enum.StrEnum):
     GRPC = "grpc"
 
 
+class Client(enum.StrEnum):
+    LEAN = "lean"  # HTTP: loadgen.leanhttp (raw asyncio + httptools); gRPC: as TRITONCLIENT
+    TRITONCLIENT = "tritonclient"  # the clients tritonclient's asyncio API runs on
+
+
 @dataclass(frozen=True)
 class Target:
     url: str  # host:port (a scheme is stripped)
@@ -40,10 +47,14 @@ class Target:
     timeout_s: float
     max_connections: int
     binary_data: bool = True
+    client: Client = Client.LEAN
 
     @property
     def hostport(self) -> str:
         return self.url.split("://", 1)[-1].rstrip("/")
+
+
+Callback = Callable[[str | None, bytes], None]
 
 
 class Transport(Protocol):
@@ -52,6 +63,11 @@ class Transport(Protocol):
     def prepare(self, sig: ModelSignature, sets: Sequence[dict[str, np.ndarray]]) -> list[Any]: ...
 
     async def infer(self, prepared: Any) -> str | None: ...
+
+    def submit(self, prepared: Any, cb: Callback) -> None:
+        """Start one request; `cb(kind, detail)` gets what `infer` would return (and the error
+        detail, if any) when it ends. Never raises for a failed request."""
+        ...
 
     async def check(self, prepared: Any) -> str | None:
         """Send one request before the run; the server's error message if it fails."""
@@ -63,10 +79,62 @@ class Transport(Protocol):
 def open_transport(target: Target) -> Transport:
     if target.protocol is Protocol_.GRPC:
         return GrpcTransport(target)
-    return HttpTransport(target)
+    if target.client is Client.TRITONCLIENT:
+        return HttpTransport(target)
+    return LeanHttpTransport(target)
 
 
-class HttpTransport:
+def infer_bodies(
+    sig: ModelSignature, sets: Sequence[dict[str, np.ndarray]], *, binary: bool
+) -> list[tuple[bytes, int | None]]:
+    """KServe v2 infer bodies, one per input set: `(body, json_header_size)`; the size is
+    None for a pure JSON body (no binary tensors)."""
+    import tritonclient.http as httpclient
+    from tritonclient.utils import np_to_triton_dtype
+
+    outputs = [httpclient.InferRequestedOutput(o.name, binary_data=binary) for o in sig.outputs]
+    out = []
+    for tensors in sets:
+        inputs = []
+        for spec in sig.inputs:
+            arr = tensors[spec.name]
+            dt = spec.datatype if spec.datatype == "BYTES" else np_to_triton_dtype(arr.dtype)
+            inp = httpclient.InferInput(spec.name, list(arr.shape), dt)
+            inp.set_data_from_numpy(arr, binary_data=binary)
+            inputs.append(inp)
+        body, json_size = httpclient.InferenceServerClient.generate_request_body(
+            inputs, outputs=outputs
+        )
+        out.append((bytes(body), json_size))
+    return out
+
+
+class _TaskSubmit:
+    """`submit` for transports whose requests are coroutines: one task per request."""
+
+    _tasks: set[asyncio.Task[Any]]
+
+    async def infer(self, prepared: Any) -> str | None:
+        raise NotImplementedError
+
+    def submit(self, prepared: Any, cb: Callback) -> None:
+        tasks = self.__dict__.setdefault("_tasks", set())
+        task = asyncio.get_running_loop().create_task(self.infer(prepared))
+        tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            tasks.discard(t)
+            if t.cancelled():
+                cb("client_error", b"cancelled")
+            elif (exc := t.exception()) is not None:
+                cb("client_error", repr(exc).encode())
+            else:
+                cb(t.result(), b"")
+
+        task.add_done_callback(done)
+
+
+class HttpTransport(_TaskSubmit):
     def __init__(self, target: Target) -> None:
         import aiohttp
 
@@ -112,33 +180,15 @@ class HttpTransport:
         return ModelSignature.from_metadata(meta, cfg, version)
 
     def prepare(self, sig: ModelSignature, sets: Sequence[dict[str, np.ndarray]]) -> list[Any]:
-        import tritonclient.http as httpclient
-        from tritonclient.utils import np_to_triton_dtype
-
-        binary = self._target.binary_data
-        path = f"{self._base}/v2/models/{sig.name}"
-        if sig.version:
-            path += f"/versions/{sig.version}"
-        url = URL(path + "/infer")  # parsed once, not per request
-        outputs = [httpclient.InferRequestedOutput(o.name, binary_data=binary) for o in sig.outputs]
+        url = URL(self._base + LeanHttpTransport.request_path(sig))  # parsed once
         prepared = []
-        for tensors in sets:
-            inputs = []
-            for spec in sig.inputs:
-                arr = tensors[spec.name]
-                dt = spec.datatype if spec.datatype == "BYTES" else np_to_triton_dtype(arr.dtype)
-                inp = httpclient.InferInput(spec.name, list(arr.shape), dt)
-                inp.set_data_from_numpy(arr, binary_data=binary)
-                inputs.append(inp)
-            body, json_size = httpclient.InferenceServerClient.generate_request_body(
-                inputs, outputs=outputs
-            )
+        for body, json_size in infer_bodies(sig, sets, binary=self._target.binary_data):
             headers = {"Content-Type": "application/octet-stream"}
             if json_size is not None:
                 headers["Inference-Header-Content-Length"] = str(json_size)
             else:
                 headers["Content-Type"] = "application/json"
-            prepared.append((url, bytes(body), headers))
+            prepared.append((url, body, headers))
         return prepared
 
     async def check(self, prepared: Any) -> str | None:
@@ -169,7 +219,7 @@ class HttpTransport:
             self._session = None
 
 
-class GrpcTransport:
+class GrpcTransport(_TaskSubmit):
     def __init__(self, target: Target) -> None:
         import grpc
 
@@ -256,3 +306,56 @@ class GrpcTransport:
         if self._channel is not None:
             await self._channel.close()
             self._channel = self._stub = None
+
+
+class LeanHttpTransport(HttpTransport):
+    """HTTP through `loadgen.leanhttp`: each request is one pre-serialised `bytes` written to a
+    persistent connection; no per-request task, header dict or timeout object.
+
+    Bodies are the bytes tritonclient would send (`generate_request_body`, binary tensor data
+    by default); model descriptions still go through tritonclient (`HttpTransport.describe`).
+    """
+
+    def __init__(self, target: Target) -> None:
+        super().__init__(target)
+        self._pool = leanhttp.Pool(
+            target.hostport, limit=target.max_connections, timeout_s=target.timeout_s
+        )
+
+    @staticmethod
+    def request_path(sig: ModelSignature) -> str:
+        path = f"/v2/models/{sig.name}"
+        if sig.version:
+            path += f"/versions/{sig.version}"
+        return path + "/infer"
+
+    def prepare(self, sig: ModelSignature, sets: Sequence[dict[str, np.ndarray]]) -> list[Any]:
+        path = self.request_path(sig)
+        prepared = []
+        for body, json_size in infer_bodies(sig, sets, binary=self._target.binary_data):
+            prepared.append(
+                leanhttp.build_request(
+                    self._target.hostport, path, body, json_header_size=json_size
+                )
+            )
+        return prepared
+
+    async def check(self, prepared: Any) -> str | None:
+        kind, detail = await self._pool.request(prepared)
+        if kind is None:
+            return None
+        text = detail.decode(errors="replace")[:500]
+        if kind.startswith("http_"):
+            return f"HTTP {kind[5:]}: {text}"
+        return f"{kind}: {text}"
+
+    async def infer(self, prepared: Any) -> str | None:
+        kind, _ = await self._pool.request(prepared)
+        return kind
+
+    def submit(self, prepared: Any, cb: Callback) -> None:
+        self._pool.submit(prepared, cb)
+
+    async def close(self) -> None:
+        await self._pool.close()
+        await super().close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -65,15 +66,18 @@ def test_closed_loop_grpc_is_labelled_and_matches_service_time(triton, tmp_path:
     assert doc["totals"]["errors"] == 0
 
 
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize("protocol", ["http", "http/tritonclient", "grpc"])
 def test_bytes_model_in_a_zipf_mix(triton, tmp_path: Path, protocol: str) -> None:
-    url = triton.http if protocol == "http" else triton.grpc
+    url = triton.grpc if protocol == "grpc" else triton.http
+    proto, _, client = protocol.partition("/")
     rc, doc = _run(
         tmp_path,
-        "--url", url, "--protocol", protocol, "-m", "text,fast", "--zipf", "1.5",
+        "--url", url, "--protocol", proto, "-m", "text,fast", "--zipf", "1.5",
         "--rate", "150", "--arrival", "poisson", "--duration", "2s", "--warmup", "0.5s",
+        "--client", client or "lean",
     )  # fmt: skip
     assert rc == 0
+    assert doc["config"]["client"] == (client or "lean" if proto == "http" else "tritonclient")
     models = doc["models"]
     assert models["text"]["errors"] == 0 and models["fast"]["errors"] == 0
     assert models["text"]["requests"] > models["fast"]["requests"] > 0
@@ -130,6 +134,85 @@ def test_errors_found_at_the_server_are_clear(triton, capsys, args, code, needle
     assert rc == code and needle in err and "Traceback" not in err
 
 
+def _lean(triton) -> Any:
+    from loadgen.transport import Client, LeanHttpTransport, Protocol_, Target
+
+    return LeanHttpTransport(
+        Target(triton.http, Protocol_.HTTP, timeout_s=10, max_connections=8, client=Client.LEAN)
+    )
+
+
+def test_lean_http_against_triton_statuses_and_bytes(triton) -> None:
+    """The lean client's answers from a real Triton: success for FP32 and BYTES (binary and
+    JSON bodies), HTTP 400 / 404 with Triton's message for a bad shape / an unknown model."""
+    import asyncio
+
+    import numpy as np
+    import uvloop
+
+    from loadgen import leanhttp
+    from loadgen.inputs import build_sets
+
+    async def main() -> None:
+        t = _lean(triton)
+        try:
+            for model, binary in (("fast", True), ("text", True), ("fast", False), ("text", False)):
+                sig = await t.describe(model, "")
+                sets = build_sets(
+                    sig, batch_size=2, shapes={}, count=3, rng=np.random.default_rng(1)
+                )
+                t._target = replace(t._target, binary_data=binary)
+                reqs = t.prepare(sig, sets)
+                assert await t.check(reqs[0]) is None, (model, binary)
+                kinds = await asyncio.gather(*(t.infer(r) for r in reqs * 20))
+                assert kinds == [None] * 60, (model, binary)
+            bad_shape = leanhttp.build_request(
+                triton.http, "/v2/models/fast/infer",
+                b'{"inputs":[{"name":"INPUT0","shape":[1,5],"datatype":"FP32",'
+                b'"data":[1,2,3,4,5]}]}',
+            )  # fmt: skip
+            assert await t.infer(bad_shape) == "http_400"
+            msg = await t.check(bad_shape)
+            assert msg is not None and msg.startswith("HTTP 400:") and "INPUT0" in msg, msg
+            unknown = leanhttp.build_request(triton.http, "/v2/models/nope/infer", b"{}")
+            msg = await t.check(unknown)
+            assert msg is not None and msg.startswith("HTTP 404:") and "'nope'" in msg, msg
+            assert await t.infer(reqs[0]) is None  # the connection survives error answers
+        finally:
+            await t.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+
+
+def test_triton_frames_infer_responses_with_content_length(triton) -> None:
+    """What the lean client relies on least: Triton answers with Content-Length (not chunked)
+    and keeps the connection open. httptools would handle chunked too; this documents it."""
+    import socket
+
+    import numpy as np
+
+    from loadgen.inputs import ModelSignature, TensorSpec
+    from loadgen.leanhttp import build_request
+    from loadgen.transport import infer_bodies
+
+    spec = TensorSpec("INPUT0", "FP32", (-1, 4))
+    sig = ModelSignature("fast", "", 8, (spec,), (TensorSpec("OUTPUT0", "FP32", (-1, 4)),))
+    ((body, size),) = infer_bodies(sig, [{"INPUT0": np.ones((1, 4), np.float32)}], binary=True)
+    host, port = triton.http.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            build_request(triton.http, "/v2/models/fast/infer", body, json_header_size=size)
+        )
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+    head = data.split(b"\r\n\r\n", 1)[0].decode().lower()
+    assert head.startswith("http/1.1 200")
+    assert "content-length:" in head and "transfer-encoding" not in head, head
+    assert "connection: close" not in head
+
+
 # Last in the file: if the stall ever takes the server down, the other tests have run.
 def _stalled(triton, tmp_path: Path, *load: str) -> dict[str, Any]:
     """Run 4 s of load with the server process frozen (SIGSTOP) from t≈1.5 s to t≈2.5 s."""
@@ -168,3 +251,32 @@ def test_a_one_second_stall_shows_in_open_loop_p99_and_hides_in_closed_loop(
     # the open-loop service time (from the actual send) hides the stall much less than the
     # closed loop, but the intended-time latency is the one that tells the truth
     assert open_p99 >= open_doc["totals"]["service_time"]["p99_us"]
+
+
+def test_lean_http_timeouts_are_counted_while_the_server_is_frozen(triton, tmp_path: Path) -> None:
+    """SIGSTOP for 1 s with a 300 ms timeout: requests due in the stall time out (and are
+    counted as such), the frozen connections are replaced, and traffic recovers after it."""
+
+    def stall() -> None:
+        triton.freeze()
+        threading.Timer(1.0, triton.thaw).start()
+
+    timer = threading.Timer(1.5, stall)
+    timer.start()
+    try:
+        rc, doc = _run(
+            tmp_path, "--url", triton.http, "-m", "fast", "--rate", "200", "--duration", "4s",
+            "--warmup", "0.5s", "--timeout", "300ms",
+        )  # fmt: skip
+    finally:
+        timer.join()
+        triton.thaw()
+    assert rc == 0
+    t = doc["totals"]
+    assert set(t["errors_by_kind"]) == {"timeout"}, t["errors_by_kind"]
+    # ~200 requests were due in the stall; those in its last 300 ms may still be answered
+    assert 100 <= t["errors_by_kind"]["timeout"] <= 260, t["errors_by_kind"]
+    assert t["successes"] >= 400
+    last = doc["per_second"][-1]
+    assert last["ok"] > 150 and last["errors"] == 0, last  # recovered after the thaw
+    assert t["latency"]["max_us"] < 1_000_000  # nothing took longer than the timeout
