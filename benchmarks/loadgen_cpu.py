@@ -85,12 +85,12 @@ def main() -> int:
               f"{'CPU util':>9} {'req/s':>8} {'p50 ms':>7} {'lag p99':>8} {'preempt/s':>9} {'errors':>6} load")  # fmt: skip
         for _ in range(args.rounds):
             for client, timer, load in runs:
-                if timer != "-":
-                    os.environ["LOADGEN_TIMER"] = timer
                 argv = [
                     "run", "--quiet", "--url", server.http, "-m", "fast",
                     "--duration", f"{args.seconds}s", "--warmup", "1s", *load,
                 ]  # fmt: skip
+                if timer != "-":
+                    argv += ["--timer", timer]
                 if client != "default":  # "default": whatever the loadgen on the path does
                     argv += ["--client", client]
                 with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

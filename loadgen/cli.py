@@ -85,6 +85,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     t.add_argument("--timeout", default="30s", help="per-request timeout")
     t.add_argument("--max-inflight", type=int, default=10_000, help="beyond it requests drop")
     t.add_argument(
+        "--timer",
+        choices=["spin", "timerfd"],
+        default="spin",
+        help="open-loop wake-ups: spin (lowest lag, a busy core) or timerfd (Linux, less CPU)",
+    )
+    t.add_argument(
         "--server-metrics",
         nargs="?",
         const="auto",
@@ -193,6 +199,7 @@ def config_from_args(ns: argparse.Namespace) -> LoadConfig:
         zipf_s=ns.zipf,
         seed=ns.seed,
         max_inflight=ns.max_inflight,
+        timer=ns.timer,
         inputs=InputConfig(
             batch_size=ns.batch_size,
             shapes=parse_shapes(ns.shape),

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import gc
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -37,18 +36,6 @@ from loadgen.transport import Transport
 
 # spin mode: sleep until this close to a due time, then spin on the loop.
 _SPIN_S = 0.0015
-
-
-def _timer_mode() -> str:
-    """How the open-loop dispatcher waits for the next due time (environment LOADGEN_TIMER).
-
-    `spin` (default): a loop timer to 1.5 ms before, then `call_soon` turns; the dispatcher
-    never sleeps, so it never waits for the kernel to wake it: the lowest lag, at the price of
-    a busy core while the rate is above ~500 req/s. `timerfd`: sleep in epoll until a Linux
-    timerfd fires at the due time; far less CPU, but each wake-up goes through the scheduler
-    (on the 2-vCPU VM of docs/benchmarks-loadgen.md: ~60 µs of CPU and up to ~2 ms late at p99).
-    """
-    return os.environ.get("LOADGEN_TIMER", "spin")
 
 
 class Mode(enum.StrEnum):
@@ -69,6 +56,12 @@ class RunPlan:
     concurrency: int = 0  # closed loop
     closed_mix: np.ndarray | None = None  # closed loop: model index per request, cycled
     max_inflight: int = 10_000
+    # How the open-loop dispatcher waits for the next due time. `spin` (default): a loop timer
+    # to 1.5 ms before, then `call_soon` turns; it never waits for the kernel to wake it: the
+    # lowest lag, at the price of a busy core above ~500 req/s. `timerfd`: sleep in epoll until
+    # a Linux timerfd fires at the due time; far less CPU, but each wake-up goes through the
+    # scheduler (on the 2-vCPU VM of docs/benchmarks-loadgen.md: up to ~2 ms late at p99).
+    timer: str = "spin"
 
 
 @dataclass
@@ -152,7 +145,7 @@ class _OpenLoop:
     busy), then arranges the next wake-up: a timer to `_SPIN_S` before the next due time, and
     from there `call_soon` turns, each of which also lets the loop process responses, so a send
     goes out within one loop turn of its due time while the timer's millisecond granularity
-    does not show as lag (or, with LOADGEN_TIMER=timerfd, one precise timerfd wake-up at the
+    does not show as lag (or, with `--timer timerfd`, one precise timerfd wake-up at the
     due time). Completions are plain callbacks (`Transport.submit`): no task,
     coroutine or future per request.
     """
@@ -175,10 +168,11 @@ class _OpenLoop:
         self.exhausted = False
         self.finished: asyncio.Future[None] = self.loop.create_future()
         self.timer: PreciseTimer | None = None
+        self.timer_mode = plan.timer
 
     async def run(self) -> None:
         self.timer = (
-            PreciseTimer.create(self.loop, self._pump) if _timer_mode() == "timerfd" else None
+            PreciseTimer.create(self.loop, self._pump) if self.timer_mode == "timerfd" else None
         )
         self.loop.call_soon(self._pump)
         try:

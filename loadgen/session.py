@@ -57,6 +57,7 @@ class LoadConfig:
     server_metrics_url: str | None = None
     progress: bool = False
     max_lag_us: float = 1000.0  # sweep: a step whose lag p99 exceeds this is generator-limited
+    timer: str = "spin"  # open-loop wake-ups: "spin" or "timerfd" (see runner.RunPlan)
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -167,6 +168,7 @@ def _plan(cfg: LoadConfig, prepared: Prepared) -> RunPlan:
         warmup_s=min(cfg.warmup_s, duration * 0.5),
         schedule=schedule,
         max_inflight=cfg.max_inflight,
+        timer=cfg.timer,
     )
 
 

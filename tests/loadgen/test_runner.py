@@ -59,11 +59,10 @@ def _uv(coro: Any) -> Any:
 
 
 @pytest.mark.parametrize("timer", ["timerfd", "spin"])
-def test_open_loop_sends_every_request_on_time_never_early(timer: str, monkeypatch) -> None:
-    monkeypatch.setenv("LOADGEN_TIMER", timer)
+def test_open_loop_sends_every_request_on_time_never_early(timer: str) -> None:
     offsets = [i * 0.0007 for i in range(400)] + [0.35, 0.35, 0.35]  # a burst at the end
     fake = FakeTransport(delay_s=0.002)
-    result = _uv(run(_plan(offsets), fake))  # type: ignore[arg-type]
+    result = _uv(run(_plan(offsets, timer=timer), fake))  # type: ignore[arg-type]
     rec = result.recorder
     assert len(fake.sent) == len(offsets) and rec.measured[0].ok == len(offsets)
     assert [p for _, p in fake.sent[:4]] == ["a", "b", "c", "a"]  # inputs used round-robin
