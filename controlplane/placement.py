@@ -115,8 +115,11 @@ class _Free:
                 return server
         return None
 
-    def largest(self) -> int:
-        return self._order[-1][0] if self._order else 0
+    def largest(self, exclude: set[str] | None = None) -> int:
+        for b, server in reversed(self._order):
+            if not exclude or server not in exclude:
+                return b
+        return 0
 
 
 class ServerFilter:
@@ -325,7 +328,11 @@ def _why(
     what = "warm-floor replica" if is_floor else "replica"
     if not live:
         return f"no live server for a {what}"
-    if model.server_labels or holders:
+    if not model.server_labels and len(holders) < len(live):
+        # Every live server but the holders is eligible: aggregates instead of a scan.
+        biggest = free.biggest
+        room = free.largest(exclude=holders)
+    else:
         eligible = [s for s in live if ok(s)]
         if not eligible:
             return f"no live server has labels {dict(model.server_labels)}"
@@ -337,9 +344,6 @@ def _why(
             )
         biggest = max(servers[s].capacity_bytes for s in others)
         room = max(free.free[s] for s in others)
-    else:  # every live server is eligible: use the aggregates instead of a scan
-        biggest = max(servers[s].capacity_bytes for s in live) if len(live) < 64 else free.biggest
-        room = free.largest()
     if model.memory_bytes > biggest:
         return f"needs {model.memory_bytes} bytes; the largest eligible server has {biggest}"
     return (
