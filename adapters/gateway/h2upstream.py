@@ -104,14 +104,14 @@ class Upstream(Peer):
             sid = self.next_sid
             self.next_sid += 2
             if self.next_sid > _LAST_SID:
-                self._drain()
+                self._retire()
             call.sid = sid
             self.calls[sid] = call
             self.open_stream(sid)
             data, call.data = call.data, b""
             self.send_message(sid, call.block, data, None, call.end)
 
-    def _drain(self) -> None:
+    def _retire(self) -> None:
         """Take no new calls here; the pool opens a fresh connection for them."""
         if not self.draining:
             self.draining = True
@@ -154,7 +154,7 @@ class Upstream(Peer):
     def on_goaway(self, last_sid: int, code: int, debug: bytes) -> None:
         if code:
             log.warning("replica %s: GOAWAY %d %r", self.url, code, debug[:200])
-        self._drain()
+        self._retire()
         for sid in [s for s in self.calls if s > last_sid]:
             call = self.calls.pop(sid)
             self._forget(sid)

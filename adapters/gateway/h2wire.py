@@ -17,6 +17,7 @@ import logging
 import struct
 from collections import deque
 from collections.abc import Sequence
+from typing import cast
 
 import hpack
 
@@ -152,10 +153,9 @@ class Peer(asyncio.Protocol):
 
     # --- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         head = b"" if self.expect_preface else PREFACE
-        transport.write(
+        self.transport.write(
             head
             + frame(SETTINGS, 0, 0, _SETTINGS_PAYLOAD)
             + frame(WINDOW_UPDATE, 0, 0, _U32.pack(CONN_WINDOW - _DEFAULT_WINDOW))
