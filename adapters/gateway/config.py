@@ -18,7 +18,7 @@ class GatewayConfig(BaseModel):
         8001, description="KServe v2 gRPC port (0: any free port; None: no gRPC door)."
     )
     grpc_door: Literal["h2", "grpcio"] = Field(
-        "grpcio",
+        "h2",
         description="gRPC door: h2 (HTTP/2 frames relayed, no grpcio on the path) or grpcio.",
     )
     policy: str = Field(
