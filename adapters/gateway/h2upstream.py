@@ -189,6 +189,7 @@ class UpstreamPool:
         self.connect_timeout_s = connect_timeout_s
         self.conns: dict[str, Upstream] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.closed = False
 
     def get(self, url: str) -> Upstream:
         conn = self.conns.get(url)
@@ -201,7 +202,10 @@ class UpstreamPool:
 
     def start(self, url: str, listener: Listener, block: bytes, data: bytes, end: bool) -> Call:
         call = Call(listener, block, data, end)
-        self.get(url).submit(call)
+        if self.closed:  # stopping: a retry must not open connections again
+            listener.on_failure("the gateway is stopping")
+        else:
+            self.get(url).submit(call)
         return call
 
     def forget(self, conn: Upstream) -> None:
@@ -209,6 +213,7 @@ class UpstreamPool:
             del self.conns[conn.url]
 
     def close(self) -> None:
+        self.closed = True
         for conn in list(self.conns.values()):
             if conn.transport is not None:
                 conn.transport.close()
