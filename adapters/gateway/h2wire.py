@@ -77,7 +77,7 @@ def encode(headers: tuple[tuple[bytes, bytes], ...]) -> bytes:
     """A header block of literals "without indexing": stateless, so cached by its headers."""
     block = _encoded.get(headers)
     if block is None:
-        parts = []
+        parts: list[bytes] = []
         for name, value in headers:
             parts += (b"\x00", _hpack_int(len(name)), name, _hpack_int(len(value)), value)
         block = b"".join(parts)
