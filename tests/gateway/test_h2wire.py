@@ -1,4 +1,4 @@
-"""HTTP/2 framing and flow control of the gRPC door, over a fake transport (no sockets)."""
+"""HTTP/2 framing and flow control of the gRPC door over a fake transport, and its header rules."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ import struct
 import hpack
 
 from adapters.gateway import h2wire
+from adapters.gateway.config import GatewayConfig
+from adapters.gateway.directory import StaticDirectory
+from adapters.gateway.h2door import H2Door
 from adapters.gateway.h2wire import DATA, END_STREAM, HEADERS, SETTINGS, WINDOW_UPDATE, Peer
+from adapters.gateway.metrics import GatewayMetrics
+from adapters.gateway.router import Router
+from controlplane.replicas import Replica
 
 
 class _Transport:
@@ -131,3 +137,16 @@ def test_garbage_instead_of_a_preface_closes_the_connection() -> None:
     p.connection_made(t)  # type: ignore[arg-type]
     p.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert t.closed
+
+
+def test_client_admin_key_is_dropped_and_the_replicas_added_for_model_config() -> None:
+    config = GatewayConfig()
+    metrics = GatewayMetrics()
+    door = H2Door(Router(StaticDirectory(), config, metrics), metrics, config)
+    replica = Replica("m", "s0", "http://h:1", "h:2", admin_key="secret")
+    sent = [(b":path", b"/x"), (b"triton-grpc-protocol-admin-key", b"guess")]
+    for name, expected in (("ModelInfer", []), ("ModelConfig", [b"secret"])):
+        block = door.forward_headers(sent, name, replica)
+        got = [tuple(h) for h in hpack.Decoder().decode(block, raw=True)]
+        assert got[0] == (b":path", b"/x")
+        assert [v for n, v in got if n == b"triton-grpc-protocol-admin-key"] == expected
