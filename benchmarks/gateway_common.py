@@ -60,7 +60,8 @@ class GatewayProcess:
             ],
             "models": {m: [s.id for s in snap.servers] for m in models},
         }
-        self.spec_path = run_dir / f"gateway-{config.get('policy', 'default')}.json"
+        name = f"{config.get('policy', 'default')}-{config.get('grpc_door', 'default')}"
+        self.spec_path = run_dir / f"gateway-{name}.json"
         self.spec_path.write_text(json.dumps(spec))
         self.proc: subprocess.Popen[str] | None = None
         self.http = self.grpc = ""

@@ -6,7 +6,8 @@ One Triton server (CPU, Python backend) serves `double_fp32` (4 floats, no sleep
 perf_analyzer 2.51 runs at the same concurrency against each target, over HTTP and gRPC, in
 interleaved rounds (so drift from other load on the machine hits every target alike). nginx
 runs one worker with a keepalive upstream (HTTP) and grpc_pass (gRPC), as the reference.
-Prints throughput ratios and added p50/p99 against direct.
+Over gRPC both gateway doors are measured: `gateway` (grpc_door h2, the HTTP/2 frame relay)
+and `gw-grpcio` (grpc_door grpcio). Prints throughput ratios and added p50/p99 against direct.
 """
 
 from __future__ import annotations
@@ -112,7 +113,10 @@ async def main(args: argparse.Namespace) -> None:
     nginx = subprocess.Popen(["/usr/sbin/nginx", "-c", str(conf), "-e", str(out / "nginx/err.log")])
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
     try:
-        async with GatewayProcess(out, snap, [MODEL.name], {}) as gw:
+        async with (
+            GatewayProcess(out, snap, [MODEL.name], {"grpc_door": "h2"}) as gw,
+            GatewayProcess(out, snap, [MODEL.name], {"grpc_door": "grpcio"}) as gw_grpcio,
+        ):
             await asyncio.sleep(0.5)
             targets = {
                 "http": {
@@ -122,7 +126,8 @@ async def main(args: argparse.Namespace) -> None:
                 },
                 "grpc": {
                     "direct": server.grpc_url,
-                    "gateway": gw.grpc,
+                    "gateway": gw.grpc,  # the HTTP/2 frame-level door
+                    "gw-grpcio": gw_grpcio.grpc,
                     "nginx": f"127.0.0.1:{nginx_grpc}",
                 },
             }
@@ -150,7 +155,9 @@ async def main(args: argparse.Namespace) -> None:
             k: statistics.median(x[k] for x in results[protocol, "direct"])
             for k in results[protocol, "direct"][0]
         }
-        for name in ("direct", "gateway", "nginx"):
+        for name in ("direct", "gateway", "gw-grpcio", "nginx"):
+            if (protocol, name) not in results:
+                continue
             m = {k: statistics.median(x[k] for x in results[protocol, name]) for k in base}
             print(
                 f"{protocol:5} {name:8} {m['throughput']:8.0f} {m['throughput'] / base['throughput']:6.2f} "

@@ -11,12 +11,17 @@ import contextlib
 import gc
 import logging
 import socket
+from typing import TYPE_CHECKING
 
 from adapters.gateway.config import GatewayConfig
 from adapters.gateway.http import HttpDoor
 from adapters.gateway.metrics import GatewayMetrics
 from adapters.gateway.router import Router
 from controlplane.replicas import ReplicaDirectory
+
+if TYPE_CHECKING:
+    from adapters.gateway.grpcdoor import GrpcDoor
+    from adapters.gateway.h2door import H2Door
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +38,7 @@ class Gateway:
             connect_timeout_s=config.connect_timeout_s,
         )
         self._server: asyncio.Server | None = None
-        self._grpc: object | None = None
+        self._grpc: H2Door | GrpcDoor | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.http_port = 0
         self.grpc_port: int | None = None
@@ -59,9 +64,15 @@ class Gateway:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.http_port = int(sock.getsockname()[1])
         if self.config.grpc_port is not None:
-            from adapters.gateway.grpcdoor import GrpcDoor
+            door: H2Door | GrpcDoor
+            if self.config.grpc_door == "h2":
+                from adapters.gateway.h2door import H2Door
 
-            door = GrpcDoor(self.router, self.metrics, self.config)
+                door = H2Door(self.router, self.metrics, self.config)
+            else:
+                from adapters.gateway.grpcdoor import GrpcDoor
+
+                door = GrpcDoor(self.router, self.metrics, self.config)
             self.grpc_port = await door.start(self.config.host, self.config.grpc_port)
             self._grpc = door
         self._tasks.append(loop.create_task(self.router.sweep()))
@@ -85,7 +96,7 @@ class Gateway:
             await self._server.wait_closed()
             self._server = None
         if self._grpc is not None:
-            await self._grpc.stop()  # type: ignore[attr-defined]
+            await self._grpc.stop()
             self._grpc = None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -14,6 +16,10 @@ class GatewayConfig(BaseModel):
     http_port: int = Field(8000, description="KServe v2 HTTP/REST port (0: any free port).")
     grpc_port: int | None = Field(
         8001, description="KServe v2 gRPC port (0: any free port; None: no gRPC door)."
+    )
+    grpc_door: Literal["h2", "grpcio"] = Field(
+        "h2",
+        description="gRPC door: h2 (HTTP/2 frames relayed, no grpcio on the path) or grpcio.",
     )
     policy: str = Field(
         "hot-cold", description="Replica choice: hot-cold, least-request, round-robin."

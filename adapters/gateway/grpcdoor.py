@@ -17,67 +17,30 @@ import grpc
 from grpc import aio
 
 from adapters.gateway.config import GatewayConfig
+from adapters.gateway.grpcproto import (
+    CLOSED,
+    ROUTED,
+    SERVER_METADATA,
+    SERVICE,
+    STREAM,
+    TRUE,
+    Refusal,
+    admin_metadata,
+    admit,
+    cold,
+    field1_string,
+)
 from adapters.gateway.metrics import GatewayMetrics
 from adapters.gateway.router import Router
 from controlplane.replicas import ModelRouting, Replica
 
 log = logging.getLogger(__name__)
 
-_SERVICE = "/inference.GRPCInferenceService/"
-_ROUTED = frozenset(("ModelInfer", "ModelReady", "ModelMetadata", "ModelConfig", "ModelStatistics"))
-_CLOSED = {
-    "RepositoryIndex": "the model repository API is managed by tritonfleet",
-    "RepositoryModelLoad": "the model repository API is managed by tritonfleet",
-    "RepositoryModelUnload": "the model repository API is managed by tritonfleet",
-    "SystemSharedMemoryStatus": "shared memory cannot cross the gateway",
-    "SystemSharedMemoryRegister": "shared memory cannot cross the gateway",
-    "SystemSharedMemoryUnregister": "shared memory cannot cross the gateway",
-    "CudaSharedMemoryStatus": "shared memory cannot cross the gateway",
-    "CudaSharedMemoryRegister": "shared memory cannot cross the gateway",
-    "CudaSharedMemoryUnregister": "shared memory cannot cross the gateway",
-    "TraceSetting": "trace settings of the servers are managed by tritonfleet",
-    "LogSettings": "log settings of the servers are managed by tritonfleet",
-}
 _CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
 ]
-_TRUE = b"\x08\x01"  # ServerLiveResponse / ServerReadyResponse {live|ready: true}
-
-
-def field1_string(msg: bytes) -> str:
-    """Field 1 (a string) of a serialized protobuf message: the model name; "" when absent."""
-    i, n = 0, len(msg)
-    while i < n:
-        key, i = _varint(msg, i)
-        number, wire = key >> 3, key & 7
-        if wire == 2:
-            size, i = _varint(msg, i)
-            if number == 1:
-                return msg[i : i + size].decode("utf-8", errors="replace")
-            i += size
-        elif wire == 0:
-            _, i = _varint(msg, i)
-        elif wire == 1:
-            i += 8
-        elif wire == 5:
-            i += 4
-        else:
-            return ""
-    return ""
-
-
-def _varint(b: bytes, i: int) -> tuple[int, int]:
-    shift = result = 0
-    while True:
-        if i >= len(b):
-            raise ValueError("truncated varint")
-        c = b[i]
-        i += 1
-        result |= (c & 0x7F) << shift
-        if not c & 0x80:
-            return result, i
-        shift += 7
+__all__ = ["GrpcDoor", "field1_string"]
 
 
 class _Attempt:
@@ -89,13 +52,6 @@ class _Attempt:
         pass
 
 
-class _Refusal(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code = code
-        self.details = details
-
-
 class GrpcDoor(grpc.GenericRpcHandler):
     def __init__(self, router: Router, metrics: GatewayMetrics, config: GatewayConfig) -> None:
         self.router = router
@@ -104,12 +60,6 @@ class GrpcDoor(grpc.GenericRpcHandler):
         self.channels: dict[str, aio.Channel] = {}
         self.calls: dict[tuple[str, str], Any] = {}
         self.server: aio.Server | None = None
-        self._handlers: dict[str, grpc.RpcMethodHandler | None] = {}  # one per method, reused
-        from tritonclient.grpc import service_pb2
-
-        self._metadata = service_pb2.ServerMetadataResponse(
-            name="tritonfleet", version="0.1.0", extensions=["binary_tensor_data", "statistics"]
-        ).SerializeToString()
 
     async def start(self, host: str, port: int) -> int:
         self.server = aio.server(options=_CHANNEL_OPTIONS)
@@ -129,18 +79,18 @@ class GrpcDoor(grpc.GenericRpcHandler):
         self, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:
         method: str = handler_call_details.method
-        if not method.startswith(_SERVICE):
+        if not method.startswith(SERVICE):
             return None
-        name = method[len(_SERVICE) :]
-        if name in _ROUTED:
+        name = method[len(SERVICE) :]
+        if name in ROUTED:
             return grpc.unary_unary_rpc_method_handler(self._unary(method, name))
-        if name == "ModelStreamInfer":
+        if name == STREAM:
             return grpc.stream_stream_rpc_method_handler(self._stream(method))
         if name in ("ServerLive", "ServerReady"):
-            return grpc.unary_unary_rpc_method_handler(self._const(_TRUE))
+            return grpc.unary_unary_rpc_method_handler(self._const(TRUE))
         if name == "ServerMetadata":
-            return grpc.unary_unary_rpc_method_handler(self._const(self._metadata))
-        if name in _CLOSED:
+            return grpc.unary_unary_rpc_method_handler(self._const(SERVER_METADATA))
+        if name in CLOSED:
             return grpc.unary_unary_rpc_method_handler(self._closed(name))
         return None
 
@@ -154,7 +104,7 @@ class GrpcDoor(grpc.GenericRpcHandler):
     @staticmethod
     def _closed(name: str) -> Callable[[bytes, aio.ServicerContext], Awaitable[bytes]]:
         async def handler(request: bytes, context: aio.ServicerContext) -> bytes:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{name}: {_CLOSED[name]}")
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{name}: {CLOSED[name]}")
             raise AssertionError("unreachable")
 
         return handler
@@ -173,35 +123,18 @@ class GrpcDoor(grpc.GenericRpcHandler):
         return c
 
     async def _admit(self, model: str) -> tuple[ModelRouting, list[Replica]]:
-        rt = self.router.directory.routing(model)
-        if rt is None:
-            self.metrics.rejections[model, "unknown_model"] += 1
-            raise _Refusal(
-                grpc.StatusCode.NOT_FOUND,
-                f"model {model!r} is not registered with tritonfleet; register it first",
-            )
-        if not self.router.admit(model, rt):
-            raise _Refusal(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"model {model!r} has too many requests queued at the gateway; retry later "
-                "or raise its max_queue",
-            )
+        rt = admit(self.router, self.metrics, model)
         replicas = list(self.router.directory.replicas(model))
         if not replicas:
             replicas = list(await self.router.hold(model))
             if not replicas:
                 self.router.release(model)
-                raise _Refusal(
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"model {model!r} has no ready replica yet (loading); retry in "
-                    f"{self.config.retry_after_s}s",
-                )
+                raise cold(model, self.config)
         return rt, replicas
 
     def _metadata_for(self, name: str, replica: Replica) -> tuple[tuple[str, str], ...] | None:
-        if name == "ModelConfig" and replica.admin_key:
-            return ((self.config.admin_header_grpc, replica.admin_key),)
-        return None
+        md = admin_metadata(name, replica, self.config)
+        return (md,) if md else None
 
     def _unary(
         self, method: str, name: str
@@ -215,9 +148,9 @@ class GrpcDoor(grpc.GenericRpcHandler):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{name}: malformed request")
             try:
                 rt, replicas = await self._admit(model)
-            except _Refusal as r:
+            except Refusal as r:
                 self.metrics.requests[model, "", "grpc", r.code.name] += 1
-                await context.abort(r.code, r.details)
+                await context.abort(grpc.StatusCode[r.code.name], r.details)
             try:
                 exclude: str | None = None
                 for attempt in (0, 1):
@@ -271,8 +204,8 @@ class GrpcDoor(grpc.GenericRpcHandler):
             model = field1_string(first)
             try:
                 _, replicas = await self._admit(model)
-            except _Refusal as r:
-                await context.abort(r.code, r.details)
+            except Refusal as r:
+                await context.abort(grpc.StatusCode[r.code.name], r.details)
             # One stream stays on one replica: sequences and decoupled models need that.
             replica = router.pick(model, replicas)
             handle = _Attempt()

@@ -1,6 +1,11 @@
-"""KServe v2 over gRPC through the gateway, with unmodified tritonclient (sync and asyncio)."""
+"""KServe v2 over gRPC through the gateway, with unmodified tritonclient (sync and asyncio).
+
+Every test runs against both gRPC doors (`grpc_door`: the HTTP/2 frame relay and grpcio).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import grpc
 import numpy as np
@@ -9,11 +14,29 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aiogrpcclient
 from tritonclient.utils import InferenceServerException
 
+from adapters.gateway.app import Gateway
+from adapters.gateway.config import GatewayConfig
 from adapters.gateway.grpcdoor import field1_string
 from tests.gateway.cases import CASES, check
 from tests.gateway.support import Env, run_async
 
 pytestmark = pytest.mark.triton
+
+
+@pytest.fixture(scope="module", params=["h2", "grpcio"])
+def grpc_url(request: pytest.FixtureRequest, env: Env) -> Iterator[str]:
+    """host:port of a gRPC door of the given kind over the session's fleet."""
+    if env.gateway.config.grpc_door == request.param:
+        yield env.grpc
+        return
+    config = env.gateway.config.model_copy(update={"grpc_door": request.param})
+    gw = Gateway(GatewayConfig.model_validate(config.model_dump()), env.directory)
+    env.loop.run(gw.start())
+    try:
+        assert gw.grpc_url is not None
+        yield gw.grpc_url
+    finally:
+        env.loop.run(gw.stop())
 
 
 def _inputs(mod: object, model: str) -> list[object]:
@@ -24,8 +47,8 @@ def _inputs(mod: object, model: str) -> list[object]:
 
 
 @pytest.mark.parametrize("model", list(CASES))
-def test_sync_infer(env: Env, model: str) -> None:
-    c = grpcclient.InferenceServerClient(env.grpc)
+def test_sync_infer(grpc_url: str, model: str) -> None:
+    c = grpcclient.InferenceServerClient(grpc_url)
     try:
         check(model, c.infer(model, _inputs(grpcclient, model)).as_numpy("OUTPUT0"))
     finally:
@@ -33,9 +56,9 @@ def test_sync_infer(env: Env, model: str) -> None:
 
 
 @pytest.mark.parametrize("model", list(CASES))
-def test_aio_infer(env: Env, model: str) -> None:
+def test_aio_infer(grpc_url: str, model: str) -> None:
     async def go() -> np.ndarray:
-        c = aiogrpcclient.InferenceServerClient(env.grpc)
+        c = aiogrpcclient.InferenceServerClient(grpc_url)
         try:
             return (await c.infer(model, _inputs(aiogrpcclient, model))).as_numpy("OUTPUT0")
         finally:
@@ -44,9 +67,9 @@ def test_aio_infer(env: Env, model: str) -> None:
     check(model, run_async(go()))
 
 
-def test_stream_infer(env: Env) -> None:
+def test_stream_infer(grpc_url: str) -> None:
     results: list[object] = []
-    c = grpcclient.InferenceServerClient(env.grpc)
+    c = grpcclient.InferenceServerClient(grpc_url)
     try:
         c.start_stream(callback=lambda result, error: results.append(error or result))
         for _ in range(3):
@@ -60,8 +83,8 @@ def test_stream_infer(env: Env) -> None:
         check("double_fp32", r.as_numpy("OUTPUT0"))  # type: ignore[attr-defined]
 
 
-def test_server_and_model_endpoints(env: Env) -> None:
-    c = grpcclient.InferenceServerClient(env.grpc)
+def test_server_and_model_endpoints(grpc_url: str) -> None:
+    c = grpcclient.InferenceServerClient(grpc_url)
     try:
         assert c.is_server_live() and c.is_server_ready()
         assert c.get_server_metadata().name == "tritonfleet"
@@ -73,8 +96,8 @@ def test_server_and_model_endpoints(env: Env) -> None:
         c.close()
 
 
-def test_unknown_model_is_not_found(env: Env) -> None:
-    c = grpcclient.InferenceServerClient(env.grpc)
+def test_unknown_model_is_not_found(grpc_url: str) -> None:
+    c = grpcclient.InferenceServerClient(grpc_url)
     try:
         with pytest.raises(InferenceServerException, match="not registered") as e:
             c.infer("no_such_model", _inputs(grpcclient, "double_fp32"))
@@ -83,8 +106,8 @@ def test_unknown_model_is_not_found(env: Env) -> None:
         c.close()
 
 
-def test_wrong_shape_passes_tritons_message(env: Env) -> None:
-    c = grpcclient.InferenceServerClient(env.grpc)
+def test_wrong_shape_passes_tritons_message(grpc_url: str) -> None:
+    c = grpcclient.InferenceServerClient(grpc_url)
     try:
         i = grpcclient.InferInput("INPUT0", [1, 3], "FP32")
         i.set_data_from_numpy(np.zeros((1, 3), dtype=np.float32))
@@ -97,8 +120,8 @@ def test_wrong_shape_passes_tritons_message(env: Env) -> None:
         c.close()
 
 
-def test_closed_doors_are_permission_denied(env: Env) -> None:
-    c = grpcclient.InferenceServerClient(env.grpc)
+def test_closed_doors_are_permission_denied(grpc_url: str) -> None:
+    c = grpcclient.InferenceServerClient(grpc_url)
     try:
         for call in (
             lambda: c.get_model_repository_index(),
@@ -117,8 +140,8 @@ def test_closed_doors_are_permission_denied(env: Env) -> None:
         c.close()
 
 
-def test_unknown_method_is_unimplemented(env: Env) -> None:
-    with grpc.insecure_channel(env.grpc) as ch:
+def test_unknown_method_is_unimplemented(grpc_url: str) -> None:
+    with grpc.insecure_channel(grpc_url) as ch:
         with pytest.raises(grpc.RpcError) as e:
             ch.unary_unary("/inference.GRPCInferenceService/NoSuchThing")(b"")
         assert e.value.code() is grpc.StatusCode.UNIMPLEMENTED
