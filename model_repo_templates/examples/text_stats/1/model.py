@@ -13,7 +13,10 @@ class TritonPythonModel:
             upper = np.array([[t[0].upper()] for t in text], dtype=np.object_)
             responses.append(
                 pb_utils.InferenceResponse(
-                    output_tensors=[pb_utils.Tensor("LENGTH", lengths), pb_utils.Tensor("UPPER", upper)]
+                    output_tensors=[
+                        pb_utils.Tensor("LENGTH", lengths),
+                        pb_utils.Tensor("UPPER", upper),
+                    ]
                 )
             )
         return responses
