@@ -450,8 +450,11 @@ class K8sFleet:
                 self.last_error = message
                 self._wake.clear()
                 delay = backoff.next_delay_s()
-                with contextlib.suppress(TimeoutError):  # woken early by refresh()/stop()
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                # Woken early by refresh()/stop(). asyncio.timeout, not wait_for: on 3.11 a
+                # cancel landing as wait_for times out is swallowed (CPython gh-86296).
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
             except Exception:
                 # A bug, not an outage: log it loudly but keep the view being maintained.
                 log.exception("unexpected error in the pod watch; retrying")

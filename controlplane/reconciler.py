@@ -105,6 +105,8 @@ class Reconciler:
         self._per_server: dict[str, asyncio.Semaphore] = {}
         self._wake = asyncio.Event()
         self._ticked = asyncio.Event()  # set (and replaced) at the end of every tick
+        self._ticks_started = 0
+        self._ticks_done = 0
         self._ready_view: dict[str, tuple[Replica, ...]] = {}
 
     @property
@@ -124,14 +126,19 @@ class Reconciler:
                 raise
             except Exception:  # one failing step never stops the loop
                 log.exception("reconcile tick failed; retrying next tick")
+            # asyncio.timeout, not wait_for: on 3.11 a cancel that lands as wait_for times out
+            # is swallowed (CPython gh-86296), and this loop would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._cfg.interval_s)
+                async with asyncio.timeout(self._cfg.interval_s):
+                    await self._wake.wait()
             self._wake.clear()
 
     def wake(self) -> None:
         self._wake.set()
 
     async def tick(self) -> TickReport:
+        self._ticks_started += 1
+        this_tick = self._ticks_started
         state = self.state
         # 1. Observe: the registry first, then the servers, so the gap between reading a
         #    server and acting on it is as short as possible.
@@ -165,6 +172,7 @@ class Reconciler:
                 placement.Action(placement.ActionKind.LOAD, model, server, "new generation")
             )
         self._refresh_ready_view()
+        self._ticks_done = max(self._ticks_done, this_tick)
         self._ticked.set()
         self._ticked = asyncio.Event()
         return TickReport(
@@ -534,10 +542,14 @@ class Reconciler:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout_s)
         if model not in self.state.records:
-            # Registered a moment ago? The next tick reads the registry; wait for it once.
+            # Registered a moment ago? Wait for a tick that starts after this call (one
+            # already under way may have read the registry before the registration).
+            wanted_tick = self._ticks_started + 1
             self.wake()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ticked.wait(), timeout=max(0.0, timeout_s))
+                async with asyncio.timeout(max(0.0, timeout_s)):
+                    while self._ticks_done < wanted_tick:
+                        await self._ticked.wait()
             if model not in self.state.records:
                 return ()
         self.touch(model)
@@ -553,7 +565,8 @@ class Reconciler:
             if remaining <= 0:
                 break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(st.changed.wait(), timeout=min(remaining, 0.5))
+                async with asyncio.timeout(min(remaining, 0.5)):
+                    await st.changed.wait()
         return self.replicas(model)
 
     # --- FleetView (the control API) ----------------------------------------------------
