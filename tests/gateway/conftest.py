@@ -1,5 +1,5 @@
 """Fixtures of the gateway tests (defined in `support`, which tests also import helpers from)."""
 
-from tests.gateway.support import env, gw_install
+from tests.gateway.support import env
 
-__all__ = ["env", "gw_install"]
+__all__ = ["env"]

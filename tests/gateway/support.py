@@ -8,7 +8,6 @@ loop in the test. Skipped only when no tritonserver can be found at all (CI inst
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections.abc import Awaitable, Coroutine, Iterator
 from concurrent.futures import Future
@@ -23,8 +22,7 @@ from adapters.gateway.config import GatewayConfig
 from adapters.gateway.demofleet import DEMO_MODELS, DemoModel, load_everywhere
 from adapters.gateway.directory import StaticDirectory
 from adapters.localfleet import LocalFleet, LocalFleetConfig
-from adapters.tritonbin import TritonInstall, check_python_stub, locate
-from controlplane.errors import FleetError
+from adapters.tritonbin import TritonInstall
 from controlplane.fleet import FleetSnapshot
 
 T = TypeVar("T")
@@ -69,18 +67,6 @@ class Env:
     def grpc(self) -> str:
         assert self.gateway.grpc_url is not None
         return self.gateway.grpc_url
-
-
-@pytest.fixture(scope="session")
-def gw_install() -> TritonInstall:
-    cache = Path(os.environ.get("TRITONFLEET_TEST_CACHE", str(Path.home() / ".cache/tritonfleet")))
-    try:
-        check_python_stub()
-        return locate(None, cache)
-    except FleetError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"no runnable tritonserver here: {exc}")
 
 
 def start_env(
@@ -133,10 +119,10 @@ def stop_env(env: Env) -> None:
 
 
 @pytest.fixture(scope="session")
-def env(gw_install: TritonInstall, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def env(triton_install: TritonInstall, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     """Two servers with every demo model, and a gateway in front of them."""
     e = start_env(
-        gw_install,
+        triton_install,
         tmp_path_factory.mktemp("gwfleet"),
         servers=2,
         models=DEMO_MODELS,

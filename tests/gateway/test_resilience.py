@@ -29,9 +29,9 @@ SLOW = DemoModel("slow_double", "TYPE_FP32", "double", service_ms=5.0)
 
 
 @pytest.fixture(scope="module")
-def three(gw_install: TritonInstall, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def three(triton_install: TritonInstall, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     e = start_env(
-        gw_install,
+        triton_install,
         tmp_path_factory.mktemp("three"),
         servers=3,
         models=(SLOW,),
