@@ -36,6 +36,9 @@ class Gateway:
             self.metrics,
             max_body_bytes=config.max_body_bytes,
             connect_timeout_s=config.connect_timeout_s,
+            header_timeout_s=config.header_timeout_s,
+            idle_timeout_s=config.idle_timeout_s,
+            max_client_connections=config.max_client_connections,
         )
         self._server: asyncio.Server | None = None
         self._grpc: H2Door | GrpcDoor | None = None
@@ -76,12 +79,29 @@ class Gateway:
             self.grpc_port = await door.start(self.config.host, self.config.grpc_port)
             self._grpc = door
         self._tasks.append(loop.create_task(self.router.sweep()))
+        self._tasks.append(loop.create_task(self._sweep_clients()))
         from adapters.gateway.signals import feed
 
         self._tasks.append(loop.create_task(feed(self.router, self.config)))
         log.info(
             "gateway: HTTP %s, gRPC %s, policy %s", self.http_url, self.grpc_url, self.config.policy
         )
+
+    async def _sweep_clients(self) -> None:
+        """Close slow and idle client connections: one timer for all of them."""
+        cfg = self.config
+        interval = min(1.0, cfg.header_timeout_s / 10, cfg.idle_timeout_s / 10)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            for door in (self.http, self._grpc):
+                sweep = getattr(door, "sweep", None)  # the grpcio door has none
+                if sweep is not None:
+                    try:
+                        sweep(now)
+                    except Exception:  # a bug here must never stop the sweep
+                        log.exception("sweeping client connections failed")
 
     async def stop(self) -> None:
         for t in self._tasks:

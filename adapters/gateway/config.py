@@ -33,6 +33,24 @@ class GatewayConfig(BaseModel):
         60.0, description="A replica that has not answered by then gets the request failed (504)."
     )
     connect_timeout_s: float = Field(1.0, description="TCP connect timeout to a replica.")
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A client connection must deliver a complete request head (HTTP) or its "
+        "preface+SETTINGS / a whole HEADERS block (h2) within this time, else it is closed "
+        "(HTTP: 408 if part of a head arrived).",
+    )
+    idle_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="A client connection with no request in flight and no bytes for this "
+        "long is closed.",
+    )
+    max_client_connections: int = Field(
+        4096,
+        ge=1,
+        description="Open client connections per front door; further ones are closed at once.",
+    )
     retry_ratio: float = Field(0.2, description="Retries may add this share of recent requests.")
     retry_min_per_s: float = Field(10.0, description="... plus this many retries per second.")
     eject_after_failures: int = Field(

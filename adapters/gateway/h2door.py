@@ -117,6 +117,28 @@ class H2Door:
             self.server = None
         self.pool.close()
 
+    def sweep(self, now: float) -> None:
+        """Close slow and idle client connections (called by the gateway's periodic sweep)."""
+        header_t = self.config.header_timeout_s
+        idle_t = self.config.idle_timeout_s
+        for c in list(self.clients):
+            if c.closed:
+                continue
+            if c.seen:
+                c.seen = False
+                c.seen_at = now
+            if not c.ready or c.head_incomplete():
+                if not c.head_from:
+                    c.head_from = now
+                elif now - c.head_from >= header_t:
+                    c.time_out("header_timeout", "preface, SETTINGS or HEADERS not complete")
+                continue
+            c.head_from = 0.0
+            if c.streams:  # calls in flight: no client timeout
+                c.seen_at = now
+            elif now - c.seen_at >= idle_t:
+                c.time_out("idle_timeout", "idle connection")
+
     def forward_headers(
         self, headers: list[tuple[bytes, bytes]], name: str, replica: Replica
     ) -> bytes:
@@ -139,10 +161,28 @@ class _Client(Peer):
         self.door = door
         self.streams: dict[int, _Unary | _Stream | _Local] = {}
         self.last_sid = 0
+        # slow/idle client detection (`H2Door.sweep`)
+        self.ready = False  # the client's preface and first SETTINGS arrived
+        self.seen_at = 0.0
+        self.head_from = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        door = self.door
+        if len(door.clients) >= door.config.max_client_connections:
+            door.metrics.rejected_connections["grpc"] += 1
+            self.closed = True
+            transport.close()
+            return
         super().connection_made(transport)
-        self.door.clients.add(self)
+        door.clients.add(self)
+        self.seen_at = self.head_from = asyncio.get_running_loop().time()
+
+    def on_settings(self) -> None:
+        self.ready = True
+
+    def time_out(self, reason: str, message: str) -> None:
+        self.door.metrics.closed_connections["grpc", reason] += 1
+        self.fail_connection(NO_ERROR, message)
 
     def on_lost(self, exc: Exception | None) -> None:
         self.door.clients.discard(self)

@@ -150,6 +150,7 @@ class Peer(asyncio.Protocol):
         self._recv_conn = 0
         self._recv: dict[int, int] = {}
         self.closed = False
+        self.seen = False  # bytes arrived (cleared by whoever sweeps idle connections)
 
     # --- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -166,6 +167,7 @@ class Peer(asyncio.Protocol):
         self.on_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        self.seen = True
         buf = self._buf
         if buf:
             buf += data
@@ -238,6 +240,13 @@ class Peer(asyncio.Protocol):
                 raise ProtocolViolation(PROTOCOL_ERROR, "PUSH_PROMISE is not enabled")
             # PRIORITY and unknown frame types are ignored, as RFC 9113 says
         return pos
+
+    def head_incomplete(self) -> bool:
+        """Part of a frame header, or of a HEADERS block, is waiting for its rest."""
+        buf = self._buf
+        return self._hblock is not None or (
+            bool(buf) and (len(buf) < 9 or buf[3] in (HEADERS, CONTINUATION))
+        )
 
     def _on_data_frame(self, sid: int, flags: int, payload: bytes) -> None:
         size = len(payload)

@@ -47,7 +47,7 @@ _HEADS: HeadCache[RequestHead] = HeadCache()
 _MODEL_ACTIONS = frozenset((b"", b"ready", b"config", b"infer", b"stats"))
 _REASONS = {
     200: b"OK", 400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found",
-    405: b"Method Not Allowed", 411: b"Length Required", 413: b"Payload Too Large",
+    405: b"Method Not Allowed", 408: b"Request Timeout", 411: b"Length Required", 413: b"Payload Too Large",
     429: b"Too Many Requests", 431: b"Request Header Fields Too Large",
     502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout",
     505: b"HTTP Version Not Supported",
@@ -87,11 +87,18 @@ class HttpDoor:
         *,
         max_body_bytes: int,
         connect_timeout_s: float,
+        header_timeout_s: float = 10.0,
+        idle_timeout_s: float = 120.0,
+        max_client_connections: int = 4096,
     ) -> None:
         self.router = router
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.connect_timeout_s = connect_timeout_s
+        self.header_timeout_s = header_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self.max_client_connections = max_client_connections
+        self.clients: set[_Client] = set()
         self.pools: dict[str, UpstreamPool] = {}
         # (method, target) -> (model, action) for model-scoped routes seen before
         self.routes: dict[tuple[bytes, bytes], tuple[str, bytes]] = {}
@@ -121,6 +128,33 @@ class HttpDoor:
         for p in self.pools.values():
             p.close()
 
+    def sweep(self, now: float) -> None:
+        """Close slow and idle client connections (called by the gateway's periodic sweep).
+
+        The hot path only sets `seen` on bytes and clears `head_from` on a complete head;
+        times are taken here, so they are as precise as the sweep's interval.
+        """
+        header_t, idle_t = self.header_timeout_s, self.idle_timeout_s
+        for c in list(self.clients):
+            if c.closed or c.refused:
+                continue
+            if c.seen:
+                c.seen = False
+                c.seen_at = now
+            if c.busy:  # a request in flight (or queued behind one): no client timeout
+                c.seen_at = now
+                continue
+            if c.pending is not None:  # head read, body stalled
+                if now - c.seen_at >= idle_t:
+                    c.time_out("idle_timeout", "the request body stopped arriving")
+            elif c.head_from:  # a new connection, or a started head on a kept-alive one
+                if now - c.head_from >= header_t:
+                    c.time_out("header_timeout", "the request head did not arrive in time")
+            elif c.buf:  # the first bytes of the next head on a kept-alive connection
+                c.head_from = now
+            elif now - c.seen_at >= idle_t:
+                c.time_out("idle_timeout", "")
+
 
 class _Request:
     __slots__ = ("body", "head", "keep_alive", "method", "url")
@@ -148,15 +182,41 @@ class _Client(asyncio.Protocol):
         self.queue: deque[_Request] = deque()
         self.draining = False
         self.closed = False
+        # slow/idle client detection (`HttpDoor.sweep`): bytes since the last sweep, when
+        # bytes (or a request in flight) were last seen, when the head clock started (0: off)
+        self.seen = False
+        self.seen_at = 0.0
+        self.head_from = 0.0
 
     # --- asyncio -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        door = self.door
+        if len(door.clients) >= door.max_client_connections:
+            door.metrics.rejected_connections["http"] += 1
+            self.refused = self.closed = True
+            transport.close()
+            return
+        door.clients.add(self)
+        self.seen_at = self.head_from = asyncio.get_running_loop().time()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.door.clients.discard(self)
+
+    def time_out(self, reason: str, message: str) -> None:
+        """Close a slow or idle connection; 408 when part of a request had arrived."""
+        self.door.metrics.closed_connections["http", reason] += 1
+        if message and (self.buf or self.pending is not None):
+            self._refuse(408, message)
+        else:
+            self.refused = True
+            if self.transport is not None:
+                self.transport.close()
+        self.closed = True
 
     def data_received(self, data: bytes) -> None:
+        self.seen = True
         if self.refused:
             return
         try:
@@ -207,6 +267,7 @@ class _Client(asyncio.Protocol):
             data = data[stop:]
 
     def _complete(self, head: RequestHead, body: bytes) -> None:
+        self.head_from = 0.0
         req = _Request(head, body)
         if self.busy:
             if len(self.queue) >= MAX_PIPELINED:

@@ -37,6 +37,10 @@ class GatewayMetrics:
         self.ejections: defaultdict[str, int] = defaultdict(int)  # replica
         self.cold_holds: defaultdict[tuple[str, str], int] = defaultdict(int)  # (model, outcome)
         self.rejections: defaultdict[tuple[str, str], int] = defaultdict(int)  # (model, reason)
+        # client connections closed at once over max_client_connections, by protocol
+        self.rejected_connections: defaultdict[str, int] = defaultdict(int)
+        # client connections closed by the sweep: (protocol, header_timeout | idle_timeout)
+        self.closed_connections: defaultdict[tuple[str, str], int] = defaultdict(int)
 
     def observe(self, model: str, replica: str, protocol: str, code: str, latency_s: float) -> None:
         self.requests[model, replica, protocol, code] += 1
@@ -80,6 +84,8 @@ class GatewayMetrics:
             ("ejections", "Replicas ejected by outlier detection.", self.ejections, ("replica",)),
             ("cold_holds", "Requests held while a cold model loaded.", self.cold_holds, ("model", "outcome")),
             ("rejections", "Requests refused by the gateway itself.", self.rejections, ("model", "reason")),
+            ("rejected_connections", "Client connections closed at once (max_client_connections).", self.rejected_connections, ("protocol",)),
+            ("closed_connections", "Client connections closed for a slow head or idleness.", self.closed_connections, ("protocol", "reason")),
         ):  # fmt: skip
             family(f"tritonfleet_gateway_{name}_total", "counter", help_)
             for k, v in sorted(data.items()):
