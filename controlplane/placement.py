@@ -148,8 +148,8 @@ def plan(snap: Snapshot) -> Plan:
         if (
             model is not None
             and len(holders) <= model.max_replicas
-            and all(h in live for h in holders)
-            and len(set(holders)) == len(holders)
+            and live.issuperset(holders)
+            and (len(holders) == 1 or len(set(holders)) == len(holders))
         ):
             kept[name] = list(holders)  # the common case: everything stands
             continue
@@ -187,7 +187,10 @@ def plan(snap: Snapshot) -> Plan:
         max((servers[s].capacity_bytes for s in live), default=0),
     )
 
-    target = {m.name: m.target for m in snap.models}
+    target = {
+        m.name: 0 if m.blocked else min(m.max_replicas, max(m.min_replicas, m.wanted))
+        for m in snap.models
+    }  # ModelView.target, inlined: this runs for every model on every plan
     biggest = free.biggest
 
     def evictable(victim: str, for_model: ModelView) -> bool:
