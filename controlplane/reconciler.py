@@ -36,7 +36,7 @@ from controlplane.configgen import served_matches
 from controlplane.errors import ModelLoadFailed, TritonfleetError
 from controlplane.fleet import FleetDriver, FleetSnapshot, Server
 from controlplane.fleetstate import FleetState, ModelState, ReplicaRecord, ReplicaState
-from controlplane.replicas import ModelRouting, Replica
+from controlplane.replicas import ModelRouting, Replica, replica_on
 from controlplane.store import Footprint, ModelRecord, ModelStore
 from controlplane.triton import LoadedModel, TritonControl
 
@@ -504,17 +504,7 @@ class Reconciler:
         for (name, sid), rep in self.state.replicas.items():
             srv = servers.get(sid)
             if rep.state is ReplicaState.READY and srv is not None:
-                view.setdefault(name, []).append(
-                    Replica(
-                        model=name,
-                        server_id=sid,
-                        http_url=srv.http_url,
-                        grpc_url=srv.grpc_url,
-                        metrics_url=srv.metrics_url,
-                        admin_header=srv.admin_header,
-                        admin_key=srv.admin_key,
-                    )
-                )
+                view.setdefault(name, []).append(replica_on(srv, name))
         self._ready_view = {k: tuple(sorted(v, key=lambda r: r.server_id)) for k, v in view.items()}
 
     # --- ReplicaDirectory (the gateway) -------------------------------------------------

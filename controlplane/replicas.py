@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from controlplane.fleet import Server
+
 
 @dataclass(frozen=True)
 class Replica:
@@ -24,6 +26,19 @@ class Replica:
     metrics_url: str | None = None
     admin_header: str = "admin-key"
     admin_key: str | None = field(default=None, repr=False)
+
+
+def replica_on(server: Server, model: str) -> Replica:
+    """The replica of `model` on `server`, carrying what the gateway needs to reach it."""
+    return Replica(
+        model=model,
+        server_id=server.id,
+        http_url=server.http_url,
+        grpc_url=server.grpc_url,
+        metrics_url=server.metrics_url,
+        admin_header=server.admin_header,
+        admin_key=server.admin_key,
+    )
 
 
 @dataclass(frozen=True)

@@ -112,3 +112,13 @@ def free_port_block(count: int) -> int:
             for s in socks:
                 s.close()
     raise RuntimeError("no free port block")
+
+
+def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.2) -> None:
+    """Poll a synchronous `predicate` until true; fail the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval_s)
+    raise AssertionError(f"condition not met within {timeout_s}s")

@@ -10,19 +10,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from controlplane.fleet import Server
-from controlplane.replicas import ModelRouting, Replica
-
-
-def replica_on(server: Server, model: str) -> Replica:
-    return Replica(
-        model=model,
-        server_id=server.id,
-        http_url=server.http_url,
-        grpc_url=server.grpc_url,
-        metrics_url=server.metrics_url,
-        admin_header=server.admin_header,
-        admin_key=server.admin_key,
-    )
+from controlplane.replicas import ModelRouting, Replica, replica_on
 
 
 class StaticDirectory:

@@ -24,9 +24,9 @@ from tritonclient.utils import InferenceServerException
 
 from adapters.gateway.app import Gateway
 from adapters.gateway.config import GatewayConfig
-from adapters.gateway.directory import StaticDirectory, replica_on
+from adapters.gateway.directory import StaticDirectory
 from adapters.gateway.h2door import H2Door
-from controlplane.replicas import ModelRouting, Replica
+from controlplane.replicas import ModelRouting, Replica, replica_on
 from tests.gateway.cases import CASES, check
 from tests.gateway.support import Env, run_async
 

@@ -28,7 +28,7 @@ from adapters.tritonschema import ProtobufSchema
 from controlplane.configgen import Renderer
 from controlplane.fleet import Server
 from controlplane.spec import ModelSpec
-from tests.support import DOUBLE_PY, free_port_block, python_spec, start_fleet
+from tests.support import DOUBLE_PY, free_port_block, python_spec, start_fleet, wait_until
 
 pytestmark = pytest.mark.triton
 
@@ -40,15 +40,6 @@ class SignalRecorder:
 
     def set_signal(self, server_id: str, signal: Any) -> None:
         self.signals[server_id] = signal
-
-
-def _wait(predicate: Any, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.25)
-    raise AssertionError("timed out")
 
 
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian prometheus not installed")
@@ -105,7 +96,7 @@ def _with_prometheus(server: Server, tmp_path: Path) -> None:
                 except httpx.HTTPError:
                     return False
 
-            _wait(ready, 30)
+            wait_until(ready, 30)
             client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
             inp = httpclient.InferInput("INPUT0", [1, 4], "FP32")
             inp.set_data_from_numpy(np.ones((1, 4), dtype=np.float32))
@@ -123,7 +114,7 @@ def _with_prometheus(server: Server, tmp_path: Path) -> None:
                 # Rates need two scrapes with traffic between them: wait until there is one.
                 return sig is not None and sig.latency_s > 0
 
-            _wait(has_latency, 60)
+            wait_until(has_latency, 60)
             sig = recorder.signals[server.id]
             # The model answers in well under a second; Prometheus agrees with Triton's counters.
             assert 0 < sig.latency_s < 1.0, sig

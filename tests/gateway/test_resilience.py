@@ -18,9 +18,9 @@ from tritonclient.utils import InferenceServerException
 from adapters.gateway.app import Gateway
 from adapters.gateway.config import GatewayConfig
 from adapters.gateway.demofleet import DemoModel
-from adapters.gateway.directory import StaticDirectory, replica_on
+from adapters.gateway.directory import StaticDirectory
 from adapters.tritonbin import TritonInstall
-from controlplane.replicas import ModelRouting, Replica
+from controlplane.replicas import ModelRouting, Replica, replica_on
 from tests.gateway.support import Env, start_env, stop_env
 
 pytestmark = pytest.mark.triton

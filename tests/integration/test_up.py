@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,18 +15,9 @@ import pytest
 import tritonclient.http as httpclient
 
 from adapters.tritonbin import TritonInstall
-from tests.support import free_port_block
+from tests.support import free_port_block, wait_until
 
 pytestmark = pytest.mark.triton
-
-
-def _wait(predicate, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError("timed out")
 
 
 def test_up_brings_up_real_servers_and_answers(
@@ -58,7 +48,7 @@ def test_up_brings_up_real_servers_and_answers(
             stderr=subprocess.STDOUT,
         )
         try:
-            _wait(lambda: ready.exists() or proc.poll() is not None, 120)
+            wait_until(lambda: ready.exists() or proc.poll() is not None, 120)
             assert proc.poll() is None, (tmp_path / "up.log").read_text()
             api = json.loads(ready.read_text())["api_url"]
             models = httpx.get(f"{api}/v1/models").json()["models"]
@@ -71,7 +61,7 @@ def test_up_brings_up_real_servers_and_answers(
                 ]
                 return states == ["READY", "READY"]
 
-            _wait(both_ready, 90)
+            wait_until(both_ready, 90)
             fleet = httpx.get(f"{api}/v1/fleet").json()
             assert [s["health"] for s in fleet["servers"]] == ["LIVE", "LIVE"]
             placed = {m["name"] for s in fleet["servers"] for m in s["models"]}
