@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,36 @@ def cmd_fleet_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    """The autopilot's recent decisions for one model, as a table (newest last)."""
+    rows = _call(args, "GET", f"/v1/models/{args.name}/decisions").json()["decisions"]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no autopilot decision for {args.name} yet (autopilot off, or no tick yet)")
+        return 0
+    table = [
+        [
+            time.strftime("%H:%M:%S", time.localtime(d["at"])),
+            d["policy"],
+            d["mode"],
+            str(d["ready"]),
+            "-" if d["previous"] is None else str(d["previous"]),
+            str(d["desired"]),
+            "-" if d["admission_limit"] is None else str(d["admission_limit"]),
+            d["reason"],
+        ]
+        for d in rows[-args.last :]
+    ]
+    print(
+        _table(table, ["TIME", "POLICY", "MODE", "READY", "FROM", "TO", "MAX_INFLIGHT", "REASON"])
+    )
+    last = rows[-1]["inputs"]
+    print("inputs of the last decision: " + ", ".join(f"{k}={v}" for k, v in last.items()))
+    return 0
+
+
 def cmd_loadgen(args: argparse.Namespace) -> int:
     try:
         from loadgen.cli import main as loadgen_main
@@ -208,6 +239,11 @@ def _settings(args: argparse.Namespace) -> Settings:
         "model_root",
         "gateway_http_port",
         "gateway_grpc_port",
+        "autopilot_stable_window_s",
+        "autopilot_panic_window_s",
+        "slo_p95_ms",
+        "slo_p99_ms",
+        "server_idle_s",
     ):
         value = getattr(args, key, None)
         if value is not None:
@@ -229,12 +265,15 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["register_examples"] = False
     if getattr(args, "no_gateway", False):
         overrides["gateway_enabled"] = False
+    if getattr(args, "no_autopilot", False):
+        overrides["autopilot"] = False
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
-        raise CliError(f"--{field.replace('_', '-')}: {first['msg']}") from exc
+        where = f"--{field.replace('_', '-')}: " if field else ""
+        raise CliError(f"{where}{first['msg'].removeprefix('Value error, ')}") from exc
 
 
 async def _up(settings: Settings, ready_file: str | None) -> int:
@@ -396,6 +435,21 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--model-root", type=Path, default=None)
         sp.add_argument("--gateway-http-port", type=int, default=None)
         sp.add_argument("--gateway-grpc-port", type=int, default=None)
+        sp.add_argument(
+            "--no-autopilot",
+            action="store_true",
+            help="keep warm floors only; no load-driven replicas, admission or fleet size",
+        )
+        sp.add_argument("--slo-p95-ms", type=float, default=None, help="fleet-wide P95 target")
+        sp.add_argument("--slo-p99-ms", type=float, default=None, help="fleet-wide P99 target")
+        sp.add_argument("--autopilot-stable-window-s", type=float, default=None)
+        sp.add_argument("--autopilot-panic-window-s", type=float, default=None)
+        sp.add_argument(
+            "--server-idle-s",
+            type=float,
+            default=None,
+            help="stop an empty highest-ordinal server after this long (elastic fleet)",
+        )
         sp.add_argument("-v", "--verbose", action="store_true")
 
     up = sub.add_parser("up", help="start a local fleet, the control API and the examples")
@@ -469,6 +523,13 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     api_opts(status)
     status.set_defaults(func=cmd_fleet_status)
+
+    explain = sub.add_parser("explain", help="why a model has the replicas it has")
+    explain.add_argument("name")
+    explain.add_argument("--last", type=int, default=20, help="rows to show (default 20)")
+    explain.add_argument("--json", action="store_true")
+    api_opts(explain)
+    explain.set_defaults(func=cmd_explain)
 
     lg = sub.add_parser(
         "loadgen", help="load generator and SLO gate (see `loadgen --help`)", add_help=False

@@ -22,6 +22,7 @@ from adapters.api.control import ApiContext, create_app
 from adapters.artifactfiles import LocalArtifactFiles
 from adapters.gateway.app import Gateway
 from adapters.gateway.config import GatewayConfig
+from adapters.loadsignals import GatewaySignals, PrometheusSignals, TritonCapacity
 from adapters.localfleet import LocalFleet, LocalFleetConfig
 from adapters.nvml import inventory
 from adapters.procmem import ProcessTreeMeter
@@ -31,6 +32,8 @@ from adapters.tritonbin import check_python_stub, locate
 from adapters.tritoncontrol import GrpcTritonControl
 from adapters.tritonschema import ProtobufSchema
 from controlplane.artifacts import ArtifactPolicy
+from controlplane.autopilot import Autopilot, FleetBounds
+from controlplane.autoscale import ScalerConfig
 from controlplane.configgen import Renderer
 from controlplane.errors import FleetError
 from controlplane.fleet import FleetDriver
@@ -121,6 +124,26 @@ def build_fleet(settings: Settings) -> FleetDriver:
     )
 
 
+def autopilot(s: Settings) -> Autopilot:
+    """The autopilot with the settings' windows, default SLO and fleet bounds (no signals yet)."""
+    max_servers = getattr(s, "max_servers", None) or s.servers
+    return Autopilot(
+        None,
+        ScalerConfig(
+            stable_window_s=s.autopilot_stable_window_s,
+            panic_window_s=s.autopilot_panic_window_s,
+            default_p95_ms=s.slo_p95_ms,
+            default_p99_ms=s.slo_p99_ms,
+            default_max_error_rate=s.slo_max_error_rate,
+        ),
+        FleetBounds(
+            min_servers=s.servers,
+            max_servers=max_servers if s.fleet is not FleetKind.STATIC else s.servers,
+            idle_s=s.server_idle_s,
+        ),
+    )
+
+
 class EmbeddedServer(uvicorn.Server):
     """uvicorn inside our own event loop: signals are ours to handle, not uvicorn's."""
 
@@ -142,6 +165,7 @@ class Runtime:
     api_server: uvicorn.Server | None = None
     api_url: str = ""
     gateway: Gateway | None = None
+    capacity: TritonCapacity | None = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     async def start(self) -> Runtime:
@@ -167,8 +191,10 @@ class Runtime:
                 interval_s=s.reconcile_interval_s,
                 max_concurrent_loads=s.max_concurrent_loads,
                 max_loads_per_server=s.max_loads_per_server,
+                drain_timeout_s=s.drain_timeout_s,
             ),
             meter=ProcessTreeMeter() if isinstance(self.fleet, LocalFleet) else None,
+            autopilot=autopilot(s),
         )
         reconciler = self.reconciler
 
@@ -211,7 +237,31 @@ class Runtime:
                     f"{s.gateway_grpc_port} ({exc.strerror}); choose other --gateway-http-port/"
                     "--gateway-grpc-port"
                 ) from exc
+            self.reconciler.attach_inflight(self.gateway.router)
+        if s.autopilot:
+            self._attach_signals()
         return self
+
+    def _attach_signals(self) -> None:
+        """The in-process gateway's request log when there is one, else Prometheus, else none."""
+        assert self.reconciler is not None
+        s = self.settings
+        if self.gateway is not None:
+            self.capacity = TritonCapacity()
+            self.reconciler.autopilot.attach(
+                GatewaySignals(
+                    self.gateway.metrics.log, self.gateway.router.model_inflight, self.capacity
+                )
+            )
+        elif s.prometheus_url:
+            self.reconciler.autopilot.attach(
+                PrometheusSignals(s.prometheus_url, s.prometheus_bearer_token)
+            )
+        else:
+            log.warning(
+                "autopilot off: no gateway in this process and no --prometheus-url to read "
+                "load from"
+            )
 
     async def stop(self) -> None:
         if self.gateway is not None:
@@ -226,6 +276,8 @@ class Runtime:
             await self.reconciler.close()
         if self.control is not None:
             await self.control.close()
+        if self.capacity is not None:
+            await self.capacity.close()
         if self.fleet is not None:
             await self.fleet.stop()
         if self.store is not None:

@@ -36,6 +36,7 @@ class ModelView:
     last_used: float = 0.0  # seconds since the epoch; 0 = never
     blocked: bool = False  # failed recently: place no new replica (backoff)
     server_labels: Mapping[str, str] = field(default_factory=dict)
+    shed_surplus: bool = False  # load-driven: replicas above the target are drained and unloaded
 
     @property
     def target(self) -> int:
@@ -64,6 +65,7 @@ class Action:
     server: str
     reason: str
     evicts: bool = False  # an unload that takes a warm replica away to make room
+    drain: bool = False  # scale-in: stop routing to it, let requests in flight finish, unload
 
     def __str__(self) -> str:
         return f"{self.kind.value} {self.model} on {self.server}: {self.reason}"
@@ -173,6 +175,23 @@ def plan(snap: Snapshot) -> Plan:
                 )
                 continue
             replicas.append(server)
+
+    # 1b. Load-driven models shed replicas above their target: the highest-ordinal servers
+    #     first (the ones a shrinking fleet removes), drained before they are unloaded.
+    order = {s.id: i for i, s in enumerate(snap.servers)}
+    for model in snap.models:
+        holding = kept.get(model.name)
+        want = min(model.max_replicas, max(model.min_replicas, model.wanted))
+        if not model.shed_surplus or not holding or len(holding) <= want:
+            continue
+        holding.sort(key=lambda s: order.get(s, -1))
+        while len(holding) > want:
+            server = holding.pop()
+            actions.append(
+                Action(
+                    ActionKind.UNLOAD, model.name, server, f"scale-in ({want} wanted)", drain=True
+                )
+            )
 
     used = dict.fromkeys(live, 0)
     on_server: dict[str, list[str]] = {s: [] for s in live}

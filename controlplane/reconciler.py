@@ -31,7 +31,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from controlplane import autopilot as autopilot_mod
 from controlplane import fleetstate, placement
+from controlplane.autopilot import Autopilot
 from controlplane.configgen import served_matches
 from controlplane.errors import ModelLoadFailed, TritonfleetError
 from controlplane.fleet import FleetDriver, FleetSnapshot, Server
@@ -51,6 +53,12 @@ class ArtifactFiles(Protocol):
     async def files(self, record: ModelRecord) -> dict[str, bytes]: ...
 
 
+class InflightProbe(Protocol):
+    """Requests in flight to one replica through the gateway; None when it cannot tell."""
+
+    def inflight(self, model: str, server_id: str) -> int | None: ...
+
+
 class MemoryMeter(Protocol):
     """Bytes a server uses now (for footprint deltas around a load); None when unknown."""
 
@@ -66,6 +74,8 @@ class ReconcilerConfig:
     backoff_max_s: float = 600.0
     max_attempts: int = 3  # failed loads of one generation before the model waits for a PUT
     demand_ttl_s: float = 300.0  # an ensure keeps a replica wanted this long after last use
+    drain_grace_s: float = 1.0  # scale-in: out of routing at least this long before unloading
+    drain_timeout_s: float = 30.0  # ... and at most this long waiting for requests in flight
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,8 @@ class Reconciler:
         rng: random.Random,
         config: ReconcilerConfig | None = None,
         meter: MemoryMeter | None = None,
+        autopilot: Autopilot | None = None,
+        inflight: InflightProbe | None = None,
     ) -> None:
         self._fleet = fleet
         self._control = control
@@ -96,6 +108,9 @@ class Reconciler:
         self._rng = rng
         self._cfg = config or ReconcilerConfig()
         self._meter = meter
+        self.autopilot = autopilot or Autopilot(None)
+        self._inflight = inflight
+        self._scaling: asyncio.Task[None] | None = None
         self.state = FleetState(FleetSnapshot(servers=(), driver=getattr(fleet, "name", "?")))
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}  # (model, server) in flight
         self._settled: dict[tuple[str, str], float] = {}  # loop time each action finished
@@ -136,6 +151,10 @@ class Reconciler:
     def wake(self) -> None:
         self._wake.set()
 
+    def attach_inflight(self, probe: InflightProbe) -> None:
+        """Drains wait for the requests `probe` sees in flight (the in-process gateway)."""
+        self._inflight = probe
+
     async def tick(self) -> TickReport:
         self._ticks_started += 1
         this_tick = self._ticks_started
@@ -159,10 +178,13 @@ class Reconciler:
         self._reset_failures()
         self._forget_deleted()
         reloads = self._stale_generations(now)
+        await self._pilot(now)
 
         # 3. Plan.
-        result = placement.plan(self._planner_snapshot(now))
+        planned = self._planner_snapshot(now)
+        result = placement.plan(planned)
         state.unplaced = dict(result.unplaced)
+        self._size_fleet(planned, result, now)
 
         # 4. Act.
         for action in result.actions:
@@ -189,6 +211,8 @@ class Reconciler:
 
     async def close(self) -> None:
         tasks = [*self._tasks.values(), *self._background]
+        if self._scaling is not None:
+            tasks.append(self._scaling)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -315,13 +339,16 @@ class Reconciler:
         for name, record in state.records.items():
             st = state.model(name)
             policy = record.spec.policy
+            demand = 1 if now < st.wanted_until else 0
+            load = self.autopilot.wanted(name)
             models.append(
                 placement.ModelView(
                     name=name,
                     memory_bytes=state.memory_of(name),
                     min_replicas=policy.min_replicas,
                     max_replicas=policy.max_replicas,
-                    wanted=1 if now < st.wanted_until else 0,
+                    wanted=demand if load is None else max(demand, load),
+                    shed_surplus=load is not None,
                     priority=policy.priority,
                     last_used=st.last_used,
                     blocked=self._blocked(name, now),
@@ -340,6 +367,50 @@ class Reconciler:
             placement={k: tuple(v) for k, v in current.items()},
             now=now,
         )
+
+    # --- the autopilot and the fleet's size ----------------------------------------------
+    def _ready_servers(self) -> dict[str, list[Server]]:
+        servers = {s.id: s for s in self.state.snapshot.servers if s.live}
+        out: dict[str, list[Server]] = {}
+        for (name, sid), rep in sorted(self.state.replicas.items()):
+            if rep.state is ReplicaState.READY and sid in servers:
+                out.setdefault(name, []).append(servers[sid])
+        return out
+
+    async def _pilot(self, now: float) -> None:
+        if not self.autopilot.enabled:
+            return
+        specs = {n: r.spec for n, r in self.state.records.items()}
+        await self.autopilot.step(specs, self._ready_servers(), now)
+
+    def _size_fleet(self, snap: placement.Snapshot, result: placement.Plan, now: float) -> None:
+        """Grow the fleet when wanted replicas found no server; shrink it when the top is empty."""
+        if not self.autopilot.enabled or (self._scaling is not None and not self._scaling.done()):
+            return
+        targets = {m.name: m.target for m in snap.models if not m.blocked}
+        placed = {m: len(r) for m, r in result.placement.items()}
+        short = autopilot_mod.shortfall(
+            {m: t for m, t in targets.items() if m in result.unplaced}, placed
+        )
+        per_server: dict[str, int] = {}
+        for _, sid in self.state.replicas:
+            per_server[sid] = per_server.get(sid, 0) + 1
+        for _, sid in self._tasks:
+            per_server[sid] = per_server.get(sid, 0) + 1
+        servers = self.state.snapshot.servers
+        want = self.autopilot.servers_wanted(servers, per_server, short, now)
+        if want is None or want == len(servers):
+            return
+        log.info("fleet: servers %d → %d (%s)", len(servers), want, self.autopilot.fleet_reason)
+        self.autopilot.actions["(fleet)", "grow" if want > len(servers) else "shrink"] += 1
+        self._scaling = asyncio.create_task(self._scale(want), name=f"scale-fleet-{want}")
+
+    async def _scale(self, servers: int) -> None:
+        try:
+            await self._fleet.scale(servers)
+        except TritonfleetError as exc:
+            log.warning("fleet: could not scale to %d servers: %s", servers, exc)
+        self.wake()
 
     # --- act ----------------------------------------------------------------------------
     def _start(self, action: placement.Action) -> None:
@@ -371,7 +442,7 @@ class Reconciler:
             if rep is not None:
                 rep.state = ReplicaState.UNLOADING
             log.info("replica %s on %s: → UNLOADING (%s)", action.model, server.id, action.reason)
-            coro = self._unload(server, action.model, action.evicts)
+            coro = self._unload(server, action.model, action.evicts, action.drain)
         task = asyncio.create_task(coro, name=f"{action.model}@{action.server}")
         self._tasks[key] = task
         task.add_done_callback(functools.partial(self._finished, key))
@@ -477,8 +548,28 @@ class Reconciler:
         except TritonfleetError as exc:
             log.warning("could not store footprint of %s: %s", record.name, exc)
 
-    async def _unload(self, server: Server, name: str, evicted: bool) -> None:
+    async def _drain(self, server: Server, name: str) -> None:
+        """Out of routing first; then wait for the requests in flight to it to finish."""
+        self._refresh_ready_view()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await asyncio.sleep(self._cfg.drain_grace_s)
+        while loop.time() - start < self._cfg.drain_timeout_s:
+            n = self._inflight.inflight(name, server.id) if self._inflight else None
+            if not n:
+                return
+            await asyncio.sleep(0.05)
+        log.warning(
+            "replica %s on %s: still busy after %gs of draining; unloading anyway",
+            name,
+            server.id,
+            self._cfg.drain_timeout_s,
+        )
+
+    async def _unload(self, server: Server, name: str, evicted: bool, drain: bool = False) -> None:
         key = (name, server.id)
+        if drain:
+            await self._drain(server, name)
         try:
             self.state.unload_calls += 1
             await self._control.unload(server, name)
@@ -515,7 +606,11 @@ class Reconciler:
         record = self.state.records.get(model)
         if record is None:
             return None
-        return ModelRouting(name=model, sequence=record.spec.sequence_batching is not None)
+        return ModelRouting(
+            name=model,
+            sequence=record.spec.sequence_batching is not None,
+            max_queue=self.autopilot.admission(model),
+        )
 
     def touch(self, model: str) -> None:
         """`model` is in use (served, or asked for): keep it wanted and off the eviction list."""
@@ -564,7 +659,16 @@ class Reconciler:
         return self.state.model_state(name)
 
     def model_status(self, name: str) -> dict[str, Any]:
-        return fleetstate.model_status(self.state, name)
+        status = fleetstate.model_status(self.state, name)
+        status["autopilot"] = self.autopilot.status(name)
+        return status
+
+    def decisions(self, name: str) -> list[dict[str, Any]]:
+        return self.autopilot.decisions(name)
+
+    def scaling_metrics(self) -> dict[str, dict[Any, int]]:
+        desired = {n: w for n in self.state.records if (w := self.autopilot.wanted(n)) is not None}
+        return {"actions": self.autopilot.counters(), "desired": desired}
 
     def fleet_status(self) -> dict[str, Any]:
         return fleetstate.fleet_status(self.state)
@@ -578,6 +682,7 @@ class Reconciler:
             "models": {
                 name: {
                     "sequence": record.spec.sequence_batching is not None,
+                    "max_inflight": self.autopilot.admission(name),
                     "replicas": [
                         {
                             "server_id": r.server_id,

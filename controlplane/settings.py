@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -72,6 +72,37 @@ class Settings(BaseSettings):
     max_loads_per_server: int = Field(default=1, ge=1, description="Loads in flight per server")
     ensure_timeout_s: float = Field(default=30.0, gt=0, description="Default hold for ensure")
 
+    autopilot: bool = Field(
+        default=True,
+        description="Drive each model's replicas, admission limit and the fleet's size from "
+        "measured load and its SLO (off: warm floors and explicit demand only)",
+    )
+    autopilot_stable_window_s: float = Field(
+        default=30.0, gt=0, le=3600, description="Autopilot: demand averaged over this window"
+    )
+    autopilot_panic_window_s: float = Field(
+        default=5.0, gt=0, le=600, description="Autopilot: bursts are judged over this window"
+    )
+    slo_p95_ms: float | None = Field(
+        default=None, gt=0, description="Fleet-wide P95 target for models that declare no slo"
+    )
+    slo_p99_ms: float | None = Field(
+        default=None, gt=0, description="Fleet-wide P99 target for models that declare no slo"
+    )
+    slo_max_error_rate: float = Field(
+        default=0.001, ge=0, lt=1, description="Fleet-wide error-rate target (0..1)"
+    )
+    server_idle_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="An empty highest-ordinal server is stopped after this long (elastic fleet)",
+    )
+    drain_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Scale-in waits at most this long for a replica's requests in flight",
+    )
+
     gateway_enabled: bool = Field(default=True, description="Run the gateway in-process")
     gateway_policy: str = Field(
         default="hot-cold", description="Replica choice: hot-cold, least-request, round-robin"
@@ -98,6 +129,20 @@ class Settings(BaseSettings):
     controlplane_url: str | None = Field(
         default=None, description="Gateway running apart: the control API it asks for replicas"
     )
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        if self.autopilot_panic_window_s > self.autopilot_stable_window_s:
+            raise ValueError(
+                f"autopilot_panic_window_s ({self.autopilot_panic_window_s:g}) exceeds "
+                f"autopilot_stable_window_s ({self.autopilot_stable_window_s:g}); the panic "
+                "window must be the shorter one"
+            )
+        if self.slo_p95_ms and self.slo_p99_ms and self.slo_p95_ms > self.slo_p99_ms:
+            raise ValueError(
+                f"slo_p95_ms ({self.slo_p95_ms:g}) exceeds slo_p99_ms ({self.slo_p99_ms:g})"
+            )
+        return self
 
     @property
     def db_path(self) -> Path:

@@ -64,3 +64,63 @@ def derive(prev: Totals | None, cur: Totals, at: float) -> ServerSignal:
         latency_s=latency_s,
         utilization=max(cur.cpu, cur.gpu),
     )
+
+
+_MODEL_FAMILIES = {
+    "nv_inference_count": "inferences",
+    "nv_inference_exec_count": "executions",
+    "nv_inference_compute_infer_duration_us": "compute_us",
+    "nv_inference_queue_duration_us": "queue_us",
+}
+
+
+@dataclass(frozen=True)
+class ModelTotals:
+    """One model's cumulative counters on one server (all versions summed)."""
+
+    inferences: float = 0.0
+    executions: float = 0.0
+    compute_us: float = 0.0
+    queue_us: float = 0.0
+
+
+def model_totals(text: str) -> dict[str, ModelTotals]:
+    """Per-model sums of the counters that measure service capacity, from Triton's /metrics."""
+    acc: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        if not line or line[0] == "#":
+            continue
+        brace = line.find("{")
+        if brace == -1:
+            continue
+        field = _MODEL_FAMILIES.get(line[:brace])
+        if field is None:
+            continue
+        start = line.find('model="', brace)
+        end = line.find('"', start + 7) if start != -1 else -1
+        space = line.rfind(" ")
+        if start == -1 or end == -1 or space < end:
+            continue
+        try:
+            value = float(line[space + 1 :])
+        except ValueError:
+            continue
+        per = acc.setdefault(line[start + 7 : end], dict.fromkeys(_MODEL_FAMILIES.values(), 0.0))
+        per[field] += value
+    return {m: ModelTotals(**v) for m, v in acc.items()}
+
+
+def capacity_rps(
+    prev: ModelTotals, cur: ModelTotals, instances: int, min_inferences: int = 10
+) -> float | None:
+    """Inferences one replica completes per second of busy time at the batch sizes seen.
+
+    Triton adds each execution's compute time to `compute_infer_duration_us` (instances add
+    up), so completed inferences over busy seconds, times the instances that can run at once,
+    is what the replica serves when it never idles. None with too few inferences to tell.
+    """
+    done = cur.inferences - prev.inferences
+    busy_s = (cur.compute_us - prev.compute_us) / 1e6
+    if done < min_inferences or busy_s <= 0:
+        return None
+    return done / busy_s * max(1, instances)

@@ -397,6 +397,101 @@ class FleetPolicy(_Strict):
         return self
 
 
+class Slo(_Strict):
+    """The latency and error objective the autopilot holds this model to (gateway-measured)."""
+
+    p95_ms: float | None = Field(
+        default=None, gt=0, le=600_000, description="95th-percentile latency target, ms"
+    )
+    p99_ms: float | None = Field(
+        default=None, gt=0, le=600_000, description="99th-percentile latency target, ms"
+    )
+    max_error_rate: float = Field(
+        default=0.001, ge=0, lt=1, description="Largest share of failed requests, 0..1"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Slo:
+        if self.p95_ms is not None and self.p99_ms is not None and self.p95_ms > self.p99_ms:
+            raise ValueError(
+                f"p95_ms ({self.p95_ms:g}) exceeds p99_ms ({self.p99_ms:g}); a 95th percentile "
+                "can never be above the 99th: lower p95_ms or raise p99_ms"
+            )
+        if self.p95_ms is None and self.p99_ms is None:
+            raise ValueError("give p95_ms, p99_ms or both")
+        return self
+
+
+class Admission(_Strict):
+    """How many requests the gateway lets in flight to this model before a fast 429."""
+
+    max_inflight: int | Literal["auto"] | None = Field(
+        default="auto",
+        description="A number (1..100000), 'auto' (derived from measured capacity and the SLO) "
+        "or null (no limit)",
+    )
+
+    @field_validator("max_inflight")
+    @classmethod
+    def _range(cls, v: int | str | None) -> int | str | None:
+        if isinstance(v, int) and not 1 <= v <= 100_000:
+            raise ValueError(f"{v} is out of range; use 1..100000, 'auto' or null")
+        return v
+
+
+class ScalingPolicy(StrEnum):
+    SLO = "slo"  # the autopilot: demand x measured capacity, corrected by SLO error
+    TARGET_INFLIGHT = "target-inflight"  # Ray Serve's target_ongoing_requests, as a baseline
+    STATIC = "static"  # only the warm floor and explicit demand (ensure); no load-driven scaling
+
+
+class BatchingBounds(_Strict):
+    """The range the autopilot may move `dynamic_batching.max_queue_delay_us` within."""
+
+    min_queue_delay_us: int = Field(default=0, ge=0, le=10_000_000)
+    max_queue_delay_us: int = Field(default=20_000, ge=0, le=10_000_000)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BatchingBounds:
+        if self.min_queue_delay_us > self.max_queue_delay_us:
+            raise ValueError(
+                f"min_queue_delay_us ({self.min_queue_delay_us}) exceeds max_queue_delay_us "
+                f"({self.max_queue_delay_us})"
+            )
+        return self
+
+
+class Autoscaling(_Strict):
+    """How the fleet follows this model's load between `min_replicas` and `max_replicas`."""
+
+    policy: ScalingPolicy = Field(default=ScalingPolicy.SLO)
+    target_inflight: float = Field(
+        default=2.0,
+        gt=0,
+        le=10_000,
+        description="target-inflight policy: requests in flight per replica to aim for",
+    )
+    target_utilization: float = Field(
+        default=0.7,
+        gt=0,
+        le=1,
+        description="slo policy: share of each replica's measured capacity to plan for",
+    )
+    scale_down_delay_s: float = Field(
+        default=30.0, ge=0, le=86_400, description="Demand must stay lower this long to scale in"
+    )
+    idle_to_zero_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=7 * 86_400,
+        description="min_replicas 0: unload after this long without a request",
+    )
+    batching: BatchingBounds | None = Field(
+        default=None,
+        description="Let the autopilot tune max_queue_delay_us within these bounds",
+    )
+
+
 class ModelSpec(_Strict):
     """One model as the user registers it."""
 
@@ -417,6 +512,9 @@ class ModelSpec(_Strict):
     default_model_filename: str | None = None
     artifact: Artifact | None = None
     policy: FleetPolicy = Field(default_factory=FleetPolicy)
+    slo: Slo | None = Field(default=None, description="Latency/error objective (autopilot)")
+    admission: Admission = Field(default_factory=Admission)
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
 
     @field_validator("name")
     @classmethod
@@ -499,6 +597,11 @@ class ModelSpec(_Strict):
             problems.append("artifact.files: inline files are for 'python' models; give a 'uri'")
         if self.artifact is None and self.backend is not Backend.ENSEMBLE:
             problems.append("artifact: give a repository 'uri' or inline 'files'")
+        if self.autoscaling.batching is not None and self.dynamic_batching is None:
+            problems.append(
+                "autoscaling.batching: tunes dynamic_batching.max_queue_delay_us; add "
+                "dynamic_batching or remove autoscaling.batching"
+            )
         if problems:
             # One "field: message" per line; the front doors split them into field errors.
             raise ValueError("\n".join(problems))

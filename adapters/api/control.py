@@ -46,6 +46,14 @@ class FleetView(Protocol):
         """Ready replicas and routing facts per registered model (for a gateway apart)."""
         ...
 
+    def decisions(self, name: str) -> list[dict[str, Any]]:
+        """The autopilot's recent decisions for `name`, oldest first, with inputs and reasons."""
+        ...
+
+    def scaling_metrics(self) -> dict[str, dict[Any, int]]:
+        """`actions`: {(model, action): count}; `desired`: {model: replicas wanted}."""
+        ...
+
 
 @dataclass
 class ApiContext:
@@ -118,6 +126,23 @@ class _FleetCollector(Collector):
         for name, value in sorted(self._fleet.counters().items()):
             family = CounterMetricFamily if name.endswith("_total") else GaugeMetricFamily
             yield family(name.removesuffix("_total"), name.replace("_", " "), value=value)
+        scaling = self._fleet.scaling_metrics()
+        actions = CounterMetricFamily(
+            "tritonfleet_autopilot_actions",
+            "Autopilot decisions that changed something, by model and action.",
+            labels=["model", "action"],
+        )
+        for (model, action), n in sorted(scaling["actions"].items()):
+            actions.add_metric([model, action], n)
+        yield actions
+        desired = GaugeMetricFamily(
+            "tritonfleet_autopilot_desired_replicas",
+            "Replicas the autopilot wants per model.",
+            labels=["model"],
+        )
+        for model, n in sorted(scaling["desired"].items()):
+            desired.add_metric([model], n)
+        yield desired
 
 
 def record_view(record: ModelRecord) -> dict[str, Any]:
@@ -261,6 +286,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
         if ctx.fleet is None:
             return {"name": name, "replicas": [], "note": "no fleet attached"}
         return ctx.fleet.model_status(name)
+
+    @app.get("/v1/models/{name}/decisions")
+    async def decisions(name: str) -> dict[str, Any]:
+        await registry.get(_name(name))
+        rows = ctx.fleet.decisions(name) if ctx.fleet is not None else []
+        return {"name": name, "decisions": rows}
 
     @app.post("/v1/models/{name}/ensure", dependencies=mutating)
     async def ensure(

@@ -149,7 +149,7 @@ class GrpcDoor(grpc.GenericRpcHandler):
             try:
                 rt, replicas = await self._admit(model)
             except Refusal as r:
-                self.metrics.requests[model, "", "grpc", r.code.name] += 1
+                self.metrics.local(model, "grpc", r.code.name)
                 await context.abort(grpc.StatusCode[r.code.name], r.details)
             try:
                 exclude: str | None = None

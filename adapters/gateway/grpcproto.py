@@ -118,8 +118,8 @@ def admit(router: Router, metrics: GatewayMetrics, model: str) -> ModelRouting:
     if not router.admit(model, rt):
         raise Refusal(
             Status.RESOURCE_EXHAUSTED,
-            f"model {model!r} has too many requests queued at the gateway; retry later "
-            "or raise its max_queue",
+            f"model {model!r} has too many requests in flight at the gateway; retry later, "
+            "or raise its admission.max_inflight",
         )
     return rt
 

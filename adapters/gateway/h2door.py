@@ -508,7 +508,7 @@ class _Unary:
     def _local(self, code: Status, message: str, *, admitted: bool = True) -> None:
         self.done = True
         door = self.client.door
-        door.metrics.requests[self.model, "", "grpc", code.name] += 1
+        door.metrics.local(self.model, "grpc", code.name)
         if admitted:
             door.router.release(self.model)
         if self.sid in self.client.streams:
@@ -611,7 +611,7 @@ class _Stream:
 
     def _refuse(self, code: Status, message: str) -> None:
         self.done = True
-        self.client.door.metrics.requests[self.model, "", "grpc", code.name] += 1
+        self.client.door.metrics.local(self.model, "grpc", code.name)
         if self.sid in self.client.streams:
             self.client.refuse(self.sid, code, message)
 

@@ -385,8 +385,9 @@ class _Client(asyncio.Protocol):
             ex.finish_local(
                 error_response(
                     429,
-                    f"model {model!r} has too many requests queued at the gateway; retry later "
-                    "or raise its max_queue",
+                    f"model {model!r} has too many requests in flight at the gateway; retry "
+                    "later, or raise its admission.max_inflight",
+                    extra=b"Retry-After: 1\r\n",
                 ),
                 "429",
                 admitted=False,
@@ -527,7 +528,7 @@ class _Exchange:
     def finish_local(self, raw: bytes, code: str, *, admitted: bool = True) -> None:
         self.done = True
         door = self.client.door
-        door.metrics.requests[self.model, "", "http", code] += 1
+        door.metrics.local(self.model, "http", code)
         if admitted:
             door.router.release(self.model)
         self.client.respond(raw, self.req.keep_alive)

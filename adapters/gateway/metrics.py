@@ -6,8 +6,12 @@ increments per request, with no locks (the gateway runs on one event loop).
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections import defaultdict
+from collections.abc import Callable, Mapping
+
+from controlplane.loadstats import RequestLog
 
 LATENCY_BUCKETS_S = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -28,8 +32,17 @@ class _Histogram:
         self.count += 1
 
 
+_OK = frozenset(("200", "OK"))
+_REFUSED = frozenset(("429", "RESOURCE_EXHAUSTED"))  # admission: counted by `reject`
+
+
 class GatewayMetrics:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        # Per-model sliding windows the autopilot reads (registered models only: the doors
+        # record a request only after the directory knew its model).
+        self.log = RequestLog()
+        self._clock = clock
+        self.inflight: Mapping[str, int] = {}  # per model; the router hands over its own dict
         # (model, replica, protocol, code) -> count
         self.requests: defaultdict[tuple[str, str, str, str], int] = defaultdict(int)
         self.latency: dict[tuple[str, str], _Histogram] = {}
@@ -48,6 +61,18 @@ class GatewayMetrics:
         if h is None:
             h = self.latency[model, replica] = _Histogram()
         h.observe(latency_s)
+        self.log.record(model, latency_s, code in _OK, self._clock())
+
+    def local(self, model: str, protocol: str, code: str) -> None:
+        """A registered model's request answered by the gateway itself (no replica reached)."""
+        self.requests[model, "", protocol, code] += 1
+        if code not in _REFUSED:
+            self.log.record(model, 0.0, False, self._clock())
+
+    def reject(self, model: str, reason: str) -> None:
+        """Refused by admission: offered load the autopilot must see, not an error."""
+        self.rejections[model, reason] += 1
+        self.log.reject(model, self._clock())
 
     def render(self) -> bytes:
         out: list[str] = []
@@ -79,6 +104,9 @@ class GatewayMetrics:
             out.append(
                 f"tritonfleet_gateway_request_duration_seconds_count{{{labels}}} {h.count}\n"
             )
+        family("tritonfleet_gateway_inflight", "gauge", "Requests in flight through the gateway.")
+        for m, v in sorted(self.inflight.items()):
+            out.append(f'tritonfleet_gateway_inflight{{model="{_esc(m)}"}} {v}\n')
         for name, help_, data, keys in (
             ("retries", "Requests sent again to another replica.", self.retries, ("model", "reason")),
             ("ejections", "Replicas ejected by outlier detection.", self.ejections, ("replica",)),

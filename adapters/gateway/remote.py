@@ -72,7 +72,11 @@ class RemoteDirectory:
             log.info("control API reachable again")
         self.last_error = None
         self._routing = {
-            name: ModelRouting(name=name, sequence=bool(m.get("sequence")))
+            name: ModelRouting(
+                name=name,
+                sequence=bool(m.get("sequence")),
+                max_queue=_limit(m.get("max_inflight")),
+            )
             for name, m in models.items()
         }
         self._replicas = {
@@ -109,3 +113,8 @@ class RemoteDirectory:
             log.warning("ensure %s via the control API failed: %s", model, exc)
         await self.refresh()
         return self.replicas(model)
+
+
+def _limit(v: object) -> int | None:
+    """An admission limit from the control plane; anything but a positive int means none."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None

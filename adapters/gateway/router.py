@@ -71,6 +71,8 @@ class Router:
             tuple[str, str], tuple[float, float]
         ] = {}  # (model, server) -> (ewma, at)
         self.model_inflight: dict[str, int] = {}
+        self.replica_inflight: dict[tuple[str, str], int] = {}  # (model, server): drains read it
+        metrics.inflight = self.model_inflight
         self._seq = 0
         self._window_start = 0.0
         self._window_requests = 0
@@ -113,6 +115,8 @@ class Router:
             self.metrics_urls[replica.server_id] = replica.metrics_url
         now = self.clock()
         st.inflight[handle] = now
+        key = (replica.model, replica.server_id)
+        self.replica_inflight[key] = self.replica_inflight.get(key, 0) + 1
         self._window_requests += 1
         return now
 
@@ -122,6 +126,12 @@ class Router:
         st = self._state(replica.server_id)
         st.rif -= 1
         st.inflight.pop(handle, None)
+        key = (model, replica.server_id)
+        left = self.replica_inflight.get(key, 1) - 1
+        if left > 0:
+            self.replica_inflight[key] = left
+        else:
+            self.replica_inflight.pop(key, None)
         elapsed = now - start
         if ok:
             st.failures = 0
@@ -158,13 +168,17 @@ class Router:
         limit = rt.max_queue if rt.max_queue is not None else self.config.default_max_queue
         n = self.model_inflight.get(model, 0)
         if limit is not None and n >= limit:
-            self.metrics.rejections[model, "queue_full"] += 1
+            self.metrics.reject(model, "queue_full")
             return False
         self.model_inflight[model] = n + 1
         return True
 
     def release(self, model: str) -> None:
         self.model_inflight[model] -= 1
+
+    def inflight(self, model: str, server_id: str) -> int:
+        """Requests to `model` on `server_id` still outstanding (the reconciler's drain)."""
+        return self.replica_inflight.get((model, server_id), 0)
 
     def may_retry(self, model: str, rt: ModelRouting | None, reason: str) -> bool:
         if rt is None or rt.sequence:
