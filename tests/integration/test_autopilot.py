@@ -1,0 +1,157 @@
+"""The autopilot on real Triton, through the same `Runtime` that `tritonfleet up` runs.
+
+A synthetic model sleeps 15 ms + 1 ms per request in a batch (max 4), so one replica serves
+~60 req/s unbatched and ~210 req/s at full batches. Open-loop load through the in-process
+gateway: a step makes the autopilot add a replica on the second server; when the load falls,
+the extra replica is drained and unloaded with no failed request; a tiny admission limit sheds
+a burst with fast 429s carrying Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from adapters.runtime import Runtime
+from adapters.tritonbin import TritonInstall
+from controlplane.settings import Settings
+from controlplane.spec import ModelSpec
+from tests.support import EXAMPLES, eventually, free_port_block
+
+pytestmark = pytest.mark.triton
+
+BODY = json.dumps(
+    {"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "FP32", "data": [1.0] * 16}]}
+).encode()
+
+
+def stepper(name: str, **extra: Any) -> dict[str, Any]:
+    source = (EXAMPLES / "batch_sleep" / "1" / "model.py").read_text()
+    return {
+        "name": name,
+        "backend": "python",
+        "max_batch_size": 4,
+        "inputs": [{"name": "INPUT0", "datatype": "FP32", "dims": [16]}],
+        "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "dims": [16]}],
+        "dynamic_batching": {"preferred_batch_sizes": [4], "max_queue_delay_us": 2000},
+        "instance_groups": [{"count": 1, "kind": "KIND_CPU"}],
+        "parameters": {"base_ms": "15", "per_item_ms": "1"},
+        "policy": {"min_replicas": 1, "max_replicas": 2, "memory_bytes": 64 << 20},
+        "slo": {"p95_ms": 100, "p99_ms": 200},
+        "artifact": {"files": {"1/model.py": source}},
+        **extra,
+    }
+
+
+class OpenLoop:
+    """Constant-rate requests through the gateway; counts every outcome by status."""
+
+    def __init__(self, client: httpx.AsyncClient, model: str) -> None:
+        self.client, self.model = client, model
+        self.codes: dict[int, int] = {}
+        self.retry_after: set[str] = set()
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def _one(self) -> None:
+        try:
+            r = await self.client.post(f"/v2/models/{self.model}/infer", content=BODY)
+            code = r.status_code
+            if code == 429:
+                self.retry_after.add(r.headers.get("retry-after", ""))
+        except httpx.HTTPError:
+            code = -1
+        self.codes[code] = self.codes.get(code, 0) + 1
+
+    async def run(self, rate: float, seconds: float) -> None:
+        start = time.monotonic()
+        n = 0
+        while (elapsed := time.monotonic() - start) < seconds:
+            due = int(elapsed * rate) + 1
+            while n < due:
+                t = asyncio.create_task(self._one())
+                self._pending.add(t)
+                t.add_done_callback(self._pending.discard)
+                n += 1
+            await asyncio.sleep(0.005)
+
+    async def drain(self) -> None:
+        await asyncio.gather(*self._pending)
+
+    def failed(self) -> int:
+        return sum(n for c, n in self.codes.items() if c not in (200, 429))
+
+
+def test_step_scales_out_then_drains_in_without_failures(
+    triton_install: TritonInstall, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        base = free_port_block(3)
+        settings = Settings(
+            data_dir=tmp_path / "data",
+            servers=2,
+            register_examples=False,
+            api_port=base,
+            gateway_http_port=base + 1,
+            gateway_grpc_port=base + 2,
+            reconcile_interval_s=0.5,
+            autopilot_stable_window_s=6,
+            autopilot_panic_window_s=2,
+        )
+        rt = await Runtime(settings).start()
+        try:
+            assert rt.registry is not None and rt.reconciler is not None and rt.gateway
+            rec = rt.reconciler
+            spec = stepper("stepper", autoscaling={"scale_down_delay_s": 4})
+            await rt.registry.register(ModelSpec.model_validate(spec))
+            assert await rec.ensure("stepper", 60)
+            limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
+            async with httpx.AsyncClient(
+                base_url=rt.gateway.http_url, timeout=10, limits=limits
+            ) as client:
+                load = OpenLoop(client, "stepper")
+                await load.run(10, 4)
+                assert len(rec.replicas("stepper")) == 1
+
+                # Step: 150 req/s is more than one replica should carry at 70% utilization.
+                stepped = asyncio.create_task(load.run(150, 20))
+                await eventually(lambda: len(rec.replicas("stepper")) == 2, 20)
+                await stepped
+                ups = [d for d in rec.decisions("stepper") if d["changed"]]
+                assert ups and ups[0]["desired"] == 2, rec.decisions("stepper")
+                assert ups[0]["inputs"]["capacity_peak_rps"], ups[0]
+
+                # Back down: the surplus replica is drained, then unloaded; nothing fails.
+                quiet = asyncio.create_task(load.run(5, 25))
+                await eventually(lambda: len(rec.replicas("stepper")) == 1, 25)
+                await eventually(lambda: len(rec.state.replicas_of("stepper")) == 1, 10)
+                await quiet
+                await load.drain()
+                assert load.failed() == 0, load.codes
+                assert rec.unload_calls >= 1
+                status = rec.model_status("stepper")
+                assert status["autopilot"]["policy"] == "slo", status
+
+                # Admission: a limit of 2 in flight sheds a burst with fast 429s + Retry-After.
+                spec2 = stepper(
+                    "tight", admission={"max_inflight": 2}, policy={"min_replicas": 1}
+                )
+                await rt.registry.register(ModelSpec.model_validate(spec2))
+                assert await rec.ensure("tight", 60)
+                burst = OpenLoop(client, "tight")
+                await burst.run(400, 1)
+                await burst.drain()
+                assert burst.codes.get(429, 0) > 0 and burst.codes.get(200, 0) > 0, burst.codes
+                assert burst.retry_after == {"1"}
+                assert burst.failed() == 0, burst.codes
+                metrics = (await client.get("/metrics")).text
+                assert 'tritonfleet_gateway_rejections_total{model="tight",reason="queue_full"}' in metrics
+        finally:
+            await rt.stop()
+
+    asyncio.run(scenario())
