@@ -88,6 +88,8 @@ def build_fleet(settings: Settings) -> FleetDriver:
         )
     gpus = inventory()
     servers, capacity = settings.servers, settings.server_capacity_bytes
+    min_servers = settings.min_servers if settings.min_servers is not None else servers
+    max_servers = settings.max_servers
     per_env: dict[int, dict[str, str]] = {}
     labels: dict[str, str] = {"device": "cpu"}
     if gpus:
@@ -99,6 +101,14 @@ def build_fleet(settings: Settings) -> FleetDriver:
         per_env = {i: {"CUDA_VISIBLE_DEVICES": uuid} for i, (uuid, _) in enumerate(devices)}
         labels = {"device": "gpu", "gpu.product": gpus[0].name}
         log.info("NVML: %d GPU device(s); one server each, %d bytes per server", servers, capacity)
+        if settings.min_servers is not None or settings.max_servers is not None:
+            # One server per device: another server would have no device of its own.
+            log.warning(
+                "--min-servers/--max-servers ignored: with GPUs the local fleet is one server "
+                "per device (%d)",
+                servers,
+            )
+        min_servers, max_servers = servers, None
     else:
         log.info(
             "no NVML: CPU mode with %d server(s) of %d bytes each (--capacity-bytes)",
@@ -116,6 +126,8 @@ def build_fleet(settings: Settings) -> FleetDriver:
             base_port=settings.base_port,
             per_server_env=per_env,
             labels=labels,
+            min_servers=min_servers,
+            max_servers=max_servers,
         ),
         install,
     )
