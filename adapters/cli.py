@@ -233,6 +233,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         "api_port",
         "api_token",
         "base_port",
+        "min_servers",
+        "max_servers",
         "fleet_config",
         "admin_key",
         "tritonserver",
@@ -272,8 +274,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
-        where = f"--{field.replace('_', '-')}: " if field else ""
-        raise CliError(f"{where}{first['msg'].removeprefix('Value error, ')}") from exc
+        message = str(first["msg"]).removeprefix("Value error, ")
+        # A check across fields (sizes out of order) has no single flag to name.
+        raise CliError(f"--{field.replace('_', '-')}: {message}" if field else message) from exc
 
 
 async def _up(settings: Settings, ready_file: str | None) -> int:
@@ -416,6 +419,22 @@ def _parser() -> argparse.ArgumentParser:
             metavar="N|URL,...",
             help="local fleet size (default 2), or Triton HTTP URLs to manage "
             "(implies --fleet static)",
+        )
+        sp.add_argument(
+            "--min-servers",
+            type=int,
+            default=None,
+            metavar="N",
+            help="smallest size the fleet may shrink to (default: --servers); "
+            "with --fleet kubernetes, the StatefulSet's floor",
+        )
+        sp.add_argument(
+            "--max-servers",
+            type=int,
+            default=None,
+            metavar="N",
+            help="largest size the fleet may grow to (default: --servers, i.e. fixed size); "
+            "with --fleet kubernetes, the StatefulSet's ceiling",
         )
         sp.add_argument(
             "--fleet-config",

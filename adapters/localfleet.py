@@ -4,6 +4,10 @@ Each server runs in its own process group (so a stop reaches its Python-backend 
 on loopback ports, in explicit model-control mode, with its log in `<run_dir>/<id>.log`.
 `refresh()` notices a dead process; with `auto_restart` the next refresh starts it again on the
 same ports, so the control plane sees the same server come back.
+
+`scale(n)` grows and shrinks the fleet as a StatefulSet does: new servers continue the ordinals
+(local-2, local-3, ...) and show as STARTING until live; shrinking stops the highest ordinals
+first, and a stopped server is gone from the snapshot and never auto-restarted.
 """
 
 from __future__ import annotations
@@ -45,6 +49,21 @@ class LocalFleetConfig:
     env: Mapping[str, str] = field(default_factory=dict)  # extra env for every server
     per_server_env: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
+    min_servers: int = 1  # scale() never goes below this
+    max_servers: int | None = None  # scale() never goes above this; None: `servers` (fixed size)
+    stop_grace_s: float = 10.0  # SIGTERM, then SIGKILL after this long
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_servers <= self.servers <= self.size_limit:
+            raise FleetError(
+                f"local fleet sizes must satisfy 1 <= min_servers ({self.min_servers}) <= "
+                f"servers ({self.servers}) <= max_servers ({self.size_limit}); "
+                "change --min-servers, --servers or --max-servers"
+            )
+
+    @property
+    def size_limit(self) -> int:
+        return self.servers if self.max_servers is None else self.max_servers
 
 
 @dataclass
@@ -56,7 +75,8 @@ class _Proc:
     health: ServerHealth = ServerHealth.STARTING
     restarts: int = 0
     started_at: float = 0.0
-    relaunch: asyncio.Task[None] | None = None
+    launch: asyncio.Task[None] | None = None  # a start in flight (scale-up or auto-restart)
+    retired: bool = False  # scaled away or stopped: never restarted
 
 
 class LocalFleet:
@@ -68,16 +88,21 @@ class LocalFleet:
         self._cfg = config
         self._install = install
         self._procs: list[_Proc] = []
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(2.0))
-        self._snapshot = FleetSnapshot(servers=(), driver=self.name)
+        # No kept-alive probe connections: Triton waits out its --exit-timeout-secs on SIGTERM
+        # while any HTTP connection is open, so one would slow every stop and scale-down.
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(2.0), limits=httpx.Limits(max_keepalive_connections=0)
+        )
+        self._repo = config.run_dir / "empty-repo"
+        self._scale_lock = asyncio.Lock()  # one resize at a time
+        self._snapshot = self._snapshot_of(())
 
     # --- FleetDriver -------------------------------------------------------------------
     async def start(self) -> FleetSnapshot:
         self._cfg.run_dir.mkdir(parents=True, exist_ok=True)
-        repo = self._cfg.run_dir / "empty-repo"
-        repo.mkdir(exist_ok=True)
+        self._repo.mkdir(exist_ok=True)
         for i in range(self._cfg.servers):
-            self._procs.append(_Proc(index=i, args=self._args_for(i, repo)))
+            self._procs.append(_Proc(index=i, args=self._args_for(i)))
         try:
             await asyncio.gather(*(self._launch(p) for p in self._procs))
         except BaseException:
@@ -87,36 +112,33 @@ class LocalFleet:
 
     async def refresh(self) -> FleetSnapshot:
         await asyncio.gather(*(self._probe(p) for p in self._procs))
-        self._snapshot = FleetSnapshot(
-            servers=tuple(self._server(p) for p in self._procs), driver=self.name
-        )
+        self._snapshot = self._snapshot_of(tuple(self._server(p) for p in self._procs))
         return self._snapshot
 
     def snapshot(self) -> FleetSnapshot:
         return self._snapshot
 
     async def scale(self, replicas: int) -> None:
-        raise NotSupported(
-            f"the local fleet has a fixed size ({self._cfg.servers}); restart with --servers {replicas}"
-        )
+        """Grow to (or shrink to) `replicas` servers; concurrent calls run one after another.
+
+        Growing starts servers with the next ordinals and returns once all are live; if one
+        fails to start, every server this call added is stopped again and `FleetError` is
+        raised. Shrinking stops the highest ordinals first (callers empty them beforehand).
+        """
+        async with self._scale_lock:
+            self._check_size(replicas)
+            current = len(self._procs)
+            if replicas > current:
+                await self._grow(replicas)
+            elif replicas < current:
+                await self._shrink(replicas)
+            else:
+                return
+            log.info("local fleet scaled: %d → %d servers", current, replicas)
+            await self.refresh()
 
     async def stop(self) -> None:
-        for p in self._procs:
-            if p.relaunch is not None:
-                p.relaunch.cancel()
-                with contextlib.suppress(asyncio.CancelledError, FleetError):
-                    await p.relaunch
-            self._terminate(p, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for p in self._procs:
-            while p.popen is not None and p.popen.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            self._terminate(p, signal.SIGKILL)
-            if p.popen is not None:
-                p.popen.wait()
-            if p.logfile is not None:
-                p.logfile.close()
-                p.logfile = None
+        await asyncio.gather(*(self._retire(p) for p in self._procs))
         await self._http.aclose()
 
     # --- extra operations of a local fleet ---------------------------------------------
@@ -138,7 +160,72 @@ class LocalFleet:
         return p.popen.pid if p.popen is not None and p.popen.poll() is None else None
 
     # --- internals ---------------------------------------------------------------------
-    def _args_for(self, i: int, repo: Path) -> ServerArgs:
+    def _check_size(self, replicas: int) -> None:
+        low, high = self._cfg.min_servers, self._cfg.size_limit
+        if replicas > high:
+            raise NotSupported(
+                f"the local fleet may grow to at most {high} server(s) (--max-servers); "
+                f"asked for {replicas}: restart with --max-servers {replicas} to allow it"
+            )
+        if replicas < low:
+            raise NotSupported(
+                f"the local fleet may shrink to no fewer than {low} server(s) (--min-servers, "
+                f"at least 1); asked for {replicas}"
+            )
+
+    async def _grow(self, replicas: int) -> None:
+        # In the list before they are live, so refresh() publishes them as STARTING; the
+        # launch task keeps _probe from judging (or restarting) a server still coming up.
+        first = len(self._procs)
+        added = [_Proc(index=i, args=self._args_for(i)) for i in range(first, replicas)]
+        self._procs.extend(added)
+        launches = []
+        for p in added:
+            p.launch = asyncio.create_task(self._launch(p), name=f"start {self._id(p)}")
+            launches.append(p.launch)
+        results = await asyncio.gather(*launches, return_exceptions=True)
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is not None:
+            await self._shrink(first)
+            if isinstance(failure, FleetError):
+                raise FleetError(f"scaling to {replicas} servers failed: {failure}") from failure
+            raise failure
+
+    async def _shrink(self, replicas: int) -> None:
+        # Out of the list first: from here on refresh() neither probes nor restarts them.
+        victims, self._procs = self._procs[replicas:], self._procs[:replicas]
+        await asyncio.gather(*(self._retire(p) for p in reversed(victims)))
+
+    async def _retire(self, p: _Proc) -> None:
+        """Stop one server for good: SIGTERM its group, SIGKILL after the grace, reap, close."""
+        p.retired = True
+        if p.launch is not None:
+            p.launch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, FleetError):
+                await p.launch
+        self._terminate(p, signal.SIGTERM)
+        deadline = time.monotonic() + self._cfg.stop_grace_s
+        while p.popen is not None and p.popen.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        self._terminate(p, signal.SIGKILL)
+        if p.popen is not None:
+            await asyncio.to_thread(p.popen.wait)  # reaped: no zombie left behind
+        if p.logfile is not None:
+            p.logfile.close()
+            p.logfile = None
+        p.health = ServerHealth.DOWN
+        if p.popen is not None:
+            log.info("server %s stopped (pid %d)", self._id(p), p.popen.pid)
+
+    def _snapshot_of(self, servers: tuple[Server, ...]) -> FleetSnapshot:
+        return FleetSnapshot(
+            servers=servers,
+            driver=self.name,
+            min_servers=self._cfg.min_servers,
+            max_servers=self._cfg.size_limit,
+        )
+
+    def _args_for(self, i: int) -> ServerArgs:
         if self._cfg.base_port is not None:
             http, grpc, metrics = (self._cfg.base_port + 3 * i + k for k in range(3))
         else:
@@ -147,7 +234,7 @@ class LocalFleet:
             http_port=http,
             grpc_port=grpc,
             metrics_port=metrics,
-            model_repository=repo,
+            model_repository=self._repo,
             host=self._cfg.host,
             admin_key=self._cfg.admin_key,
         )
@@ -240,20 +327,20 @@ class LocalFleet:
 
     async def _probe(self, p: _Proc) -> None:
         old = p.health
-        if p.relaunch is not None:
-            if not p.relaunch.done():
-                return  # coming back; stays DOWN until it is live
-            p.relaunch = None
+        if p.launch is not None:
+            if not p.launch.done():
+                return  # starting (new) or coming back (restarted): keeps its health until live
+            p.launch = None
         if p.popen is None or p.popen.poll() is not None:
             p.health = ServerHealth.DOWN
-            if self._cfg.auto_restart and p.popen is not None:
+            if self._cfg.auto_restart and p.popen is not None and not p.retired:
                 # Publish DOWN now (its models get re-placed at once) and bring the process
                 # back in the background on the same ports.
                 log.warning(
                     "server %s exited (code %s); restarting", self._id(p), p.popen.returncode
                 )
                 p.restarts += 1
-                p.relaunch = asyncio.create_task(self._relaunch(p))
+                p.launch = asyncio.create_task(self._relaunch(p))
         else:
             try:
                 r = await self._http.get(f"http://{p.args.host}:{p.args.http_port}/v2/health/live")

@@ -91,6 +91,8 @@ def build_fleet(settings: Settings) -> FleetDriver:
         )
     gpus = inventory()
     servers, capacity = settings.servers, settings.server_capacity_bytes
+    min_servers = settings.min_servers if settings.min_servers is not None else servers
+    max_servers = settings.max_servers
     per_env: dict[int, dict[str, str]] = {}
     labels: dict[str, str] = {"device": "cpu"}
     if gpus:
@@ -102,6 +104,14 @@ def build_fleet(settings: Settings) -> FleetDriver:
         per_env = {i: {"CUDA_VISIBLE_DEVICES": uuid} for i, (uuid, _) in enumerate(devices)}
         labels = {"device": "gpu", "gpu.product": gpus[0].name}
         log.info("NVML: %d GPU device(s); one server each, %d bytes per server", servers, capacity)
+        if settings.min_servers is not None or settings.max_servers is not None:
+            # One server per device: another server would have no device of its own.
+            log.warning(
+                "--min-servers/--max-servers ignored: with GPUs the local fleet is one server "
+                "per device (%d)",
+                servers,
+            )
+        min_servers, max_servers = servers, None
     else:
         log.info(
             "no NVML: CPU mode with %d server(s) of %d bytes each (--capacity-bytes)",
@@ -119,14 +129,26 @@ def build_fleet(settings: Settings) -> FleetDriver:
             base_port=settings.base_port,
             per_server_env=per_env,
             labels=labels,
+            min_servers=min_servers,
+            max_servers=max_servers,
         ),
         install,
     )
 
 
+def fleet_bounds(s: Settings) -> FleetBounds:
+    """How far the autopilot may resize the fleet: fixed unless --max-servers says otherwise."""
+    if s.fleet is FleetKind.STATIC:
+        return FleetBounds(s.servers, s.servers, s.server_idle_s)
+    if s.fleet is FleetKind.KUBERNETES:
+        low = s.min_servers or 1
+        return FleetBounds(low, s.max_servers or low, s.server_idle_s)
+    low = s.min_servers if s.min_servers is not None else s.servers
+    return FleetBounds(low, s.max_servers or s.servers, s.server_idle_s)
+
+
 def autopilot(s: Settings) -> Autopilot:
     """The autopilot with the settings' windows, default SLO and fleet bounds (no signals yet)."""
-    max_servers = getattr(s, "max_servers", None) or s.servers
     return Autopilot(
         None,
         ScalerConfig(
@@ -136,11 +158,7 @@ def autopilot(s: Settings) -> Autopilot:
             default_p99_ms=s.slo_p99_ms,
             default_max_error_rate=s.slo_max_error_rate,
         ),
-        FleetBounds(
-            min_servers=s.servers,
-            max_servers=max_servers if s.fleet is not FleetKind.STATIC else s.servers,
-            idle_s=s.server_idle_s,
-        ),
+        fleet_bounds(s),
     )
 
 

@@ -292,9 +292,28 @@ def chart(results: list[dict[str, Any]], path: Path) -> None:
         ax.set_title(r["policy"])
         ax2 = ax.twinx()
         t0 = r["t0"]
-        ax2.step([t - t0 for t, _, _ in r["samples"]], [x for _, _, x in r["samples"]], label="replicas", color="tab:blue", where="post")
-        ax2.step([t - t0 for t, _, _ in r["samples"]], [s for _, s, _ in r["samples"]], label="servers", color="tab:green", ls="--", where="post")
-        ax2.plot(ts, [row["offered_rps"] / 100 for row in rows], label="offered (x100 rps)", color="gray", lw=0.8)
+        ax2.step(
+            [t - t0 for t, _, _ in r["samples"]],
+            [x for _, _, x in r["samples"]],
+            label="replicas",
+            color="tab:blue",
+            where="post",
+        )
+        ax2.step(
+            [t - t0 for t, _, _ in r["samples"]],
+            [s for _, s, _ in r["samples"]],
+            label="servers",
+            color="tab:green",
+            ls="--",
+            where="post",
+        )
+        ax2.plot(
+            ts,
+            [row["offered_rps"] / 100 for row in rows],
+            label="offered (x100 rps)",
+            color="gray",
+            lw=0.8,
+        )
         ax2.set_ylim(0, 10)
         ax2.set_ylabel("replicas / servers")
         lines = ax.get_legend_handles_labels()

@@ -46,10 +46,16 @@ class Server:
 
 @dataclass(frozen=True)
 class FleetSnapshot:
-    """The fleet at one instant: what a planner or router reads."""
+    """The fleet at one instant: what a planner or router reads.
+
+    `min_servers`/`max_servers` are the sizes `FleetDriver.scale` accepts, where the driver
+    bounds them (None: no bound this driver knows of).
+    """
 
     servers: tuple[Server, ...]
     driver: str
+    min_servers: int | None = None
+    max_servers: int | None = None
 
     def live(self) -> tuple[Server, ...]:
         return tuple(s for s in self.servers if s.live)
@@ -77,7 +83,12 @@ class FleetDriver(Protocol):
         ...
 
     async def scale(self, replicas: int) -> None:
-        """Ask for `replicas` servers; raises `NotSupported` where the driver cannot."""
+        """Ask for `replicas` servers; raises `NotSupported` where the driver cannot.
+
+        Shrinking removes the highest-ordinal servers first, as a StatefulSet does (local-2
+        before local-1; pod N-1 before N-2). The driver does not drain them: callers must have
+        emptied those servers (moved their models elsewhere) before asking for fewer.
+        """
         ...
 
     async def stop(self) -> None:

@@ -144,7 +144,14 @@ def fleet_status(state: FleetState) -> dict[str, Any]:
                 "labels": dict(s.labels),
             }
         )
-    return {"driver": state.snapshot.driver, "servers": servers, "unplaced": dict(state.unplaced)}
+    snap = state.snapshot
+    return {
+        "driver": snap.driver,
+        "min_servers": snap.min_servers,
+        "max_servers": snap.max_servers,
+        "servers": servers,
+        "unplaced": dict(state.unplaced),
+    }
 
 
 def counters(state: FleetState) -> Mapping[str, float]:

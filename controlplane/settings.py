@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +39,20 @@ class Settings(BaseSettings):
 
     fleet: FleetKind = Field(default=FleetKind.LOCAL, description="Where Triton servers come from")
     servers: int = Field(default=2, ge=1, le=64, description="Local fleet: number of servers")
+    min_servers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Local fleet: the autopilot may shrink the fleet down to this many servers "
+        "(default: --servers, i.e. it never shrinks below its starting size); Kubernetes fleet: "
+        "the StatefulSet's floor",
+    )
+    max_servers: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="Local fleet: the autopilot may grow the fleet up to this many servers "
+        "(default: --servers, i.e. fixed size); Kubernetes fleet: the StatefulSet's ceiling",
+    )
     base_port: int | None = Field(
         default=None, description="Local fleet: first port (3 per server); default: free ports"
     )
@@ -131,7 +146,24 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _coherent(self) -> Settings:
+    def _coherent(self) -> Self:
+        low, high = self.min_servers, self.max_servers
+        if low is not None and high is not None and low > high:
+            raise ValueError(
+                f"min_servers ({low}) is greater than max_servers ({high}); lower --min-servers "
+                "or raise --max-servers"
+            )
+        if self.fleet is FleetKind.LOCAL:
+            if high is not None and high < self.servers:
+                raise ValueError(
+                    f"max_servers ({high}) is below servers ({self.servers}): the local fleet "
+                    f"starts with --servers; raise --max-servers to {self.servers} or more"
+                )
+            if low is not None and low > self.servers:
+                raise ValueError(
+                    f"min_servers ({low}) is above servers ({self.servers}): the local fleet "
+                    f"starts with --servers; lower --min-servers to {self.servers} or less"
+                )
         if self.autopilot_panic_window_s > self.autopilot_stable_window_s:
             raise ValueError(
                 f"autopilot_panic_window_s ({self.autopilot_panic_window_s:g}) exceeds "

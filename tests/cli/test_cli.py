@@ -99,3 +99,53 @@ def test_bad_fleet_config_names_the_entry(tmp_path: Path) -> None:
         r.stderr
     )
     assert "Traceback" not in r.stderr
+
+
+def test_fleet_size_flags_map_to_settings_and_are_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from adapters.cli import CliError, _parser, _settings
+    from controlplane.settings import Settings
+
+    s = _settings(_parser().parse_args(["up", "--servers", "2", "--max-servers", "4"]))
+    assert (s.servers, s.min_servers, s.max_servers) == (2, None, 4)
+    # Kubernetes: the bounds are the StatefulSet's; --servers (local only) does not constrain them.
+    s = _settings(
+        _parser().parse_args(
+            ["controlplane", "--fleet", "kubernetes", "--min-servers", "3", "--max-servers", "6"]
+        )
+    )
+    assert (s.min_servers, s.max_servers) == (3, 6)
+    with pytest.raises(CliError, match=r"max_servers \(2\) is below servers \(3\).*--max-servers"):
+        _settings(_parser().parse_args(["up", "--servers", "3", "--max-servers", "2"]))
+    with pytest.raises(CliError, match=r"min_servers \(3\) is above servers \(2\)"):
+        _settings(_parser().parse_args(["up", "--min-servers", "3", "--max-servers", "4"]))
+    with pytest.raises(CliError, match=r"min_servers \(5\) is greater than max_servers \(4\)"):
+        _settings(
+            _parser().parse_args(
+                [
+                    "controlplane",
+                    "--fleet",
+                    "kubernetes",
+                    "--min-servers",
+                    "5",
+                    "--max-servers",
+                    "4",
+                ]
+            )
+        )
+    with pytest.raises(
+        CliError, match=r"^--max-servers: Input should be greater than or equal to 1"
+    ):
+        _settings(_parser().parse_args(["up", "--max-servers", "0"]))
+    monkeypatch.setenv("TRITONFLEET_MAX_SERVERS", "5")
+    assert Settings().max_servers == 5
+
+
+def test_fleet_sizes_out_of_order_are_one_clear_line() -> None:
+    r = run("up", "--servers", "3", "--max-servers", "2")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == (
+        "tritonfleet: max_servers (2) is below servers (3): the local fleet starts with "
+        "--servers; raise --max-servers to 3 or more"
+    )

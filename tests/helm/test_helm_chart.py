@@ -84,6 +84,9 @@ VARIATIONS: dict[str, dict[str, Any]] = {
         "metrics": {"scrapeAnnotations": False},
         "autoscaling": {"enabled": True},
     },
+    "scale-fleet": {
+        "controlplane": {"scaleFleet": {"enabled": True, "minServers": 1, "maxServers": 6}},
+    },
     "object-store": {
         "adminKey": {"existingSecret": "triton-admin", "secretKey": "key"},
         "triton": {
@@ -524,6 +527,37 @@ def test_hpa_mode_targets_the_external_queue_time_metric(chart: helm.Chart) -> N
     assert "ScaledObject" not in kinds(docs)
 
 
+def test_control_plane_scales_the_fleet_only_when_asked(chart: helm.Chart) -> None:
+    def scaling(values: dict[str, Any]) -> tuple[dict[str, Doc], Doc, list[Doc]]:
+        docs = render(chart, values)
+        deployment = only(docs, "Deployment", "demo-tritonfleet-controlplane")
+        gateway = only(docs, "Deployment", "demo-tritonfleet-gateway")
+        gateway_env = env_of(gateway["spec"]["template"]["spec"]["containers"][0])
+        assert not gateway_env.keys() & {"TRITONFLEET_MIN_SERVERS", "TRITONFLEET_MAX_SERVERS"}
+        env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+        return env, only(docs, "StatefulSet", STATEFULSET), docs
+
+    env, sts, _ = scaling({})
+    assert "TRITONFLEET_MAX_SERVERS" not in env and "TRITONFLEET_MIN_SERVERS" not in env
+    assert sts["spec"]["replicas"] == 2
+
+    env, sts, docs = scaling(VARIATIONS["scale-fleet"])
+    assert env["TRITONFLEET_MIN_SERVERS"]["value"] == "1"
+    assert env["TRITONFLEET_MAX_SERVERS"]["value"] == "6"
+    # The control plane is the one writer: Helm does not reset its size, nothing else scales.
+    assert "replicas" not in sts["spec"]
+    assert not kinds(docs) & {"ScaledObject", "HorizontalPodAutoscaler"}
+    (role,) = [d for d in docs if d["kind"] == "Role" and "controlplane" in d["metadata"]["name"]]
+    assert {
+        "apiGroups": ["apps"],
+        "resources": ["statefulsets/scale"],
+        "resourceNames": [STATEFULSET],
+        "verbs": ["get", "patch"],
+    } in role["rules"]
+    notes = render_raw(chart, VARIATIONS["scale-fleet"])["tritonfleet/templates/NOTES.txt"]
+    assert "The control plane scales the fleet: 1..6 pods" in notes
+
+
 def test_external_prometheus_reaches_control_plane_and_keda_with_a_token(
     chart: helm.Chart,
 ) -> None:
@@ -628,6 +662,10 @@ def test_notes_tell_how_to_reach_scale_and_read_the_key(chart: helm.Chart) -> No
         ({"triton": {"gpu": {"count": -1}}}, "at '/triton/gpu/count': minimum: got -1, want 0"),
         ({"tritn": {"replicas": 1}}, "additional properties 'tritn' not allowed"),
         (
+            {"controlplane": {"scaleFleet": {"minServers": 0}}},
+            "at '/controlplane/scaleFleet/minServers': minimum: got 0, want 1",
+        ),
+        (
             {"triton": {"restrictedApis": ["trace"]}},
             "at '/triton/restrictedApis'",
         ),
@@ -673,6 +711,30 @@ def test_schema_accepts_whole_gpus_and_mig_profiles(chart: helm.Chart, resource:
                 "autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2},
             },
             "autoscaling.minReplicas (5) is greater than autoscaling.maxReplicas (2)",
+        ),
+        (
+            {
+                **VARIATIONS["keda"],
+                "controlplane": {"scaleFleet": {"enabled": True}},
+            },
+            "controlplane.scaleFleet.enabled and autoscaling.enabled (keda) would both scale the "
+            "Triton StatefulSet and fight over its replica count; enable only one",
+        ),
+        (
+            {**VARIATIONS["hpa"], "controlplane": {"scaleFleet": {"enabled": True}}},
+            "autoscaling.enabled (hpa) would both scale",
+        ),
+        (
+            {"controlplane": {"scaleFleet": {"enabled": True, "minServers": 4, "maxServers": 3}}},
+            "controlplane.scaleFleet.minServers (4) is greater than "
+            "controlplane.scaleFleet.maxServers (3)",
+        ),
+        (
+            {
+                "triton": {"replicas": 10},
+                "controlplane": {"scaleFleet": {"enabled": True, "maxServers": 8}},
+            },
+            "triton.replicas (10) is outside controlplane.scaleFleet.minServers..maxServers (1..8)",
         ),
     ],
 )

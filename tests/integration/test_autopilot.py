@@ -138,9 +138,7 @@ def test_step_scales_out_then_drains_in_without_failures(
                 assert status["autopilot"]["policy"] == "slo", status
 
                 # Admission: a limit of 2 in flight sheds a burst with fast 429s + Retry-After.
-                spec2 = stepper(
-                    "tight", admission={"max_inflight": 2}, policy={"min_replicas": 1}
-                )
+                spec2 = stepper("tight", admission={"max_inflight": 2}, policy={"min_replicas": 1})
                 await rt.registry.register(ModelSpec.model_validate(spec2))
                 assert await rec.ensure("tight", 60)
                 burst = OpenLoop(client, "tight")
@@ -150,7 +148,10 @@ def test_step_scales_out_then_drains_in_without_failures(
                 assert burst.retry_after == {"1"}
                 assert burst.failed() == 0, burst.codes
                 metrics = (await client.get("/metrics")).text
-                assert 'tritonfleet_gateway_rejections_total{model="tight",reason="queue_full"}' in metrics
+                assert (
+                    'tritonfleet_gateway_rejections_total{model="tight",reason="queue_full"}'
+                    in metrics
+                )
         finally:
             await rt.stop()
 

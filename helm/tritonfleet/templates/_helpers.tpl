@@ -128,4 +128,16 @@ cpu
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- fail (printf "autoscaling.minReplicas (%d) is greater than autoscaling.maxReplicas (%d)" (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- end -}}
+{{- $sf := .Values.controlplane.scaleFleet -}}
+{{- if $sf.enabled -}}
+{{- if .Values.autoscaling.enabled -}}
+{{- fail (printf "controlplane.scaleFleet.enabled and autoscaling.enabled (%s) would both scale the Triton StatefulSet and fight over its replica count; enable only one" .Values.autoscaling.mode) -}}
+{{- end -}}
+{{- if gt (int $sf.minServers) (int $sf.maxServers) -}}
+{{- fail (printf "controlplane.scaleFleet.minServers (%d) is greater than controlplane.scaleFleet.maxServers (%d)" (int $sf.minServers) (int $sf.maxServers)) -}}
+{{- end -}}
+{{- if or (lt (int .Values.triton.replicas) (int $sf.minServers)) (gt (int .Values.triton.replicas) (int $sf.maxServers)) -}}
+{{- fail (printf "triton.replicas (%d) is outside controlplane.scaleFleet.minServers..maxServers (%d..%d); the initial size must lie within the bounds" (int .Values.triton.replicas) (int $sf.minServers) (int $sf.maxServers)) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
