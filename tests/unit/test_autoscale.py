@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -86,7 +87,7 @@ def test_step_scales_out_fast_and_in_slowly() -> None:
     assert back[-1] == 1
     # gently: not before the scale-down delay, and at most halving per step
     assert back[:25] == [back[0]] * 25
-    for a, b in zip(back, back[1:], strict=False):
+    for a, b in itertools.pairwise(back):
         assert b >= a // 2
 
 
@@ -105,7 +106,7 @@ def test_noise_does_not_flap() -> None:
     sim.run(250, 40)
     rng = random.Random(7)
     counts = [sim.second(250 * (0.85 + 0.3 * rng.random())).desired for _ in range(300)]
-    changes = sum(1 for a, b in zip(counts, counts[1:], strict=False) if a != b)
+    changes = sum(1 for a, b in itertools.pairwise(counts) if a != b)
     assert changes <= 2, counts
 
 
