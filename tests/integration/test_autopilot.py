@@ -2,8 +2,9 @@
 
 A synthetic model sleeps 15 ms + 1 ms per request in a batch (max 4), so one replica serves
 ~60 req/s unbatched and ~210 req/s at full batches. Open-loop load through the in-process
-gateway: a step makes the autopilot add a replica on the second server; when the load falls,
-the extra replica is drained and unloaded with no failed request; a tiny admission limit sheds
+gateway: a step makes the autopilot want a second replica, which needs a second server, so the
+fleet grows from one tritonserver to two; when the load falls, the extra replica is drained and
+unloaded with no failed request and the empty server is stopped; a tiny admission limit sheds
 a burst with fast 429s carrying Retry-After.
 """
 
@@ -87,14 +88,16 @@ class OpenLoop:
         return sum(n for c, n in self.codes.items() if c not in (200, 429))
 
 
-def test_step_scales_out_then_drains_in_without_failures(
+def test_step_grows_the_fleet_then_drains_and_shrinks_without_failures(
     triton_install: TritonInstall, tmp_path: Path
 ) -> None:
     async def scenario() -> None:
         base = free_port_block(3)
         settings = Settings(
             data_dir=tmp_path / "data",
-            servers=2,
+            servers=1,
+            max_servers=2,
+            server_idle_s=2,
             register_examples=False,
             api_port=base,
             gateway_http_port=base + 1,
@@ -118,9 +121,11 @@ def test_step_scales_out_then_drains_in_without_failures(
                 await load.run(10, 4)
                 assert len(rec.replicas("stepper")) == 1
 
-                # Step: 150 req/s is more than one replica should carry at 70% utilization.
+                # Step: 150 req/s is more than one replica should carry at 70% utilization;
+                # one replica per server, so the fleet grows to a second server first.
                 stepped = asyncio.create_task(load.run(150, 20))
                 await eventually(lambda: len(rec.replicas("stepper")) == 2, 20)
+                assert len(rt.fleet.snapshot().servers) == 2
                 await stepped
                 ups = [d for d in rec.decisions("stepper") if d["changed"]]
                 assert ups and ups[0]["desired"] == 2, rec.decisions("stepper")
@@ -134,6 +139,10 @@ def test_step_scales_out_then_drains_in_without_failures(
                 await load.drain()
                 assert load.failed() == 0, load.codes
                 assert rec.unload_calls >= 1
+                # The emptied second server is stopped after server_idle_s.
+                await eventually(lambda: len(rt.fleet.snapshot().servers) == 1, 20)
+                actions = rec.scaling_metrics()["actions"]
+                assert actions[("(fleet)", "grow")] == 1 and actions[("(fleet)", "shrink")] == 1
                 status = rec.model_status("stepper")
                 assert status["autopilot"]["policy"] == "slo", status
 
