@@ -558,6 +558,51 @@ def test_control_plane_scales_the_fleet_only_when_asked(chart: helm.Chart) -> No
     assert "The control plane scales the fleet: 1..6 pods" in notes
 
 
+def test_autopilot_values_reach_the_control_plane_as_settings(chart: helm.Chart) -> None:
+    from controlplane.settings import Settings
+
+    values = {
+        "controlplane": {
+            "autopilot": {
+                "enabled": True,
+                "stableWindowS": 20,
+                "panicWindowS": 4,
+                "sloP95Ms": 80,
+                "sloP99Ms": 150,
+                "serverIdleS": 45,
+                "drainTimeoutS": 12,
+            }
+        }
+    }
+    deployment = only(render(chart, values), "Deployment", "demo-tritonfleet-controlplane")
+    env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+    plain = {k: v["value"] for k, v in env.items() if "value" in v}
+    expect = {
+        "TRITONFLEET_AUTOPILOT": "true",
+        "TRITONFLEET_AUTOPILOT_STABLE_WINDOW_S": "20",
+        "TRITONFLEET_AUTOPILOT_PANIC_WINDOW_S": "4",
+        "TRITONFLEET_SLO_P95_MS": "80",
+        "TRITONFLEET_SLO_P99_MS": "150",
+        "TRITONFLEET_SERVER_IDLE_S": "45",
+        "TRITONFLEET_DRAIN_TIMEOUT_S": "12",
+    }
+    assert expect.items() <= plain.items()
+    # Every variable the chart sets is a field the control plane reads (no dead settings).
+    fields = {f"TRITONFLEET_{n.upper()}" for n in Settings.model_fields}
+    assert set(env) <= fields, set(env) - fields
+    settings = Settings(
+        **{k.removeprefix("TRITONFLEET_").lower(): v for k, v in expect.items()}  # type: ignore[arg-type]
+    )
+    assert (settings.slo_p95_ms, settings.autopilot_panic_window_s) == (80, 4)
+    off = only(
+        render(chart, {"controlplane": {"autopilot": {"enabled": False}}}),
+        "Deployment",
+        "demo-tritonfleet-controlplane",
+    )
+    off_env = env_of(off["spec"]["template"]["spec"]["containers"][0])
+    assert off_env["TRITONFLEET_AUTOPILOT"]["value"] == "false"
+
+
 def test_external_prometheus_reaches_control_plane_and_keda_with_a_token(
     chart: helm.Chart,
 ) -> None:
