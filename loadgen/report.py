@@ -161,7 +161,8 @@ def _late_fraction(h: Histogram, limit_us: int) -> float | None:
 def _per_second(rec: Recorder) -> list[dict[str, Any]]:
     out = []
     for i, s in enumerate(rec.seconds):
-        p50, p95, p99 = s.latency.quantiles([0.5, 0.95, 0.99])
+        lat = s.latency
+        p50, p95, p99 = lat.quantiles([0.5, 0.95, 0.99])
         out.append(
             {
                 "t_s": i,
@@ -173,11 +174,11 @@ def _per_second(rec: Recorder) -> list[dict[str, Any]]:
                 "p50_us": _num(p50),
                 "p95_us": _num(p95),
                 "p99_us": _num(p99),
-                "max_us": s.latency.max if s.latency.count else None,
+                "max_us": lat.max if lat.count else None,
                 "lag_p99_us": _num(s.lag.quantile(0.99)) if s.lag.count else None,
                 "by_model": {
-                    rec.models[m]: {"ok": n, "errors": s.per_model_errors.get(m, 0)}
-                    for m, n in sorted(s.per_model_ok.items())
+                    rec.models[m]: {"ok": ms.ok, "errors": sum(ms.errors.values())}
+                    for m, ms in sorted(s.by_model.items())
                 },
             }
         )
