@@ -11,14 +11,16 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
 from loadgen import slo as slo_mod
+from loadgen.attainment import window_problem
 from loadgen.errors import LoadgenError, UsageError
 from loadgen.inputs import parse_shapes
 from loadgen.progress import Progress
-from loadgen.report import slo_table, summary_text
+from loadgen.report import slo_table, summary_text, windows_table
 from loadgen.runner import Mode
 from loadgen.schedule import Arrival, Profile, load_trace, parse_duration, parse_profile
 from loadgen.session import InputConfig, LoadConfig, prepare, run_once, sweep
@@ -50,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--trace-speed", type=float, default=1.0, help="replay speed factor")
     load.add_argument(
         "--concurrency", type=int, help="CLOSED loop: this many requests always outstanding"
+    )
+    run.add_argument(
+        "--slo-window",
+        help="with --slo: also judge it per window of this many whole seconds (e.g. 10s) and "
+        "report attainment, the share of windows that met it",
     )
     g = sw.add_argument_group("sweep")
     g.add_argument("--start-rate", type=float, default=100.0, help="first rate (req/s)")
@@ -178,7 +185,7 @@ def config_from_args(ns: argparse.Namespace) -> LoadConfig:
     metrics_url = ns.server_metrics
     if metrics_url == "auto":
         metrics_url = f"http://{hostport.rsplit(':', 1)[0]}:8002/metrics"
-    return LoadConfig(
+    cfg = LoadConfig(
         target=Target(
             url=hostport,
             protocol=Protocol_(ns.protocol),
@@ -214,6 +221,18 @@ def config_from_args(ns: argparse.Namespace) -> LoadConfig:
         if ns.command == "sweep"
         else 1000.0,
     )
+    if getattr(ns, "slo_window", None) is not None:
+        cfg = replace(cfg, slo_window_s=_slo_window(ns.slo_window, cfg))
+    return cfg
+
+
+def _slo_window(text: str, cfg: LoadConfig) -> float:
+    window_s = parse_duration(text, "--slo-window")
+    if not cfg.objectives:
+        raise UsageError("--slo-window", "needs --slo: windows are judged against its objectives")
+    if (problem := window_problem(window_s, *cfg.timing_s)) is not None:
+        raise UsageError("--slo-window", problem)
+    return window_s
 
 
 async def _execute(ns: argparse.Namespace, cfg: LoadConfig) -> dict[str, Any]:
@@ -281,6 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if doc["slo"] is not None:
         print()
         print(slo_table(doc))
+        if doc.get("slo_windows") is not None:
+            print()
+            print(windows_table(doc))
         print(f"\nSLO {'PASSED' if doc['slo']['passed'] else 'FAILED'}")
     if ns.json_path:
         ns.json_path.write_text(json.dumps(doc, indent=2) + "\n")

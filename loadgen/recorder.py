@@ -6,13 +6,17 @@ finished. Latency is `done - intended` (what a user sees, stalls included); serv
 `done - sent` (what a closed-loop tool would report). Requests intended before the warm-up ends
 are counted apart and left out of every measured statistic.
 
+Each second of the run keeps a `ModelStats` per model (latency, successes, errors by kind), so
+any run of whole seconds can be judged on its own (`loadgen.attainment` builds SLO windows from
+them).
+
 This is the hot path, so recording is a handful of integer operations and dict increments; all
 summarising happens afterwards.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from loadgen.histogram import DEFAULT_BITS, Histogram
@@ -31,19 +35,53 @@ class ModelStats:
     def requests(self) -> int:
         return self.ok + sum(self.errors.values())
 
+    def merge(self, other: ModelStats) -> None:
+        self.latency.merge(other.latency)
+        self.service.merge(other.service)
+        self.ok += other.ok
+        for k, v in other.errors.items():
+            self.errors[k] = self.errors.get(k, 0) + v
+
+    @classmethod
+    def merged(cls, parts: Iterable[ModelStats], bits: int = DEFAULT_BITS) -> ModelStats:
+        out = cls(Histogram(bits), Histogram(bits))
+        for p in parts:
+            out.merge(p)
+        return out
+
 
 @dataclass
 class SecondStats:
-    """One second of the run, keyed by intended send time (completions by finish time)."""
+    """One second of the run, keyed by intended send time (completions by finish time).
 
-    latency: Histogram
+    `by_model[i]` holds model i's requests of this second (its `service` histogram stays
+    empty: service time is kept for the whole window only)."""
+
     lag: Histogram
+    bits: int = DEFAULT_BITS
     sent: int = 0
-    ok: int = 0
-    errors: int = 0
     completed_ok: int = 0  # successes that *finished* in this second (throughput)
-    per_model_ok: dict[int, int] = field(default_factory=dict)
-    per_model_errors: dict[int, int] = field(default_factory=dict)
+    by_model: dict[int, ModelStats] = field(default_factory=dict)
+
+    def model(self, index: int) -> ModelStats:
+        m = self.by_model.get(index)
+        if m is None:
+            m = self.by_model[index] = ModelStats(Histogram(self.bits), Histogram(self.bits))
+        return m
+
+    @property
+    def ok(self) -> int:
+        return sum(m.ok for m in self.by_model.values())
+
+    @property
+    def errors(self) -> int:
+        return sum(sum(m.errors.values()) for m in self.by_model.values())
+
+    @property
+    def latency(self) -> Histogram:
+        if len(self.by_model) == 1:
+            return next(iter(self.by_model.values())).latency
+        return Histogram.merged((m.latency for m in self.by_model.values()), self.bits)
 
 
 class Recorder:
@@ -77,7 +115,7 @@ class Recorder:
         except IndexError:
             seconds = self.seconds
             while len(seconds) <= sec:
-                seconds.append(SecondStats(Histogram(self.bits), Histogram(self.bits)))
+                seconds.append(SecondStats(Histogram(self.bits), self.bits))
             return seconds[sec]
 
     def on_send(self, intended: float, sent: float) -> None:
@@ -95,10 +133,9 @@ class Recorder:
         self.inflight -= 1
         self.finished += 1
         lat_us = int((done - intended) * 1e6)
-        s = self._second(intended)
-        s.ok += 1
-        s.latency.record(lat_us)
-        s.per_model_ok[model] = s.per_model_ok.get(model, 0) + 1
+        sm = self._second(intended).model(model)
+        sm.ok += 1
+        sm.latency.record(lat_us)
         self._second(done).completed_ok += 1
         if self._w0 <= done < self._w1:
             self.completed_in_window += 1
@@ -111,19 +148,11 @@ class Recorder:
         if sent:
             self.inflight -= 1
             self.finished += 1
-        s = self._second(intended)
-        s.errors += 1
-        s.per_model_errors[model] = s.per_model_errors.get(model, 0) + 1
+        se = self._second(intended).model(model).errors
+        se[kind] = se.get(kind, 0) + 1
         m = self.warmup[model] if intended - self.t0 < self.warmup_s else self.measured[model]
         m.errors[kind] = m.errors.get(kind, 0) + 1
 
     # --- read side (after the run, or for progress) --------------------------------------
     def measured_total(self) -> ModelStats:
-        total = ModelStats(Histogram(self.bits), Histogram(self.bits))
-        for m in self.measured:
-            total.latency.merge(m.latency)
-            total.service.merge(m.service)
-            total.ok += m.ok
-            for k, v in m.errors.items():
-                total.errors[k] = total.errors.get(k, 0) + v
-        return total
+        return ModelStats.merged(self.measured, self.bits)

@@ -47,12 +47,21 @@ def latency_block(h: Histogram) -> dict[str, Any]:
     }
 
 
+# Admission control said no: errors like any other (the client saw a failure), also counted apart.
+REJECTED_KINDS = frozenset({"http_429", "grpc_RESOURCE_EXHAUSTED"})
+
+
+def rejected(m: ModelStats) -> int:
+    return sum(n for kind, n in m.errors.items() if kind in REJECTED_KINDS)
+
+
 def _stats_block(m: ModelStats, window_s: float) -> dict[str, Any]:
     errors = sum(m.errors.values())
     return {
         "requests": m.requests,
         "successes": m.ok,
         "errors": errors,
+        "rejected": rejected(m),
         "error_rate": round(errors / m.requests, 6) if m.requests else 0.0,
         "errors_by_kind": dict(sorted(m.errors.items())),
         "goodput_rps": round(m.ok / window_s, 3),
@@ -79,6 +88,7 @@ def build(
     *,
     config: Mapping[str, Any],
     verdicts: Sequence[slo_mod.Verdict] | None,
+    windows: Mapping[str, Any] | None = None,
     server: Mapping[str, ServerWindow | None] | None,
     offered_rps: float | None,
 ) -> dict[str, Any]:
@@ -146,6 +156,7 @@ def build(
                 for v in verdicts
             ],
         },
+        "slo_windows": None if windows is None else dict(windows),
         "histograms": {"latency_us": total.latency.to_dict(), "lag_us": rec.lag.to_dict()},
     }
     return doc
@@ -161,7 +172,8 @@ def _late_fraction(h: Histogram, limit_us: int) -> float | None:
 def _per_second(rec: Recorder) -> list[dict[str, Any]]:
     out = []
     for i, s in enumerate(rec.seconds):
-        p50, p95, p99 = s.latency.quantiles([0.5, 0.95, 0.99])
+        lat = s.latency
+        p50, p95, p99 = lat.quantiles([0.5, 0.95, 0.99])
         out.append(
             {
                 "t_s": i,
@@ -173,11 +185,11 @@ def _per_second(rec: Recorder) -> list[dict[str, Any]]:
                 "p50_us": _num(p50),
                 "p95_us": _num(p95),
                 "p99_us": _num(p99),
-                "max_us": s.latency.max if s.latency.count else None,
+                "max_us": lat.max if lat.count else None,
                 "lag_p99_us": _num(s.lag.quantile(0.99)) if s.lag.count else None,
                 "by_model": {
-                    rec.models[m]: {"ok": n, "errors": s.per_model_errors.get(m, 0)}
-                    for m, n in sorted(s.per_model_ok.items())
+                    rec.models[m]: {"ok": ms.ok, "errors": sum(ms.errors.values())}
+                    for m, ms in sorted(s.by_model.items())
                 },
             }
         )
@@ -191,9 +203,7 @@ def summary_text(doc: Mapping[str, Any]) -> str:
     svc = t["service_time"]
     lag = doc["schedule_lag"]
 
-    def f(us: float | None) -> str:
-        return slo_mod.format_us(us) if us is not None else "n/a"
-
+    f = _us_text
     lines = [
         f"mode        {doc['mode']}  ({doc['note']})",
         f"window      {doc['window']['duration_s']:.1f} s after {doc['warmup']['duration_s']:g} s "
@@ -241,7 +251,47 @@ def slo_table(doc: Mapping[str, Any]) -> str:
             limit = f"<= {slo_mod.format_us(o['limit'])}"
             measured = slo_mod.format_us(o["measured"]) if o["measured"] is not None else "n/a"
         rows.append((o["stat"], limit, measured, "PASS" if o["held"] else "FAIL"))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return _text_table(rows)
+
+
+def windows_table(doc: Mapping[str, Any]) -> str:
+    """Per-window SLO attainment of a report (`slo_windows`): a headline and one row a window."""
+    block = doc["slo_windows"]
+    rows: list[tuple[str, ...]] = [
+        ("window", "requests", "errors", "rejected", "p50", "p95", "p99", "goodput", "SLO")
+    ]
+    for w in block["windows"]:
+        missed = [stat for stat, held in w["held"].items() if not held]
+        rows.append(
+            (
+                f"{w['start_s']:g}-{w['end_s']:g} s",
+                str(w["requests"]),
+                f"{w['errors']} ({w['error_rate'] * 100:.3g}%)",
+                str(w["rejected"]),
+                *(_us_text(w[f"{q}_us"]) for q in ("p50", "p95", "p99")),
+                f"{w['goodput_rps']:.1f}/s",
+                "met" if w["met"] else "MISSED " + ",".join(missed),
+            )
+        )
+    lines = [
+        f"SLO per {block['window_s']:g} s window: {block['met']} of {block['count']} met "
+        f"(attainment {block['attainment'] * 100:.1f}%)",
+        _text_table(rows),
+    ]
+    for name, m in block["models"].items():
+        lines.append(
+            f"  model {name}: {m['met']} of {m['count']} windows met ({m['attainment'] * 100:.1f}%)"
+        )
+    return "\n".join(lines)
+
+
+def _us_text(us: float | None) -> str:
+    return slo_mod.format_us(us) if us is not None else "n/a"
+
+
+def _text_table(rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns, a rule under the header row."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from loadgen import attainment, report, servermetrics
 from loadgen import inputs as inputs_mod
-from loadgen import report, servermetrics
 from loadgen import slo as slo_mod
 from loadgen.errors import TargetError
 from loadgen.progress import Progress
@@ -54,10 +54,24 @@ class LoadConfig:
     max_inflight: int = 10_000
     inputs: InputConfig = InputConfig()
     objectives: tuple[slo_mod.Objective, ...] = ()
+    slo_window_s: float | None = None  # judge the objectives per window of this many seconds too
     server_metrics_url: str | None = None
     progress: bool = False
     max_lag_us: float = 1000.0  # sweep: a step whose lag p99 exceeds this is generator-limited
     timer: str = "spin"  # open-loop wake-ups: "spin" or "timerfd" (see runner.RunPlan)
+
+    @property
+    def timing_s(self) -> tuple[float, float]:
+        """(duration, warm-up) of the run as it will be planned: an open-loop schedule sets the
+        length, and its warm-up is at most half of it."""
+        if self.mode is Mode.CLOSED:
+            return self.duration_s, self.warmup_s
+        if self.trace is not None:
+            duration = self.trace.duration_s / self.trace_speed + 1e-6
+        else:
+            assert self.profile is not None
+            duration = self.profile.duration_s
+        return duration, min(self.warmup_s, duration * 0.5)
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -151,7 +165,6 @@ def _plan(cfg: LoadConfig, prepared: Prepared) -> RunPlan:
         def schedule() -> Iterable[Chunk]:
             return trace.chunks(speed)
 
-        duration = trace.duration_s / speed + 1e-6
     else:
         assert cfg.profile is not None
         profile, arrival = cfg.profile, cfg.arrival
@@ -159,13 +172,13 @@ def _plan(cfg: LoadConfig, prepared: Prepared) -> RunPlan:
         def schedule() -> Iterable[Chunk]:
             return arrivals(profile, arrival, mix, np.random.default_rng(cfg.seed))
 
-        duration = profile.duration_s
+    duration, warmup = cfg.timing_s
     return RunPlan(
         mode=Mode.OPEN,
         models=prepared.names,
         prepared=prepared.requests,
         duration_s=duration,
-        warmup_s=min(cfg.warmup_s, duration * 0.5),
+        warmup_s=warmup,
         schedule=schedule,
         max_inflight=cfg.max_inflight,
         timer=cfg.timer,
@@ -238,14 +251,20 @@ async def run_once(
         if scraper is not None:
             await scraper.close()
     verdicts = None
+    windows = None
     if cfg.objectives:
         verdicts = slo_mod.evaluate(
             cfg.objectives, report.slo_window(result.recorder.measured_total(), cfg.objectives)
         )
+        if cfg.slo_window_s is not None:
+            windows = attainment.to_json(
+                attainment.evaluate(result, cfg.objectives, cfg.slo_window_s)
+            )
     doc = report.build(
         result,
         config=cfg.describe(),
         verdicts=verdicts,
+        windows=windows,
         server=server,
         offered_rps=offered_rps(cfg, plan),
     )

@@ -27,7 +27,7 @@ def test_open_loop_http_report_is_sane(triton, tmp_path: Path, capsys) -> None:
         tmp_path,
         "--url", triton.http, "-m", "fast", "--rate", "200", "--duration", "3s",
         "--warmup", "1s", "--server-metrics", triton.metrics_url, "--slo", "p99=2s,errors<1%",
-        "--html", str(html), "--png", str(png),
+        "--slo-window", "1s", "--html", str(html), "--png", str(png),
     )  # fmt: skip
     assert rc == 0, capsys.readouterr()
     assert doc["schema_version"] == 1 and doc["mode"] == "open-loop"
@@ -44,10 +44,15 @@ def test_open_loop_http_report_is_sane(triton, tmp_path: Path, capsys) -> None:
     server = doc["server_metrics"]["fast"]
     assert server["requests_success"] >= 400 and server["avg_compute_infer_us"] > 0
     assert doc["slo"]["passed"] and [o["held"] for o in doc["slo"]["objectives"]] == [True, True]
+    windows = doc["slo_windows"]
+    assert (windows["count"], windows["met"], windows["attainment"]) == (2, 2, 1.0)
+    assert [(w["start_s"], w["end_s"]) for w in windows["windows"]] == [(1, 2), (2, 3)]
+    assert sum(w["requests"] for w in windows["windows"]) == 400
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "SLO PASSED" in html.read_text()
     printed = capsys.readouterr().out
     assert "open-loop" in printed and "PASS" in printed
+    assert "SLO per 1 s window: 2 of 2 met" in printed
 
 
 def test_closed_loop_grpc_is_labelled_and_matches_service_time(triton, tmp_path: Path) -> None:
