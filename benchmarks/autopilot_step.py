@@ -6,7 +6,7 @@ Each policy gets a fresh `tritonfleet up` (the shipped entry point and its defau
 Triton processes, the in-process gateway), one synthetic model whose service time is
 a + b x batch (15 ms + 1 ms per request, max batch 4: one replica serves ~210 req/s at full
 batches, like a small GPU model), and the same open-loop load through the gateway from
-`tritonfleet loadgen`: 1x for 20 s, 4x for 40 s, a 10x burst for 5 s, then 1x for 60 s.
+`tritonfleet loadgen`: 1x for 20 s, 4x for 40 s, a 10x burst for 5 s, then 1x for 90 s.
 
 - static-floor: today's default, one warm replica (`autoscaling.policy: static`, 2 servers);
 - static-peak: four replicas on four servers all the time (sized for the burst);
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="shorter stages (a smoke run)")
     args = ap.parse_args(argv)
     r = args.base_rate
-    durations = (10, 20, 5, 30) if args.quick else (20, 40, 5, 60)
+    durations = (10, 20, 5, 30) if args.quick else (20, 40, 5, 90)
     stages = [(r, durations[0]), (4 * r, durations[1]), (10 * r, durations[2]), (r, durations[3])]
     profile = ",".join(f"{rate:g}@{d}s" for rate, d in stages)
     OUT.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from controlplane import autoscale
+from controlplane import autoscale, keepalive
 from controlplane.autoscale import Decision, Knobs, Observation, ScalerConfig, ScaleState
 from controlplane.fleet import Server
 from controlplane.loadstats import Window
@@ -71,6 +71,14 @@ class _ModelPilot:
     state: ScaleState = field(default_factory=ScaleState)
     last: Decision | None = None
     history: deque[Decision] = field(default_factory=lambda: deque(maxlen=100))
+    idle: keepalive.IdleHistogram = field(default_factory=keepalive.IdleHistogram)
+    last_request_at: float | None = None
+
+    def saw(self, last_request_at: float | None, min_gap_s: float) -> None:
+        """Feed the idle-time histogram with the gap before a request that ended a quiet spell."""
+        prev, self.last_request_at = self.last_request_at, last_request_at
+        if prev is not None and last_request_at is not None and last_request_at - prev >= min_gap_s:
+            self.idle.add(last_request_at - prev)
 
 
 class Autopilot:
@@ -88,6 +96,7 @@ class Autopilot:
         self.actions: Counter[tuple[str, str]] = Counter()  # (model, scale_up|scale_down|...)
         self._empty_since: dict[str, float] = {}
         self.fleet_reason = ""
+        self.idle_gap_s = 2.0  # a gap in requests at least this long is an idle spell
 
     @property
     def enabled(self) -> bool:
@@ -132,7 +141,10 @@ class Autopilot:
                 last_request_at=m.last_request_at if m else None,
                 fresh=m.fresh if m else False,
             )
-            d = autoscale.decide(name, Knobs.of(spec, cfg), obs, pilot.state, cfg, now)
+            if m is not None:
+                pilot.saw(m.last_request_at, self.idle_gap_s)
+            keep = keepalive.windows(pilot.idle, spec.autoscaling.idle_to_zero_s)
+            d = autoscale.decide(name, Knobs.of(spec, cfg, keep), obs, pilot.state, cfg, now)
             self._record(pilot, d)
             out[name] = d
         return out
@@ -194,6 +206,7 @@ class Autopilot:
 
     def status(self, model: str) -> dict[str, Any] | None:
         pilot = self._models.get(model)
+        spec = self._specs.get(model)
         if pilot is None or pilot.last is None:
             return None
         d = pilot.last
@@ -204,6 +217,9 @@ class Autopilot:
             "reason": d.reason,
             "admission_limit": self.admission(model),
             "signals": "stale: holding" if d.mode == "hold" else "fresh",
+            "keep_alive": asdict(keepalive.windows(pilot.idle, spec.autoscaling.idle_to_zero_s))
+            if spec is not None and spec.policy.min_replicas == 0
+            else None,
         }
 
     def counters(self) -> dict[tuple[str, str], int]:

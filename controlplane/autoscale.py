@@ -28,6 +28,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from controlplane.keepalive import Windows
 from controlplane.loadstats import Window
 from controlplane.spec import ModelSpec, ScalingPolicy
 
@@ -66,9 +67,14 @@ class Knobs:
     max_error_rate: float
     max_batch_size: int
     instances: int  # model instances per replica (sum of instance_group counts, at least 1)
+    keep: Windows | None = None  # min_replicas 0: when to hold a replica while idle
+
+    @property
+    def keep_windows(self) -> Windows:
+        return self.keep or Windows(0.0, self.idle_to_zero_s, "fixed")
 
     @staticmethod
-    def of(spec: ModelSpec, cfg: ScalerConfig) -> Knobs:
+    def of(spec: ModelSpec, cfg: ScalerConfig, keep: Windows | None = None) -> Knobs:
         a, slo = spec.autoscaling, spec.slo
         p95 = slo.p95_ms if slo else cfg.default_p95_ms
         p99 = slo.p99_ms if slo else cfg.default_p99_ms
@@ -85,6 +91,7 @@ class Knobs:
             max_error_rate=slo.max_error_rate if slo else cfg.default_max_error_rate,
             max_batch_size=spec.max_batch_size,
             instances=max(1, sum(g.count for g in spec.instance_groups)),
+            keep=keep,
         )
 
 
@@ -193,10 +200,21 @@ def _decision(
 
 
 def _idle(knobs: Knobs, obs: Observation, now: float) -> bool:
+    """No replica wanted: never used, or idle outside the keep-alive (or before pre-warm)."""
     if knobs.min_replicas > 0 or obs.panic.arrivals or obs.inflight > 0:
         return False
     last = obs.last_request_at
-    return last is None or now - last >= knobs.idle_to_zero_s
+    return last is None or not knobs.keep_windows.wanted(now - last)
+
+
+def _idle_reason(knobs: Knobs, obs: Observation, now: float) -> str:
+    k = knobs.keep_windows
+    if obs.last_request_at is None:
+        return "never used: no replica"
+    idle = now - obs.last_request_at
+    if idle < k.prewarm_s:
+        return f"idle {idle:.0f}s, next request expected after {k.prewarm_s:.0f}s ({k.source})"
+    return f"no request for {idle:.0f}s (keep-alive {k.prewarm_s + k.keepalive_s:.0f}s, {k.source})"
 
 
 def _slo(
@@ -225,7 +243,7 @@ def _slo(
             replace(state, low_since=None, panic_until=0.0),
             0,
             "idle",
-            f"no request for {knobs.idle_to_zero_s:g}s: scale to zero",
+            _idle_reason(knobs, obs, now),
             inputs,
         )
     per_replica = (
@@ -238,8 +256,7 @@ def _slo(
     elif knobs.max_batch_size:  # capacity not measured yet: a full batch in flight per replica
         need_stable = math.ceil(obs.stable.mean_inflight / (knobs.max_batch_size * knobs.instances))
         need_panic = math.ceil(obs.inflight / (knobs.max_batch_size * knobs.instances))
-    busy = obs.panic.arrivals > 0 or obs.inflight > 0
-    floor = 1 if busy else 0  # a model with traffic keeps one replica
+    floor = 1  # not idle: in use, or inside its keep-alive (or pre-warm) window
     ratio = _slo_ratio(knobs, obs.panic, cfg)
     inputs["slo_ratio"] = _round(ratio)
     reasons = []
@@ -333,8 +350,8 @@ def _target_inflight(
     if not obs.fresh:
         return _decision(model, knobs, obs, state, current, "hold", "signals stale: hold", inputs)
     if _idle(knobs, obs, now):
-        return _decision(model, knobs, obs, state, 0, "idle", "idle: scale to zero", inputs)
-    want = max(want, 1 if obs.panic.arrivals or obs.inflight else 0)
+        return _decision(model, knobs, obs, state, 0, "idle", _idle_reason(knobs, obs, now), inputs)
+    want = max(want, 1)
     reason = f"mean in flight {mean_inflight:.1f} / target {knobs.target_inflight:g} → {want}"
     if want > current:
         high_since = state.high_since if state.high_since is not None else now
