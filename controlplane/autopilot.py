@@ -15,10 +15,10 @@ from __future__ import annotations
 import logging
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
-from controlplane import autoscale, keepalive
+from controlplane import autoscale, batching, keepalive
 from controlplane.autoscale import Decision, Knobs, Observation, ScalerConfig, ScaleState
 from controlplane.fleet import Server
 from controlplane.loadstats import Window
@@ -73,6 +73,11 @@ class _ModelPilot:
     history: deque[Decision] = field(default_factory=lambda: deque(maxlen=100))
     idle: keepalive.IdleHistogram = field(default_factory=keepalive.IdleHistogram)
     last_request_at: float | None = None
+    # adaptive batching: the tuned queue delay, its version, and what it was tuned from
+    delay_us: int | None = None
+    tuning: int = 0
+    delay_changed_at: float = float("-inf")
+    delay_basis: tuple[int, int, int] | None = None  # (spec delay, min, max)
 
     def saw(self, last_request_at: float | None, min_gap_s: float) -> None:
         """Feed the idle-time histogram with the gap before a request that ended a quiet spell."""
@@ -144,15 +149,72 @@ class Autopilot:
             if m is not None:
                 pilot.saw(m.last_request_at, self.idle_gap_s)
             keep = keepalive.windows(pilot.idle, spec.autoscaling.idle_to_zero_s)
-            d = autoscale.decide(name, Knobs.of(spec, cfg, keep), obs, pilot.state, cfg, now)
+            knobs = Knobs.of(spec, cfg, keep)
+            d = autoscale.decide(name, knobs, obs, pilot.state, cfg, now)
+            d = self._tune_batching(name, spec, knobs, obs, pilot, d, now)
             self._record(pilot, d)
             out[name] = d
         return out
 
+    def _tune_batching(
+        self,
+        name: str,
+        spec: ModelSpec,
+        knobs: Knobs,
+        obs: Observation,
+        pilot: _ModelPilot,
+        d: Decision,
+        now: float,
+    ) -> Decision:
+        """AIMD on the dynamic batcher's queue delay, for specs that declare bounds."""
+        bounds = spec.autoscaling.batching
+        if bounds is None or spec.dynamic_batching is None:
+            pilot.delay_us, pilot.delay_basis = None, None
+            return d
+        basis = (
+            spec.dynamic_batching.max_queue_delay_us,
+            bounds.min_queue_delay_us,
+            bounds.max_queue_delay_us,
+        )
+        if pilot.delay_basis != basis:  # new spec: start again from what it declares
+            pilot.delay_basis = basis
+            pilot.delay_us = None
+        current = (
+            pilot.delay_us
+            if pilot.delay_us is not None
+            else batching.clamp(bounds, spec.dynamic_batching.max_queue_delay_us)
+        )
+        if pilot.delay_us is None and current != spec.dynamic_batching.max_queue_delay_us:
+            pilot.delay_us, pilot.tuning = current, pilot.tuning + 1  # the spec is out of bounds
+        peak = d.state.capacity_peak_rps
+        utilization = obs.stable.rate_rps / (obs.ready * peak) if peak and obs.ready else None
+        step = batching.next_delay(
+            bounds,
+            current,
+            autoscale.slo_ratio(knobs, obs.panic, self.config),
+            utilization,
+            now - pilot.delay_changed_at,
+        )
+        if step is None:
+            return replace(d, queue_delay_us=pilot.delay_us)
+        log.info(
+            "model %s: max_queue_delay_us %d → %d (%s)", name, current, step.delay_us, step.reason
+        )
+        pilot.delay_us, pilot.tuning, pilot.delay_changed_at = step.delay_us, pilot.tuning + 1, now
+        self.actions[name, "batching"] += 1
+        return replace(
+            d, queue_delay_us=step.delay_us, reason=f"{d.reason}; {step.reason}", batching=True
+        )
+
+    def queue_delay(self, model: str) -> tuple[int, int | None]:
+        """(tuning version, tuned max_queue_delay_us or None for the spec's own)."""
+        pilot = self._models.get(model)
+        return (pilot.tuning, pilot.delay_us) if pilot else (0, None)
+
     def _record(self, pilot: _ModelPilot, d: Decision) -> None:
         prev = pilot.last
         pilot.state, pilot.last = d.state, d
-        if d.changed or prev is None or prev.mode != d.mode:
+        if d.changed or d.batching or prev is None or prev.mode != d.mode:
             pilot.history.append(d)
         if d.changed:
             assert d.previous is not None
@@ -216,6 +278,7 @@ class Autopilot:
             "mode": d.mode,
             "reason": d.reason,
             "admission_limit": self.admission(model),
+            "queue_delay_us": pilot.delay_us,
             "signals": "stale: holding" if d.mode == "hold" else "fresh",
             "keep_alive": asdict(keepalive.windows(pilot.idle, spec.autoscaling.idle_to_zero_s))
             if spec is not None and spec.policy.min_replicas == 0

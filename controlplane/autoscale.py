@@ -133,6 +133,8 @@ class Decision:
     inputs: Mapping[str, float | None] = field(default_factory=dict)
     state: ScaleState = field(default_factory=ScaleState)
     admission_limit: int | None = None
+    queue_delay_us: int | None = None  # adaptive batching: the delay now served (None: spec's)
+    batching: bool = False  # this decision changed the queue delay
 
     @property
     def changed(self) -> bool:
@@ -257,7 +259,7 @@ def _slo(
         need_stable = math.ceil(obs.stable.mean_inflight / (knobs.max_batch_size * knobs.instances))
         need_panic = math.ceil(obs.inflight / (knobs.max_batch_size * knobs.instances))
     floor = 1  # not idle: in use, or inside its keep-alive (or pre-warm) window
-    ratio = _slo_ratio(knobs, obs.panic, cfg)
+    ratio = slo_ratio(knobs, obs.panic, cfg)
     inputs["slo_ratio"] = _round(ratio)
     reasons = []
     want = max(need_stable, floor)
@@ -397,7 +399,7 @@ def _target_inflight(
     )
 
 
-def _slo_ratio(knobs: Knobs, w: Window, cfg: ScalerConfig) -> float | None:
+def slo_ratio(knobs: Knobs, w: Window, cfg: ScalerConfig) -> float | None:
     """Measured latency over target (the worse of P95 and P99); None without a verdict."""
     if w.completed < cfg.slo_min_requests:
         return None
