@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from controlplane.autopilot import Measured
 from controlplane.errors import ModelLoadFailed, NotSupported, ServerUnavailable
 from controlplane.fleet import FleetSnapshot, Server, ServerHealth
 from controlplane.store import ModelRecord
@@ -21,17 +22,20 @@ from controlplane.triton import LoadedModel
 class FakeFleet:
     name = "fake"
 
-    def __init__(self, n: int, capacity_bytes: int) -> None:
-        self.servers = [
-            Server(
-                id=f"s{i}",
-                http_url=f"http://fake-{i}:8000",
-                grpc_url=f"fake-{i}:8001",
-                metrics_url=None,
-                capacity_bytes=capacity_bytes,
-            )
-            for i in range(n)
-        ]
+    def __init__(self, n: int, capacity_bytes: int, max_servers: int | None = None) -> None:
+        self.capacity_bytes = capacity_bytes
+        self.max_servers = max_servers  # None: a fixed size, like a static fleet
+        self.scale_calls: list[int] = []
+        self.servers = [self._server(i) for i in range(n)]
+
+    def _server(self, i: int) -> Server:
+        return Server(
+            id=f"s{i}",
+            http_url=f"http://fake-{i}:8000",
+            grpc_url=f"fake-{i}:8001",
+            metrics_url=None,
+            capacity_bytes=self.capacity_bytes,
+        )
 
     def set_health(self, server_id: str, health: ServerHealth) -> None:
         self.servers = [replace(s, health=health) if s.id == server_id else s for s in self.servers]
@@ -46,7 +50,13 @@ class FakeFleet:
         return FleetSnapshot(servers=tuple(self.servers), driver=self.name)
 
     async def scale(self, replicas: int) -> None:
-        raise NotSupported("fake fleet")
+        """StatefulSet-like: grow with new ordinals, shrink from the highest one."""
+        if self.max_servers is None or not 1 <= replicas <= self.max_servers:
+            raise NotSupported(f"fake fleet: cannot scale to {replicas}")
+        self.scale_calls.append(replicas)
+        self.servers = [
+            self.servers[i] if i < len(self.servers) else self._server(i) for i in range(replicas)
+        ]
 
     async def stop(self) -> None:
         return None
@@ -100,3 +110,28 @@ class FakeTritonControl:
 class InlineArtifacts:
     async def files(self, record: ModelRecord) -> dict[str, bytes]:
         return {}
+
+
+class FakeLoadSignals:
+    """`LoadSignals` whose readings a test sets per model (missing: stale)."""
+
+    def __init__(self) -> None:
+        self.readings: dict[str, Measured] = {}
+        self.fail = False
+
+    async def read(
+        self, models: Mapping[str, Any], stable_s: float, panic_s: float, now: float
+    ) -> Mapping[str, Measured]:
+        if self.fail:
+            raise ServerUnavailable("signals unreachable")
+        return {n: m for n, m in self.readings.items() if n in models}
+
+
+class FakeInflight:
+    """`InflightProbe` over a dict the test fills: (model, server) -> requests in flight."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def inflight(self, model: str, server_id: str) -> int | None:
+        return self.counts.get((model, server_id), 0)

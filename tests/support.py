@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from adapters import specfile
 from adapters.localfleet import LocalFleet, LocalFleetConfig
@@ -122,3 +127,45 @@ def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.2) -> Non
             return
         time.sleep(interval_s)
     raise AssertionError(f"condition not met within {timeout_s}s")
+
+
+@contextlib.contextmanager
+def prometheus_server(targets: list[str], workdir: Path) -> Iterator[str]:
+    """A real Prometheus (Debian's) scraping `targets` (host:port) every second; yields its URL."""
+    port = free_port_block(1)
+    (workdir / "prometheus.yml").write_text(
+        json.dumps(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "scrape_configs": [
+                    {"job_name": f"t{i}", "static_configs": [{"targets": [t]}]}
+                    for i, t in enumerate(targets)
+                ],
+            }
+        )
+    )
+    url = f"http://127.0.0.1:{port}"
+    with open(workdir / "prometheus.log", "wb") as log:
+        prom = subprocess.Popen(
+            [
+                "prometheus",
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+
+            def ready() -> bool:
+                try:
+                    return httpx.get(f"{url}/-/ready", timeout=1).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            wait_until(ready, 30)
+            yield url
+        finally:
+            prom.terminate()
+            prom.wait(timeout=30)

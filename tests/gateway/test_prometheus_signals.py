@@ -8,14 +8,11 @@ is replaced by a recorder of the signals it would receive.
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
@@ -28,7 +25,7 @@ from adapters.tritonschema import ProtobufSchema
 from controlplane.configgen import Renderer
 from controlplane.fleet import Server
 from controlplane.spec import ModelSpec
-from tests.support import DOUBLE_PY, free_port_block, python_spec, start_fleet, wait_until
+from tests.support import DOUBLE_PY, prometheus_server, python_spec, start_fleet, wait_until
 
 pytestmark = pytest.mark.triton
 
@@ -63,64 +60,28 @@ def test_prometheus_signals_from_a_real_prometheus(
 
 
 def _with_prometheus(server: Server, tmp_path: Path) -> None:
-    port = free_port_block(1)
     assert server.metrics_url is not None
     target = server.metrics_url.split("//", 1)[1].split("/", 1)[0]
-    (tmp_path / "prometheus.yml").write_text(
-        json.dumps(
-            {
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "scrape_configs": [
-                    {"job_name": "triton", "static_configs": [{"targets": [target]}]}
-                ],
-            }
-        )
-    )
-    url = f"http://127.0.0.1:{port}"
-    with open(tmp_path / "prometheus.log", "wb") as log:
-        prom = subprocess.Popen(
-            [
-                "prometheus",
-                f"--config.file={tmp_path / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
+    with prometheus_server([target], tmp_path) as url:
+        client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
+        inp = httpclient.InferInput("INPUT0", [1, 4], "FP32")
+        inp.set_data_from_numpy(np.ones((1, 4), dtype=np.float32))
+        prom_client = PrometheusConnect(url=url, disable_ssl=True)
+        recorder = SignalRecorder({server.id: server.metrics_url})
 
-            def ready() -> bool:
-                try:
-                    return httpx.get(f"{url}/-/ready", timeout=1).status_code == 200
-                except httpx.HTTPError:
-                    return False
+        def has_latency() -> bool:
+            for _ in range(20):
+                client.infer("m", [inp])
+            results = {k: prom_client.custom_query(query=q) for k, q in signals._QUERIES.items()}
+            signals.apply_prometheus(recorder, results, time.monotonic())  # type: ignore[arg-type]
+            sig = recorder.signals.get(server.id)
+            # Rates need two scrapes with traffic between them: wait until there is one.
+            return sig is not None and sig.latency_s > 0
 
-            wait_until(ready, 30)
-            client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
-            inp = httpclient.InferInput("INPUT0", [1, 4], "FP32")
-            inp.set_data_from_numpy(np.ones((1, 4), dtype=np.float32))
-            prom_client = PrometheusConnect(url=url, disable_ssl=True)
-            recorder = SignalRecorder({server.id: server.metrics_url})
-
-            def has_latency() -> bool:
-                for _ in range(20):
-                    client.infer("m", [inp])
-                results = {
-                    k: prom_client.custom_query(query=q) for k, q in signals._QUERIES.items()
-                }
-                signals.apply_prometheus(recorder, results, time.monotonic())  # type: ignore[arg-type]
-                sig = recorder.signals.get(server.id)
-                # Rates need two scrapes with traffic between them: wait until there is one.
-                return sig is not None and sig.latency_s > 0
-
-            wait_until(has_latency, 60)
-            sig = recorder.signals[server.id]
-            # The model answers in well under a second; Prometheus agrees with Triton's counters.
-            assert 0 < sig.latency_s < 1.0, sig
-            assert 0 <= sig.queue_s < sig.latency_s, sig
-            assert sig.pending >= 0, sig
-            client.close()
-        finally:
-            prom.terminate()
-            prom.wait(timeout=30)
+        wait_until(has_latency, 60)
+        sig = recorder.signals[server.id]
+        # The model answers in well under a second; Prometheus agrees with Triton's counters.
+        assert 0 < sig.latency_s < 1.0, sig
+        assert 0 <= sig.queue_s < sig.latency_s, sig
+        assert sig.pending >= 0, sig
+        client.close()

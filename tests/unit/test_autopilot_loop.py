@@ -1,0 +1,179 @@
+"""The autopilot inside the reconciler loop, over fakes and fake time: scale out, grow the
+fleet, drain and unload, shrink the fleet, hold on lost signals, explain every step."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from controlplane.autopilot import Autopilot, FleetBounds, Measured
+from controlplane.autoscale import ScalerConfig
+from controlplane.fakes import (
+    FakeFleet,
+    FakeInflight,
+    FakeLoadSignals,
+    FakeTritonControl,
+    InlineArtifacts,
+)
+from controlplane.loadstats import Window
+from controlplane.reconciler import Reconciler, ReconcilerConfig
+from controlplane.spec import ModelSpec
+from controlplane.store import MemoryStore, ModelRecord
+from tests.support import python_spec
+from tests.unit.test_reconciler import Clock
+
+MiB = 1 << 20
+
+
+def load(rate: float, capacity: float = 60.0, p99_s: float = 0.05) -> Measured:
+    w = Window(
+        at=0,
+        span_s=5,
+        completed=int(rate * 5),
+        latency_sum_s=rate * 5 * 0.03,
+        p95_s=0.03,
+        p99_s=p99_s,
+    )
+    return Measured(stable=w, panic=w, capacity_rps=capacity, last_request_at=0.0)
+
+
+async def _register(store: MemoryStore, **extra: object) -> None:
+    raw = python_spec("m", min_replicas=1, max_replicas=2)
+    raw["slo"] = {"p95_ms": 100, "p99_ms": 200}
+    raw["autoscaling"] = {"scale_down_delay_s": 10}
+    raw.update(extra)
+    spec = ModelSpec.model_validate(raw)
+    await store.create(ModelRecord("m", 1, spec, "", '{"name": "m"}', 0.0, 0.0))
+
+
+def test_scale_out_grows_the_fleet_then_drains_and_shrinks() -> None:
+    async def scenario() -> None:
+        fleet, store, clock = FakeFleet(1, 512 * MiB, max_servers=2), MemoryStore(), Clock()
+        control = FakeTritonControl(fleet)
+        signals, inflight = FakeLoadSignals(), FakeInflight()
+        await _register(store)
+        pilot = Autopilot(signals, ScalerConfig(), FleetBounds(1, 2, idle_s=5))
+        rec = Reconciler(
+            fleet,
+            control,
+            store,
+            InlineArtifacts(),
+            clock=clock,
+            rng=random.Random(1),
+            config=ReconcilerConfig(drain_grace_s=0.0, drain_timeout_s=5),
+            autopilot=pilot,
+            inflight=inflight,
+        )
+
+        async def tick(n: int = 1, dt: float = 1.0) -> None:
+            for _ in range(n):
+                clock.now += dt
+                await rec.tick()
+                await rec.wait_idle()
+                await asyncio.sleep(0)  # let a fleet-scale task run
+
+        signals.readings["m"] = load(5)
+        await tick(2)
+        assert [r.server_id for r in rec.replicas("m")] == ["s0"]
+
+        # 100 req/s over 60 req/s per replica at 70%: 3 wanted, clamped to 2; one per server,
+        # so the fleet grows to two servers and the second replica lands on s1.
+        signals.readings["m"] = load(100)
+        await tick(3)
+        assert fleet.scale_calls == [2]
+        assert [r.server_id for r in rec.replicas("m")] == ["s0", "s1"]
+        assert pilot.wanted("m") == 2
+
+        # Quiet again: the burst opened a panic window (30 s, no scale-in), then the demand
+        # must stay low for scale_down_delay_s (10 s); then the replica on s1 (the highest
+        # ordinal) leaves routing at once and is unloaded only when its requests are done.
+        signals.readings["m"] = load(5)
+        inflight.counts[("m", "s1")] = 2
+        waited = 0
+        while pilot.wanted("m") == 2:
+            assert len(rec.replicas("m")) == 2 and waited < 60
+            clock.now += 1
+            waited += 1
+            await rec.tick()
+        assert waited >= 30 + 10 - 3, waited
+        await asyncio.sleep(0.2)
+        assert [r.server_id for r in rec.replicas("m")] == ["s0"]  # out of routing ...
+        assert ("m", "s1") not in control.unloads  # ... but still draining
+        inflight.counts[("m", "s1")] = 0
+        await rec.wait_idle()
+        assert ("m", "s1") in control.unloads
+        # s1 stays empty for idle_s: the fleet shrinks back to one server.
+        await tick(7)
+        assert fleet.scale_calls == [2, 1]
+        assert [s.id for s in fleet.servers] == ["s0"]
+
+        rows = rec.decisions("m")
+        changes = [(d["previous"], d["desired"]) for d in rows if d["changed"]]
+        assert changes == [(1, 2), (2, 1)]
+        assert all(d["inputs"] and d["reason"] for d in rows)
+        actions = rec.scaling_metrics()["actions"]
+        assert actions[("m", "scale_up")] == 1 and actions[("m", "scale_down")] == 1
+        assert actions[("(fleet)", "grow")] == 1 and actions[("(fleet)", "shrink")] == 1
+
+    asyncio.run(scenario())
+
+
+def test_lost_signals_hold_replicas_and_say_so() -> None:
+    async def scenario() -> None:
+        fleet, store, clock = FakeFleet(2, 512 * MiB), MemoryStore(), Clock()
+        control = FakeTritonControl(fleet)
+        signals = FakeLoadSignals()
+        await _register(store)
+        rec = Reconciler(
+            fleet,
+            control,
+            store,
+            InlineArtifacts(),
+            clock=clock,
+            rng=random.Random(1),
+            autopilot=Autopilot(signals, ScalerConfig()),
+        )
+        signals.readings["m"] = load(100)
+        for _ in range(3):
+            clock.now += 1
+            await rec.tick()
+            await rec.wait_idle()
+        assert len(rec.replicas("m")) == 2
+        signals.fail = True
+        for _ in range(60):
+            clock.now += 1
+            await rec.tick()
+            await rec.wait_idle()
+        assert len(rec.replicas("m")) == 2 and control.unloads == []
+        status = rec.model_status("m")["autopilot"]
+        assert status["mode"] == "hold" and status["signals"] == "stale: holding"
+        assert rec.scaling_metrics()["actions"][("m", "hold")] == 1
+
+    asyncio.run(scenario())
+
+
+def test_admission_limit_reaches_the_gateway_routing() -> None:
+    async def scenario() -> None:
+        fleet, store, clock = FakeFleet(1, 512 * MiB), MemoryStore(), Clock()
+        signals = FakeLoadSignals()
+        await _register(store, admission={"max_inflight": "auto"})
+        rec = Reconciler(
+            fleet,
+            FakeTritonControl(fleet),
+            store,
+            InlineArtifacts(),
+            clock=clock,
+            rng=random.Random(1),
+            autopilot=Autopilot(signals, ScalerConfig()),
+        )
+        signals.readings["m"] = load(20, capacity=200)
+        clock.now += 1
+        await rec.tick()
+        await rec.wait_idle()
+        clock.now += 1
+        await rec.tick()
+        routing = rec.routing("m")
+        assert routing is not None and routing.max_queue == 40  # 1 x 200 rps x 0.2 s
+        assert rec.directory()["models"]["m"]["max_inflight"] == 40
+
+    asyncio.run(scenario())
