@@ -8,13 +8,15 @@ a + b x batch (15 ms + 1 ms per request, max batch 4: one replica serves ~210 re
 batches, like a small GPU model), and the same open-loop load through the gateway from
 `tritonfleet loadgen`: 1x for 20 s, 4x for 40 s, a 10x burst for 5 s, then 1x for 90 s.
 
-- static-floor: today's default, one warm replica (`autoscaling.policy: static`, 2 servers);
+- static-floor: the default before the autopilot: one warm replica, no admission limit
+  (`autoscaling.policy: static`, `admission.max_inflight: null`, 2 servers);
 - static-peak: four replicas on four servers all the time (sized for the burst);
 - target-inflight: Ray Serve's target_ongoing_requests=2 with its default delays;
 - slo: the autopilot (`slo: p95 100 ms, p99 200 ms`), 2 servers growing up to 4.
 
 Per policy it prints the share of 10 s windows meeting P95 < 100 ms, P99 < 200 ms and errors
-< 0.1% (429s are throttling, reported apart, and also shown counted as errors), 429s,
+< 0.1% (429s are throttling, reported apart, and also shown counted as errors), the share of
+requests answered 200 (goodput), 429s,
 server-seconds and replica-seconds (sampled every second from the control API), seconds from
 the step to the SLO restored, loads/unloads, and failed requests after the burst (scale-in).
 Results go to bench-out/autopilot_step/ (JSON per policy, summary.json, timeline.png).
@@ -54,7 +56,7 @@ class Policy:
     spec: dict[str, Any]
 
 
-def spec(policy: str, min_replicas: int) -> dict[str, Any]:
+def spec(policy: str, min_replicas: int, admission: int | str | None = "auto") -> dict[str, Any]:
     return {
         "name": MODEL,
         "backend": "python",
@@ -67,12 +69,14 @@ def spec(policy: str, min_replicas: int) -> dict[str, Any]:
         "policy": {"min_replicas": min_replicas, "max_replicas": 4, "memory_bytes": 64 << 20},
         "slo": {"p95_ms": 100, "p99_ms": 200, "max_error_rate": 0.001},
         "autoscaling": {"policy": policy},
+        "admission": {"max_inflight": admission},
         "artifact": {"dir": "."},
     }
 
 
 POLICIES = {
-    "static-floor": Policy("static-floor", 2, 2, spec("static", 1)),
+    # Today's default before the autopilot: one warm replica and no admission limit.
+    "static-floor": Policy("static-floor", 2, 2, spec("static", 1, admission=None)),
     "static-peak": Policy("static-peak", 4, 4, spec("static", 4)),
     "target-inflight": Policy("target-inflight", 2, 4, spec("target-inflight", 1)),
     "slo": Policy("slo", 2, 4, spec("slo", 1)),
@@ -260,6 +264,7 @@ def score(result: dict[str, Any], stages: list[tuple[float, float]]) -> dict[str
         "attainment": len(met) / len(windows) if windows else 0.0,
         "attainment_429_as_errors": len(met_strict) / len(windows) if windows else 0.0,
         "requests": sum(w["requests"] for w in windows),
+        "ok": sum(w["successes"] for w in windows),
         "errors": sum(w["errors"] - w["rejected"] for w in windows),
         "rejected_429": sum(w["rejected"] for w in windows),
         "server_seconds": sum(live for t, live, _ in samples if t >= t0),
@@ -367,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     peak = next((s for s in scores if s["policy"] == "static-peak"), None)
     print(f"\nprofile {profile}; SLO {SLO}; 10 s windows")
     hdr = (
-        f"{'policy':<16}{'SLO windows':>12}{'(429=err)':>10}{'429s':>7}{'errors':>7}"
+        f"{'policy':<16}{'SLO windows':>12}{'(429=err)':>10}{'ok %':>6}{'429s':>7}{'errors':>7}"
         f"{'server-s':>9}{'replica-s':>10}{'vs peak':>8}{'step→SLO':>9}{'loads':>6}"
         f"{'unloads':>8}{'fail>burst':>11}"
     )
@@ -377,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
         rec = "-" if s["step_to_slo_s"] is None else f"{s['step_to_slo_s']:.0f}s"
         print(
             f"{s['policy']:<16}{s['windows_met']:>5}/{s['windows']:<2} {s['attainment']:>5.0%}"
-            f"{s['attainment_429_as_errors']:>10.0%}{s['rejected_429']:>7}{s['errors']:>7}"
+            f"{s['attainment_429_as_errors']:>10.0%}{s['ok'] / max(s['requests'], 1):>6.0%}"
+            f"{s['rejected_429']:>7}{s['errors']:>7}"
             f"{s['server_seconds']:>9}{s['replica_seconds']:>10}{ratio:>8.2f}{rec:>9}"
             f"{s['loads']:>6.0f}{s['unloads']:>8.0f}{s['failed_after_burst']:>11}"
         )
