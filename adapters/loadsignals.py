@@ -61,7 +61,30 @@ class TritonCapacity:
         while hist and hist[0][0] < now - 4 * self._span_s:
             hist.popleft()
 
-    def _capacity(self, server_id: str, model: str, instances: int, now: float) -> float | None:
+    def _samples(self, server_id: str, model: str) -> list[signals.ExecSample]:
+        """Per-interval (batch, time per execution) points of `model` on one server."""
+        hist = self._history.get(server_id)
+        out: list[signals.ExecSample] = []
+        if not hist:
+            return out
+        prev = None
+        for _, totals in hist:
+            cur = totals.get(model)
+            if prev is not None and cur is not None:
+                sample = signals.exec_sample(prev, cur)
+                if sample is not None:
+                    out.append(sample)
+            prev = cur
+        return out
+
+    def _capacity(self, server_id: str, model: str, spec: ModelSpec, now: float) -> float | None:
+        """At full batches from the fitted service time when the history allows, else at the
+        batch sizes seen (a lower bound for a batching model)."""
+        instances = _instances(spec)
+        if spec.max_batch_size > 1:
+            fit = signals.fit_service_time(self._samples(server_id, model))
+            if fit is not None:
+                return signals.capacity_at(*fit, spec.max_batch_size, instances)
         hist = self._history.get(server_id)
         if not hist or len(hist) < 2:
             return None
@@ -82,11 +105,7 @@ class TritonCapacity:
             del self._history[sid]
         out: dict[str, float | None] = {}
         for name, (spec, held) in models.items():
-            caps = [
-                c
-                for s in held
-                if (c := self._capacity(s.id, name, _instances(spec), now)) is not None
-            ]
+            caps = [c for s in held if (c := self._capacity(s.id, name, spec, now)) is not None]
             out[name] = sum(caps) / len(caps) if caps else None
         return out
 

@@ -98,8 +98,9 @@ def model_totals(text: str) -> dict[str, ModelTotals]:
             continue
         start = line.find('model="', brace)
         end = line.find('"', start + 7) if start != -1 else -1
+        close = line.find("}", end) if end != -1 else -1
         space = line.rfind(" ")
-        if start == -1 or end == -1 or space < end:
+        if start == -1 or close == -1 or space < close:
             continue
         try:
             value = float(line[space + 1 :])
@@ -124,3 +125,52 @@ def capacity_rps(
     if done < min_inferences or busy_s <= 0:
         return None
     return done / busy_s * max(1, instances)
+
+
+@dataclass(frozen=True)
+class ExecSample:
+    """One scrape interval of a model on a server: mean batch size and time per execution."""
+
+    batch: float
+    exec_s: float
+    weight: float  # executions in the interval
+
+
+def exec_sample(prev: ModelTotals, cur: ModelTotals) -> ExecSample | None:
+    execs = cur.executions - prev.executions
+    if execs <= 0:
+        return None
+    batch = (cur.inferences - prev.inferences) / execs
+    exec_s = (cur.compute_us - prev.compute_us) / 1e6 / execs
+    if batch <= 0 or exec_s <= 0:
+        return None
+    return ExecSample(batch, exec_s, execs)
+
+
+def fit_service_time(
+    samples: list[ExecSample], min_spread: float = 0.75
+) -> tuple[float, float] | None:
+    """Weighted least squares of time per execution = a + b x batch (Clockwork's model).
+
+    None unless the samples span at least `min_spread` in mean batch size (two points on the
+    same batch size say nothing about b) and the fit is physical (a >= 0, b >= 0).
+    """
+    if len(samples) < 3:
+        return None
+    w = sum(x.weight for x in samples)
+    mx = sum(x.weight * x.batch for x in samples) / w
+    my = sum(x.weight * x.exec_s for x in samples) / w
+    sxx = sum(x.weight * (x.batch - mx) ** 2 for x in samples)
+    lo, hi = min(x.batch for x in samples), max(x.batch for x in samples)
+    if hi - lo < min_spread or sxx <= 0:
+        return None
+    b = sum(x.weight * (x.batch - mx) * (x.exec_s - my) for x in samples) / sxx
+    a = my - b * mx
+    if a < 0 or b < 0:
+        return None
+    return a, b
+
+
+def capacity_at(a: float, b: float, batch: int, instances: int) -> float:
+    """Inferences per second a replica completes at full batches of `batch`."""
+    return max(1, instances) * batch / (a + b * batch)
