@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from controlplane import signals
 from controlplane.signals import ExecSample, ModelTotals
@@ -56,3 +58,9 @@ def test_no_fit_without_spread_or_when_unphysical() -> None:
     falling = [ExecSample(b, 0.05 - 0.01 * b, 10) for b in (1.0, 2.0, 3.0, 4.0)]
     assert signals.fit_service_time(falling) is None  # b < 0
     assert signals.fit_service_time(same[:2]) is None
+
+
+@given(st.text(max_size=2000))
+def test_any_metrics_text_parses_without_raising(text: str) -> None:
+    for totals in signals.model_totals(text).values():
+        assert isinstance(totals.inferences, float)
