@@ -1,7 +1,8 @@
 """What the reconciler believes about the fleet, as plain data, and the views of it.
 
-`FleetState` is written only by the reconciler; the control API and the gateway read it through
-`model_status`, `fleet_status` and `counters` (pure functions, no I/O).
+`FleetState` is written only by the reconciler and its actuator; the control API and the gateway
+read it (through `controlplane.views`) with `model_status`, `fleet_status` and `counters` (pure
+functions, no I/O).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from controlplane.fleet import FleetSnapshot
+from controlplane.fleet import FleetSnapshot, Server
 from controlplane.store import Footprint, ModelRecord
 
 
@@ -74,6 +75,15 @@ class FleetState:
 
     def replicas_of(self, name: str) -> list[tuple[str, ReplicaRecord]]:
         return [(sid, r) for (n, sid), r in sorted(self.replicas.items()) if n == name]
+
+    def ready_servers(self) -> dict[str, list[Server]]:
+        """Live servers holding a READY replica, per model, in server id order."""
+        servers = {s.id: s for s in self.snapshot.servers if s.live}
+        out: dict[str, list[Server]] = {}
+        for (name, sid), rep in sorted(self.replicas.items()):
+            if rep.state is ReplicaState.READY and sid in servers:
+                out.setdefault(name, []).append(servers[sid])
+        return out
 
     def memory_of(self, name: str) -> int:
         fp = self.footprints.get(name)

@@ -7,62 +7,54 @@
    control plane issues no redundant load; a loaded config that differs from the registered one
    is adopted as stale and reloaded), forget replicas whose server lost them, notice registrations
    whose generation changed. A replica whose load or unload finished after the observation was
-   taken is left alone this tick, so a slow observation can never undo a fresh action.
-3. **Plan** with the pure `placement.plan`.
-4. **Act**: loads and unloads run as background tasks under a fleet-wide and a per-server limit,
-   so a slow load never stalls the loop. A reload keeps the old generation serving until the new
-   one is READY. A failed load marks the model FAILED with Triton's reason and backs off
-   (exponential, jittered, bounded attempts); an unreachable server backs off too: no storms.
+   taken is left alone this tick, so a slow observation can never undo a fresh action. Then the
+   autopilot (a pure policy) sets each model's wanted replicas.
+3. **Plan** with the pure `placement.plan`; size the fleet when wanted replicas found no server.
+4. **Act** through `controlplane.actuator`: loads and unloads run as background tasks under
+   limits, so a slow load never stalls the loop; failures back off there.
 
 One failing step never stops the loop; transitions are logged as `old → new`, quiet ticks are not.
-The reconciler also answers the control API (`FleetView`) and the gateway (`ReplicaDirectory`).
+This module is the loop and composes its parts; the gateway (`ReplicaDirectory`) and the control
+API (`FleetView`) are answered by `controlplane.views`, to which the public methods delegate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
-import math
 import random
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from controlplane import autopilot as autopilot_mod
-from controlplane import fleetstate, placement
+from controlplane import placement
+from controlplane.actuator import Actuator, ArtifactFiles, InflightProbe, MemoryMeter
 from controlplane.autopilot import Autopilot
 from controlplane.configgen import served_matches
-from controlplane.errors import ModelLoadFailed, TritonfleetError
+from controlplane.errors import TritonfleetError
 from controlplane.fleet import FleetDriver, FleetSnapshot, Server
 from controlplane.fleetstate import FleetState, ModelState, ReplicaRecord, ReplicaState
-from controlplane.replicas import ModelRouting, Replica, replica_on
-from controlplane.store import Footprint, ModelRecord, ModelStore
+from controlplane.replicas import ModelRouting, Replica
+from controlplane.store import ModelStore
 from controlplane.triton import LoadedModel, TritonControl
+from controlplane.views import FleetViews
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ModelState", "Reconciler", "ReconcilerConfig", "ReplicaState", "TickReport"]
-
-
-class ArtifactFiles(Protocol):
-    """Reads a registered model's files (inline, or from an allowed local path)."""
-
-    async def files(self, record: ModelRecord) -> dict[str, bytes]: ...
-
-
-class InflightProbe(Protocol):
-    """Requests in flight to one replica through the gateway; None when it cannot tell."""
-
-    def inflight(self, model: str, server_id: str) -> int | None: ...
-
-
-class MemoryMeter(Protocol):
-    """Bytes a server uses now (for footprint deltas around a load); None when unknown."""
-
-    async def sample(self, server: Server) -> tuple[int, str] | None: ...
+__all__ = [
+    "ArtifactFiles",
+    "InflightProbe",
+    "MemoryMeter",
+    "ModelState",
+    "Reconciler",
+    "ReconcilerConfig",
+    "ReplicaState",
+    "TickReport",
+]
 
 
 @dataclass(frozen=True)
@@ -103,26 +95,30 @@ class Reconciler:
         self._fleet = fleet
         self._control = control
         self._store = store
-        self._artifacts = artifacts
         self._clock = clock
-        self._rng = rng
         self._cfg = config or ReconcilerConfig()
-        self._meter = meter
         self.autopilot = autopilot or Autopilot(None)
-        self._inflight = inflight
         self._scaling: asyncio.Task[None] | None = None
         self.state = FleetState(FleetSnapshot(servers=(), driver=getattr(fleet, "name", "?")))
-        self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}  # (model, server) in flight
-        self._settled: dict[tuple[str, str], float] = {}  # loop time each action finished
-        self._hold_until: dict[str, float] = {}  # transient failures: no new load before
-        self._background: set[asyncio.Task[None]] = set()
-        self._global = asyncio.Semaphore(self._cfg.max_concurrent_loads)
-        self._per_server: dict[str, asyncio.Semaphore] = {}
         self._wake = asyncio.Event()
         self._ticked = asyncio.Event()  # set (and replaced) at the end of every tick
         self._ticks_started = 0
         self._ticks_done = 0
-        self._ready_view: dict[str, tuple[Replica, ...]] = {}
+        self.views = FleetViews(
+            self.state, self.autopilot, clock, self._cfg.demand_ttl_s, self.wake, self._fresh_tick
+        )
+        self.actuator = Actuator(
+            self.state,
+            control,
+            store,
+            artifacts,
+            clock,
+            rng,
+            self._cfg,
+            on_change=self.views.refresh,
+            meter=meter,
+            inflight=inflight,
+        )
 
     @property
     def load_calls(self) -> int:
@@ -153,7 +149,7 @@ class Reconciler:
 
     def attach_inflight(self, probe: InflightProbe) -> None:
         """Drains wait for the requests `probe` sees in flight (the in-process gateway)."""
-        self._inflight = probe
+        self.actuator.attach_inflight(probe)
 
     async def tick(self) -> TickReport:
         self._ticks_started += 1
@@ -175,7 +171,7 @@ class Reconciler:
         # 2. Diff.
         candidates = self._diff(live, observed, observed_at, now)
         adopted = await self._adopt(candidates, now)
-        self._reset_failures()
+        self.actuator.reset_failures()
         self._forget_deleted()
         reloads = self._stale_generations(now)
         await self._pilot(now)
@@ -188,12 +184,12 @@ class Reconciler:
 
         # 4. Act.
         for action in result.actions:
-            self._start(action)
+            self.actuator.start(action)
         for model, server in reloads:
-            self._start(
+            self.actuator.start(
                 placement.Action(placement.ActionKind.LOAD, model, server, "new generation")
             )
-        self._refresh_ready_view()
+        self.views.refresh()
         self._ticks_done = max(self._ticks_done, this_tick)
         self._ticked.set()
         self._ticked = asyncio.Event()
@@ -204,24 +200,27 @@ class Reconciler:
             adopted=tuple(adopted),
         )
 
+    async def _fresh_tick(self, timeout_s: float) -> None:
+        """Until a tick that starts after this call has finished, or `timeout_s` passes."""
+        wanted_tick = self._ticks_started + 1
+        self.wake()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, timeout_s)):
+                while self._ticks_done < wanted_tick:
+                    await self._ticked.wait()
+
     async def wait_idle(self) -> None:
         """Until no load or unload is in flight (tests and shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+        await self.actuator.wait_idle()
 
     async def close(self) -> None:
-        tasks = [*self._tasks.values(), *self._background]
         if self._scaling is not None:
-            tasks.append(self._scaling)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            self._scaling.cancel()
+        await self.actuator.close()  # cancels its tasks before its first await
+        if self._scaling is not None:
+            await asyncio.gather(self._scaling, return_exceptions=True)
 
     # --- observe / diff -----------------------------------------------------------------
-    def _untouchable(self, key: tuple[str, str], observed_at: float) -> bool:
-        """In flight, or finished after the observation: the observation is stale for it."""
-        return key in self._tasks or self._settled.get(key, -math.inf) >= observed_at
-
     def _diff(
         self,
         live: Sequence[Server],
@@ -229,7 +228,7 @@ class Reconciler:
         observed_at: float,
         now: float,
     ) -> list[tuple[Server, str]]:
-        state = self.state
+        state, act = self.state, self.actuator
         candidates: list[tuple[Server, str]] = []
         live_ids = {s.id for s in live}
         for server, seen in zip(live, observed, strict=True):
@@ -242,21 +241,20 @@ class Reconciler:
                     st.last_used = max(st.last_used, lm.last_inference_ms / 1000)
                 key = (name, server.id)
                 new = key not in state.replicas and name in state.records
-                if new and not self._untouchable(key, observed_at):
+                if new and not act.untouchable(key, observed_at):
                     candidates.append((server, name))
             for (name, sid), rep in list(state.replicas.items()):
                 key = (name, sid)
-                if sid != server.id or name in seen or self._untouchable(key, observed_at):
+                if sid != server.id or name in seen or act.untouchable(key, observed_at):
                     continue
                 log.info("replica %s on %s: %s → gone (server lost it)", name, sid, rep.state.value)
                 del state.replicas[key]
         for (name, sid), rep in list(state.replicas.items()):
             key = (name, sid)
-            if sid not in live_ids and key not in self._tasks:
+            if sid not in live_ids and key not in act.in_flight:
                 log.info("replica %s on %s: %s → gone (server down)", name, sid, rep.state.value)
                 del state.replicas[key]
-        for key in [k for k, t in self._settled.items() if t < observed_at]:
-            del self._settled[key]  # older than any future observation: no longer needed
+        act.forget_settled(observed_at)
         return candidates
 
     async def _adopt(
@@ -272,7 +270,7 @@ class Reconciler:
         adopted = []
         for (server, name), cfg in zip(candidates, served, strict=True):
             record = self.state.records.get(name)
-            if record is None or (server.id, name) in self._tasks:
+            if record is None or (server.id, name) in self.actuator.in_flight:
                 continue
             matches = isinstance(cfg, Mapping) and served_matches(
                 json.loads(record.config_json), cfg
@@ -290,30 +288,14 @@ class Reconciler:
             )
         return adopted
 
-    def _reset_failures(self) -> None:
-        """A new generation (the user changed the spec) starts with a clean slate."""
-        for name, record in self.state.records.items():
-            st = self.state.model(name)
-            if st.failures and st.failed_generation != record.generation:
-                st.failures, st.retry_at, st.last_error = 0, 0.0, None
-
     def _forget_deleted(self) -> None:
         """Drop runtime state of models that are neither registered nor loaded anywhere."""
-        held = {n for n, _ in self.state.replicas} | {n for n, _ in self._tasks}
-        for name in list(self.state.models):
-            if name not in self.state.records and name not in held:
-                self.state.models.pop(name).signal()
-                self._hold_until.pop(name, None)
-        known = {s.id for s in self.state.snapshot.servers}
-        for sid in list(self._per_server):
-            if sid not in known and not any(s == sid for _, s in self._tasks):
-                del self._per_server[sid]
-
-    def _blocked(self, name: str, now: float) -> bool:
-        st = self.state.model(name)
-        if now < self._hold_until.get(name, 0.0):
-            return True
-        return st.failures > 0 and (st.failures >= self._cfg.max_attempts or now < st.retry_at)
+        state = self.state
+        held = {n for n, _ in state.replicas} | {n for n, _ in self.actuator.in_flight}
+        gone = [n for n in state.models if n not in state.records and n not in held]
+        for name in gone:
+            state.models.pop(name).signal()
+        self.actuator.forget(gone, {s.id for s in state.snapshot.servers})
 
     def _stale_generations(self, now: float) -> list[tuple[str, str]]:
         out = []
@@ -323,8 +305,8 @@ class Reconciler:
                 record is not None
                 and rep.state is ReplicaState.READY
                 and rep.generation != record.generation
-                and (name, sid) not in self._tasks
-                and not self._blocked(name, now)
+                and (name, sid) not in self.actuator.in_flight
+                and not self.actuator.blocked(name, now)
             ):
                 out.append((name, sid))
         return out
@@ -351,7 +333,7 @@ class Reconciler:
                     shed_surplus=load is not None,
                     priority=policy.priority,
                     last_used=st.last_used,
-                    blocked=self._blocked(name, now),
+                    blocked=self.actuator.blocked(name, now),
                     server_labels=policy.server_labels,
                 )
             )
@@ -369,19 +351,11 @@ class Reconciler:
         )
 
     # --- the autopilot and the fleet's size ----------------------------------------------
-    def _ready_servers(self) -> dict[str, list[Server]]:
-        servers = {s.id: s for s in self.state.snapshot.servers if s.live}
-        out: dict[str, list[Server]] = {}
-        for (name, sid), rep in sorted(self.state.replicas.items()):
-            if rep.state is ReplicaState.READY and sid in servers:
-                out.setdefault(name, []).append(servers[sid])
-        return out
-
     async def _pilot(self, now: float) -> None:
         if not self.autopilot.enabled:
             return
         specs = {n: r.spec for n, r in self.state.records.items()}
-        await self.autopilot.step(specs, self._ready_servers(), now)
+        await self.autopilot.step(specs, self.state.ready_servers(), now)
 
     def _size_fleet(self, snap: placement.Snapshot, result: placement.Plan, now: float) -> None:
         """Grow the fleet when wanted replicas found no server; shrink it when the top is empty."""
@@ -392,11 +366,7 @@ class Reconciler:
         short = autopilot_mod.shortfall(
             {m: t for m, t in targets.items() if m in result.unplaced}, placed
         )
-        per_server: dict[str, int] = {}
-        for _, sid in self.state.replicas:
-            per_server[sid] = per_server.get(sid, 0) + 1
-        for _, sid in self._tasks:
-            per_server[sid] = per_server.get(sid, 0) + 1
+        per_server = Counter(sid for _, sid in [*self.state.replicas, *self.actuator.in_flight])
         servers = self.state.snapshot.servers
         want = self.autopilot.servers_wanted(servers, per_server, short, now)
         if want is None or want == len(servers):
@@ -412,291 +382,39 @@ class Reconciler:
             log.warning("fleet: could not scale to %d servers: %s", servers, exc)
         self.wake()
 
-    # --- act ----------------------------------------------------------------------------
-    def _start(self, action: placement.Action) -> None:
-        key = (action.model, action.server)
-        server = self.state.snapshot.by_id(action.server)
-        if key in self._tasks or server is None:
-            return
-        now = self._clock()
-        coro: Any
-        if action.kind is placement.ActionKind.LOAD:
-            record = self.state.records[action.model]
-            rep = self.state.replicas.get(key)
-            if rep is not None and rep.state is ReplicaState.READY:
-                rep.pending_generation = record.generation  # reload: the old one keeps serving
-                log.info(
-                    "replica %s on %s: READY → reloading generation %d",
-                    action.model,
-                    server.id,
-                    record.generation,
-                )
-            else:
-                self.state.replicas[key] = ReplicaRecord(
-                    ReplicaState.LOADING, record.generation, now
-                )
-                log.info("replica %s on %s: → LOADING (%s)", action.model, server.id, action.reason)
-            coro = self._load(server, record)
-        else:
-            rep = self.state.replicas.get(key)
-            if rep is not None:
-                rep.state = ReplicaState.UNLOADING
-            log.info("replica %s on %s: → UNLOADING (%s)", action.model, server.id, action.reason)
-            coro = self._unload(server, action.model, action.evicts, action.drain)
-        task = asyncio.create_task(coro, name=f"{action.model}@{action.server}")
-        self._tasks[key] = task
-        task.add_done_callback(functools.partial(self._finished, key))
-
-    def _finished(self, key: tuple[str, str], _task: asyncio.Task[None]) -> None:
-        self._tasks.pop(key, None)
-        self._settled[key] = asyncio.get_running_loop().time()
-
-    def _server_sem(self, server_id: str) -> asyncio.Semaphore:
-        sem = self._per_server.get(server_id)
-        if sem is None:
-            sem = self._per_server[server_id] = asyncio.Semaphore(self._cfg.max_loads_per_server)
-        return sem
-
-    def _backoff(self, attempt: int) -> float:
-        delay = min(self._cfg.backoff_max_s, self._cfg.backoff_base_s * 2.0 ** max(0, attempt - 1))
-        return float(delay * (0.5 + self._rng.random()))
-
-    async def _load(self, server: Server, record: ModelRecord) -> None:
-        key = (record.name, server.id)
-        st = self.state.model(record.name)
-        try:
-            async with self._global, self._server_sem(server.id):
-                before = await self._meter.sample(server) if self._meter else None
-                files = await self._artifacts.files(record)
-                self.state.load_calls += 1
-                await self._control.load(server, record.name, record.config_json, files)
-                after = await self._meter.sample(server) if self._meter else None
-        except ModelLoadFailed as exc:
-            st.failures = st.failures + 1 if st.failed_generation == record.generation else 1
-            st.failed_generation = record.generation
-            st.last_error = exc.reason
-            st.retry_at = self._clock() + self._backoff(st.failures)
-            log.warning(
-                "model %s on %s: LOADING → FAILED (attempt %d/%d): %s",
-                record.name,
-                server.id,
-                st.failures,
-                self._cfg.max_attempts,
-                exc.reason,
-            )
-            self._settle_failed_load(server, record.name, key)
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # unreachable server, unreadable artifact, anything else
-            self._hold_until[record.name] = self._clock() + self._backoff(1)
-            log.warning("replica %s on %s: load did not complete: %s", record.name, server.id, exc)
-            self._settle_failed_load(server, record.name, key)
-            return
-        rep = self.state.replicas.get(key)
-        if rep is not None:
-            rep.state, rep.generation, rep.pending_generation = (
-                ReplicaState.READY,
-                record.generation,
-                None,
-            )
-            rep.since = self._clock()
-        st.failures, st.last_error, st.evicted = 0, None, False
-        self._hold_until.pop(record.name, None)
-        log.info("replica %s on %s: LOADING → READY", record.name, server.id)
-        self._refresh_ready_view()
-        st.signal()
-        await self._record_footprint(record, server, before, after)
-
-    def _settle_failed_load(self, server: Server, name: str, key: tuple[str, str]) -> None:
-        rep = self.state.replicas.get(key)
-        if rep is not None and rep.pending_generation is not None:
-            rep.pending_generation = None  # a failed reload: the old generation keeps serving
-        else:
-            self.state.replicas.pop(key, None)
-            # A failed first load leaves the model UNAVAILABLE on Triton; clear it (best effort).
-            task = asyncio.get_running_loop().create_task(self._quiet_unload(server, name))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-        self.state.model(name).signal()
-
-    async def _record_footprint(
-        self,
-        record: ModelRecord,
-        server: Server,
-        before: tuple[int, str] | None,
-        after: tuple[int, str] | None,
-    ) -> None:
-        known = self.state.footprints.get(record.name)
-        if known is not None and known.generation == record.generation:
-            return
-        measured: tuple[int, str] | None = None
-        try:
-            loaded = (await self._control.loaded(server)).get(record.name)
-        except TritonfleetError:
-            loaded = None
-        if loaded is not None and loaded.memory_bytes:
-            measured = (loaded.memory_bytes, "triton-memory-usage")
-        elif before is not None and after is not None and after[0] > before[0]:
-            measured = (after[0] - before[0], after[1])
-        if measured is None:
-            return
-        fp = Footprint(record.name, measured[0], measured[1], self._clock(), record.generation)
-        try:
-            if await self._store.put_footprint(fp):
-                self.state.footprints[record.name] = fp
-        except TritonfleetError as exc:
-            log.warning("could not store footprint of %s: %s", record.name, exc)
-
-    async def _drain(self, server: Server, name: str) -> None:
-        """Out of routing first; then wait for the requests in flight to it to finish."""
-        self._refresh_ready_view()
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        await asyncio.sleep(self._cfg.drain_grace_s)
-        while loop.time() - start < self._cfg.drain_timeout_s:
-            n = self._inflight.inflight(name, server.id) if self._inflight else None
-            if not n:
-                return
-            await asyncio.sleep(0.05)
-        log.warning(
-            "replica %s on %s: still busy after %gs of draining; unloading anyway",
-            name,
-            server.id,
-            self._cfg.drain_timeout_s,
-        )
-
-    async def _unload(self, server: Server, name: str, evicted: bool, drain: bool = False) -> None:
-        key = (name, server.id)
-        if drain:
-            await self._drain(server, name)
-        try:
-            self.state.unload_calls += 1
-            await self._control.unload(server, name)
-        except TritonfleetError as exc:
-            log.warning("unload %s on %s failed: %s", name, server.id, exc)
-        self.state.replicas.pop(key, None)
-        st = self.state.model(name)
-        if evicted:
-            st.evicted = True
-        log.info(
-            "replica %s on %s: UNLOADING → gone%s", name, server.id, " (evicted)" if evicted else ""
-        )
-        self._refresh_ready_view()
-        st.signal()
-
-    async def _quiet_unload(self, server: Server, name: str) -> None:
-        with contextlib.suppress(TritonfleetError):
-            await self._control.unload(server, name)
-
-    def _refresh_ready_view(self) -> None:
-        servers = {s.id: s for s in self.state.snapshot.servers if s.live}
-        view: dict[str, list[Replica]] = {}
-        for (name, sid), rep in self.state.replicas.items():
-            srv = servers.get(sid)
-            if rep.state is ReplicaState.READY and srv is not None:
-                view.setdefault(name, []).append(replica_on(srv, name))
-        self._ready_view = {k: tuple(sorted(v, key=lambda r: r.server_id)) for k, v in view.items()}
-
-    # --- ReplicaDirectory (the gateway) -------------------------------------------------
+    # --- the gateway's ReplicaDirectory and the control API's FleetView (controlplane.views)
     def replicas(self, model: str) -> Sequence[Replica]:
-        return self._ready_view.get(model, ())
+        return self.views.replicas(model)
 
     def routing(self, model: str) -> ModelRouting | None:
-        record = self.state.records.get(model)
-        if record is None:
-            return None
-        return ModelRouting(
-            name=model,
-            sequence=record.spec.sequence_batching is not None,
-            max_queue=self.autopilot.admission(model),
-        )
+        return self.views.routing(model)
 
     def touch(self, model: str) -> None:
-        """`model` is in use (served, or asked for): keep it wanted and off the eviction list."""
-        if model not in self.state.records:
-            return
-        st = self.state.model(model)
-        st.last_used = self._clock()
-        st.wanted_until = max(st.wanted_until, st.last_used + self._cfg.demand_ttl_s)
+        self.views.touch(model)
 
     async def ensure(self, model: str, timeout_s: float) -> Sequence[Replica]:
-        """Want `model` warm; wait until a replica is READY, it fails, or `timeout_s` passes."""
-        if not math.isfinite(timeout_s):
-            return self.replicas(model)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, timeout_s)
-        if model not in self.state.records:
-            # Registered a moment ago? Wait for a tick that starts after this call (one
-            # already under way may have read the registry before the registration).
-            wanted_tick = self._ticks_started + 1
-            self.wake()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, timeout_s)):
-                    while self._ticks_done < wanted_tick:
-                        await self._ticked.wait()
-            if model not in self.state.records:
-                return ()
-        self.touch(model)
-        self.wake()
-        while not self.replicas(model):
-            st = self.state.models.get(model)
-            record = self.state.records.get(model)
-            if st is None or record is None:
-                break  # deleted meanwhile
-            if st.failures and st.failed_generation == record.generation:
-                break
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(remaining, 0.5)):
-                    await st.changed.wait()
-        return self.replicas(model)
+        return await self.views.ensure(model, timeout_s)
 
-    # --- FleetView (the control API) ----------------------------------------------------
     def model_state(self, name: str) -> ModelState:
-        return self.state.model_state(name)
+        return self.views.model_state(name)
 
     def model_status(self, name: str) -> dict[str, Any]:
-        status = fleetstate.model_status(self.state, name)
-        status["autopilot"] = self.autopilot.status(name)
-        return status
+        return self.views.model_status(name)
 
     def decisions(self, name: str) -> list[dict[str, Any]]:
-        return self.autopilot.decisions(name)
+        return self.views.decisions(name)
 
     def scaling_metrics(self) -> dict[str, dict[Any, int]]:
-        desired = {n: w for n in self.state.records if (w := self.autopilot.wanted(n)) is not None}
-        return {"actions": self.autopilot.counters(), "desired": desired}
+        return self.views.scaling_metrics()
 
     def fleet_status(self) -> dict[str, Any]:
-        return fleetstate.fleet_status(self.state)
+        return self.views.fleet_status()
 
     def counters(self) -> dict[str, float]:
-        return dict(fleetstate.counters(self.state))
+        return self.views.counters()
 
     def directory(self) -> dict[str, Any]:
-        # No admin keys here: a gateway holds its own.
-        return {
-            "models": {
-                name: {
-                    "sequence": record.spec.sequence_batching is not None,
-                    "max_inflight": self.autopilot.admission(name),
-                    "replicas": [
-                        {
-                            "server_id": r.server_id,
-                            "http_url": r.http_url,
-                            "grpc_url": r.grpc_url,
-                            "metrics_url": r.metrics_url,
-                        }
-                        for r in self.replicas(name)
-                    ],
-                }
-                for name, record in self.state.records.items()
-            }
-        }
+        return self.views.directory()
 
     async def ensure_status(self, name: str, timeout_s: float) -> dict[str, Any]:
-        await self.ensure(name, timeout_s)
-        return self.model_status(name)
+        return await self.views.ensure_status(name, timeout_s)
