@@ -22,7 +22,7 @@ import random
 from collections.abc import Callable, Iterable, KeysView
 from typing import Any, Protocol
 
-from controlplane import placement
+from controlplane import batching, placement
 from controlplane.errors import ModelLoadFailed, TritonfleetError
 from controlplane.fleet import Server
 from controlplane.fleetstate import FleetState, ReplicaRecord, ReplicaState
@@ -84,6 +84,7 @@ class Actuator:
         on_change: Callable[[], None],
         meter: MemoryMeter | None = None,
         inflight: InflightProbe | None = None,
+        tuning: Callable[[str], tuple[int, int | None]] | None = None,
     ) -> None:
         self._state = state
         self._control = control
@@ -95,6 +96,8 @@ class Actuator:
         self._on_change = on_change  # the set of READY replicas may have changed
         self._meter = meter
         self._inflight = inflight
+        # (version, tuned max_queue_delay_us or None) of a model: what a load should serve
+        self._tuning = tuning or (lambda _model: (0, None))
         self._tasks: dict[Key, asyncio.Task[None]] = {}  # (model, server) in flight
         self._settled: dict[Key, float] = {}  # loop time each action finished
         self._hold_until: dict[str, float] = {}  # transient failures: no new load before
@@ -176,7 +179,7 @@ class Actuator:
             else:
                 state.replicas[key] = ReplicaRecord(ReplicaState.LOADING, record.generation, now)
                 log.info("replica %s on %s: → LOADING (%s)", action.model, server.id, action.reason)
-            coro = self._load(server, record)
+            coro = self._load(server, record, *self._tuning(action.model))
         else:
             rep = state.replicas.get(key)
             if rep is not None:
@@ -201,15 +204,18 @@ class Actuator:
         delay = min(self._cfg.backoff_max_s, self._cfg.backoff_base_s * 2.0 ** max(0, attempt - 1))
         return float(delay * (0.5 + self._rng.random()))
 
-    async def _load(self, server: Server, record: ModelRecord) -> None:
+    async def _load(
+        self, server: Server, record: ModelRecord, tuning: int = 0, delay_us: int | None = None
+    ) -> None:
         key = (record.name, server.id)
+        config = batching.apply(record.config_json, delay_us)
         st = self._state.model(record.name)
         try:
             async with self._global, self._server_sem(server.id):
                 before = await self._meter.sample(server) if self._meter else None
                 files = await self._artifacts.files(record)
                 self._state.load_calls += 1
-                await self._control.load(server, record.name, record.config_json, files)
+                await self._control.load(server, record.name, config, files)
                 after = await self._meter.sample(server) if self._meter else None
         except ModelLoadFailed as exc:
             st.failures = st.failures + 1 if st.failed_generation == record.generation else 1
@@ -240,7 +246,7 @@ class Actuator:
                 record.generation,
                 None,
             )
-            rep.since = self._clock()
+            rep.since, rep.tuning = self._clock(), tuning
         st.failures, st.last_error, st.evicted = 0, None, False
         self._hold_until.pop(record.name, None)
         log.info("replica %s on %s: LOADING → READY", record.name, server.id)

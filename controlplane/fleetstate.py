@@ -37,6 +37,7 @@ class ReplicaRecord:
     generation: int  # the generation Triton is serving (0: unknown, reload it)
     since: float
     pending_generation: int | None = None  # a reload in flight; the old one keeps serving
+    tuning: int = 0  # the autopilot's batching version it serves (0: the registered config)
 
 
 @dataclass

@@ -118,6 +118,7 @@ class Reconciler:
             on_change=self.views.refresh,
             meter=meter,
             inflight=inflight,
+            tuning=self.autopilot.queue_delay,
         )
 
     @property
@@ -185,17 +186,15 @@ class Reconciler:
         # 4. Act.
         for action in result.actions:
             self.actuator.start(action)
-        for model, server in reloads:
-            self.actuator.start(
-                placement.Action(placement.ActionKind.LOAD, model, server, "new generation")
-            )
+        for model, server, why in reloads:
+            self.actuator.start(placement.Action(placement.ActionKind.LOAD, model, server, why))
         self.views.refresh()
         self._ticks_done = max(self._ticks_done, this_tick)
         self._ticked.set()
         self._ticked = asyncio.Event()
         return TickReport(
             actions=result.actions,
-            reloads=tuple(reloads),
+            reloads=tuple((m, s) for m, s, _ in reloads),
             unplaced=result.unplaced,
             adopted=tuple(adopted),
         )
@@ -270,7 +269,7 @@ class Reconciler:
         adopted = []
         for (server, name), cfg in zip(candidates, served, strict=True):
             record = self.state.records.get(name)
-            if record is None or (server.id, name) in self.actuator.in_flight:
+            if record is None or (name, server.id) in self.actuator.in_flight:
                 continue
             matches = isinstance(cfg, Mapping) and served_matches(
                 json.loads(record.config_json), cfg
@@ -297,18 +296,22 @@ class Reconciler:
             state.models.pop(name).signal()
         self.actuator.forget(gone, {s.id for s in state.snapshot.servers})
 
-    def _stale_generations(self, now: float) -> list[tuple[str, str]]:
+    def _stale_generations(self, now: float) -> list[tuple[str, str, str]]:
+        """READY replicas serving an old generation, or an old batching tuning: reload them."""
         out = []
         for (name, sid), rep in self.state.replicas.items():
             record = self.state.records.get(name)
             if (
-                record is not None
-                and rep.state is ReplicaState.READY
-                and rep.generation != record.generation
-                and (name, sid) not in self.actuator.in_flight
-                and not self.actuator.blocked(name, now)
+                record is None
+                or rep.state is not ReplicaState.READY
+                or (name, sid) in self.actuator.in_flight
+                or self.actuator.blocked(name, now)
             ):
-                out.append((name, sid))
+                continue
+            if rep.generation != record.generation:
+                out.append((name, sid, "new generation"))
+            elif rep.tuning != self.autopilot.queue_delay(name)[0]:
+                out.append((name, sid, "batching tuned by the autopilot"))
         return out
 
     def _planner_snapshot(self, now: float) -> placement.Snapshot:
@@ -366,7 +369,15 @@ class Reconciler:
         short = autopilot_mod.shortfall(
             {m: t for m, t in targets.items() if m in result.unplaced}, placed
         )
-        per_server = Counter(sid for _, sid in [*self.state.replicas, *self.actuator.in_flight])
+        # What stands, what is in flight, and what this tick's plan is about to load.
+        per_server = Counter(
+            sid
+            for _, sid in {
+                *self.state.replicas,
+                *self.actuator.in_flight,
+                *((m, s) for m, held in result.placement.items() for s in held),
+            }
+        )
         servers = self.state.snapshot.servers
         want = self.autopilot.servers_wanted(servers, per_server, short, now)
         if want is None or want == len(servers):

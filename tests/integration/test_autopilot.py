@@ -165,3 +165,59 @@ def test_step_grows_the_fleet_then_drains_and_shrinks_without_failures(
             await rt.stop()
 
     asyncio.run(scenario())
+
+
+def test_batching_change_reloads_under_load_without_failures(
+    triton_install: TritonInstall, tmp_path: Path
+) -> None:
+    """A tight P95 target puts the model under latency pressure at once: the autopilot halves
+    its queue delay, Triton reloads it with the new config while requests keep flowing, and
+    not one of them fails (the old model serves until the new one is ready)."""
+
+    async def scenario() -> None:
+        base = free_port_block(3)
+        settings = Settings(
+            data_dir=tmp_path / "data",
+            servers=1,
+            register_examples=False,
+            api_port=base,
+            gateway_http_port=base + 1,
+            gateway_grpc_port=base + 2,
+            reconcile_interval_s=0.5,
+            autopilot_stable_window_s=6,
+            autopilot_panic_window_s=2,
+        )
+        rt = await Runtime(settings).start()
+        try:
+            assert rt.registry is not None and rt.reconciler is not None and rt.gateway
+            rec = rt.reconciler
+            spec = stepper(
+                "tuned",
+                dynamic_batching={"preferred_batch_sizes": [4], "max_queue_delay_us": 8000},
+                slo={"p95_ms": 18, "p99_ms": 40},
+                autoscaling={"batching": {"min_queue_delay_us": 500, "max_queue_delay_us": 8000}},
+                policy={"min_replicas": 1, "max_replicas": 1},
+            )
+            await rt.registry.register(ModelSpec.model_validate(spec))
+            assert await rec.ensure("tuned", 60)
+            async with httpx.AsyncClient(base_url=rt.gateway.http_url, timeout=10) as client:
+                load = OpenLoop(client, "tuned")
+                running = asyncio.create_task(load.run(40, 12))
+                await eventually(lambda: rec.autopilot.queue_delay("tuned")[0] >= 1, 10)
+                await eventually(
+                    lambda: all(r.tuning >= 1 for _, r in rec.state.replicas_of("tuned")), 15
+                )
+                await running
+                await load.drain()
+            assert load.failed() == 0 and load.codes.get(429, 0) == 0, load.codes
+            assert load.codes[200] > 300
+            server = rec.state.snapshot.servers[0]
+            assert rt.control is not None
+            served = await rt.control.config(server, "tuned")
+            assert served is not None
+            delay = int(served["dynamic_batching"]["max_queue_delay_microseconds"])
+            assert delay == rec.autopilot.queue_delay("tuned")[1] and delay < 8000
+        finally:
+            await rt.stop()
+
+    asyncio.run(scenario())

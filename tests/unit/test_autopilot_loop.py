@@ -177,3 +177,51 @@ def test_admission_limit_reaches_the_gateway_routing() -> None:
         assert rec.directory()["models"]["m"]["max_inflight"] == 40
 
     asyncio.run(scenario())
+
+
+def test_batching_tuned_by_the_autopilot_reloads_with_the_new_delay() -> None:
+    async def scenario() -> None:
+        fleet, store, clock = FakeFleet(2, 512 * MiB), MemoryStore(), Clock()
+        control = FakeTritonControl(fleet)
+        signals = FakeLoadSignals()
+        raw = python_spec("m", min_replicas=2, max_replicas=2)
+        raw["dynamic_batching"] = {"max_queue_delay_us": 8000}
+        raw["slo"] = {"p95_ms": 100, "p99_ms": 200}
+        raw["autoscaling"] = {"batching": {"min_queue_delay_us": 500, "max_queue_delay_us": 8000}}
+        spec = ModelSpec.model_validate(raw)
+        config = '{"name": "m", "dynamic_batching": {"max_queue_delay_microseconds": "8000"}}'
+        await store.create(ModelRecord("m", 1, spec, "", config, 0.0, 0.0))
+        rec = Reconciler(
+            fleet,
+            control,
+            store,
+            InlineArtifacts(),
+            clock=clock,
+            rng=random.Random(1),
+            autopilot=Autopilot(signals, ScalerConfig()),
+        )
+
+        async def ticks(n: int) -> None:
+            for _ in range(n):
+                clock.now += 1
+                await rec.tick()
+                await rec.wait_idle()
+
+        signals.readings["m"] = load(50, capacity=400, p99_s=0.1)  # neither pressure nor need
+        await ticks(3)
+        assert rec.autopilot.queue_delay("m") == (0, None)
+        assert len(control.loads) == 2
+        signals.readings["m"] = load(50, capacity=400, p99_s=0.19)  # x0.95 of the P99 target
+        await ticks(3)
+        assert rec.autopilot.queue_delay("m") == (1, 4000)
+        served = {
+            sid: cfg["dynamic_batching"]["max_queue_delay_microseconds"]
+            for (sid, model), cfg in control.configs.items()
+        }
+        assert served == {"s0": "4000", "s1": "4000"}
+        assert len(control.loads) == 4  # two first loads, two reloads; nothing unloaded
+        assert control.unloads == []
+        assert all(r.tuning == 1 for _, r in rec.state.replicas_of("m"))
+        assert rec.model_status("m")["autopilot"]["queue_delay_us"] == 4000
+
+    asyncio.run(scenario())
