@@ -39,10 +39,9 @@ from typing import Any
 
 import httpx
 
-from tests.support import free_port_block
+from tests.support import free_port_block, stepper_spec
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL_PY = ROOT / "model_repo_templates" / "examples" / "batch_sleep" / "1" / "model.py"
 OUT = ROOT / "bench-out" / "autopilot_step"
 MODEL = "stepper"
 SLO = "p95=100ms,p99=200ms,errors<0.1%"
@@ -57,21 +56,13 @@ class Policy:
 
 
 def spec(policy: str, min_replicas: int, admission: int | str | None = "auto") -> dict[str, Any]:
-    return {
-        "name": MODEL,
-        "backend": "python",
-        "max_batch_size": 4,
-        "inputs": [{"name": "INPUT0", "datatype": "FP32", "dims": [16]}],
-        "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "dims": [16]}],
-        "dynamic_batching": {"preferred_batch_sizes": [4], "max_queue_delay_us": 2000},
-        "instance_groups": [{"count": 1, "kind": "KIND_CPU"}],
-        "parameters": {"base_ms": "15", "per_item_ms": "1"},
-        "policy": {"min_replicas": min_replicas, "max_replicas": 4, "memory_bytes": 64 << 20},
-        "slo": {"p95_ms": 100, "p99_ms": 200, "max_error_rate": 0.001},
-        "autoscaling": {"policy": policy},
-        "admission": {"max_inflight": admission},
-        "artifact": {"dir": "."},
-    }
+    return stepper_spec(
+        MODEL,
+        policy={"min_replicas": min_replicas, "max_replicas": 4, "memory_bytes": 64 << 20},
+        slo={"p95_ms": 100, "p99_ms": 200, "max_error_rate": 0.001},
+        autoscaling={"policy": policy},
+        admission={"max_inflight": admission},
+    )
 
 
 POLICIES = {
@@ -125,10 +116,7 @@ def _counter(text: str, name: str) -> float:
 
 def run_policy(p: Policy, profile: str, work: Path) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
-    model_dir = work / "model"
-    (model_dir / "1").mkdir(parents=True, exist_ok=True)
-    shutil.copy(MODEL_PY, model_dir / "1" / "model.py")
-    (model_dir / "spec.json").write_text(json.dumps(p.spec))
+    (work / "spec.json").write_text(json.dumps(p.spec))
     api_port, http_port, grpc_port = free_port_block(3), None, None
     http_port, grpc_port = api_port + 1, api_port + 2
     ready = work / "ready.json"
@@ -163,7 +151,7 @@ def run_policy(p: Policy, profile: str, work: Path) -> dict[str, Any]:
             api = json.loads(ready.read_text())["api_url"]
             tf = _tritonfleet()
             subprocess.run(
-                [*tf, "models", "register", str(model_dir / "spec.json"), "--api", api],
+                [*tf, "models", "register", str(work / "spec.json"), "--api", api],
                 check=True,
                 stdout=subprocess.DEVNULL,
             )

@@ -355,48 +355,20 @@ def _target_inflight(
         return _decision(model, knobs, obs, state, 0, "idle", _idle_reason(knobs, obs, now), inputs)
     want = max(want, 1)
     reason = f"mean in flight {mean_inflight:.1f} / target {knobs.target_inflight:g} → {want}"
-    if want > current:
-        high_since = state.high_since if state.high_since is not None else now
-        if now - high_since < cfg.upscale_delay_s:
-            return _decision(
-                model,
-                knobs,
-                obs,
-                replace(state, high_since=high_since, low_since=None),
-                current,
-                "stable",
-                reason + f"; upscale delay {cfg.upscale_delay_s:g}s",
-                inputs,
-            )
-        return _decision(
-            model, knobs, obs, replace(state, high_since=None), want, "stable", reason, inputs
-        )
-    if want < current:
-        low_since = state.low_since if state.low_since is not None else now
-        if now - low_since < cfg.downscale_delay_s:
-            return _decision(
-                model,
-                knobs,
-                obs,
-                replace(state, low_since=low_since, high_since=None),
-                current,
-                "stable",
-                reason + f"; downscale delay {cfg.downscale_delay_s:g}s",
-                inputs,
-            )
-        return _decision(
-            model, knobs, obs, replace(state, low_since=None), want, "stable", reason, inputs
-        )
-    return _decision(
-        model,
-        knobs,
-        obs,
-        replace(state, low_since=None, high_since=None),
-        want,
-        "stable",
-        reason,
-        inputs,
-    )
+    # Ray Serve's delays: a change must be asked for continuously this long to happen.
+    if want == current:
+        state, delay, since = replace(state, low_since=None, high_since=None), 0.0, now
+    elif want > current:
+        since = state.high_since if state.high_since is not None else now
+        state, delay = replace(state, high_since=since, low_since=None), cfg.upscale_delay_s
+    else:
+        since = state.low_since if state.low_since is not None else now
+        state, delay = replace(state, low_since=since, high_since=None), cfg.downscale_delay_s
+    if now - since < delay:
+        reason += f"; {'up' if want > current else 'down'}scale delay {delay:g}s"
+        return _decision(model, knobs, obs, state, current, "stable", reason, inputs)
+    state = replace(state, low_since=None, high_since=None)
+    return _decision(model, knobs, obs, state, want, "stable", reason, inputs)
 
 
 def slo_ratio(knobs: Knobs, w: Window, cfg: ScalerConfig) -> float | None:

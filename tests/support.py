@@ -16,6 +16,7 @@ import httpx
 from adapters import specfile
 from adapters.localfleet import LocalFleet, LocalFleetConfig
 from adapters.tritonbin import TritonInstall
+from controlplane.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "model_repo_templates" / "examples"
@@ -49,6 +50,41 @@ def python_spec(name: str, *, source: str = DOUBLE_PY, **policy: Any) -> dict[st
         "policy": {"memory_bytes": 64 << 20, **policy},
         "artifact": {"files": {"1/model.py": source}},
     }
+
+
+def stepper_spec(name: str, **extra: Any) -> dict[str, Any]:
+    """The batch_sleep example as a GPU-like model: 15 ms + 1 ms per request, max batch 4
+    (one replica serves ~60 req/s unbatched, ~210 req/s at full batches), SLO 100/200 ms."""
+    source = (EXAMPLES / "batch_sleep" / "1" / "model.py").read_text()
+    return {
+        "name": name,
+        "backend": "python",
+        "max_batch_size": 4,
+        "inputs": [{"name": "INPUT0", "datatype": "FP32", "dims": [16]}],
+        "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "dims": [16]}],
+        "dynamic_batching": {"preferred_batch_sizes": [4], "max_queue_delay_us": 2000},
+        "instance_groups": [{"count": 1, "kind": "KIND_CPU"}],
+        "parameters": {"base_ms": "15", "per_item_ms": "1"},
+        "policy": {"min_replicas": 1, "max_replicas": 2, "memory_bytes": 64 << 20},
+        "slo": {"p95_ms": 100, "p99_ms": 200},
+        "artifact": {"files": {"1/model.py": source}},
+        **extra,
+    }
+
+
+def up_settings(tmp_path: Path, **kw: Any) -> Settings:
+    """Settings for an in-process `tritonfleet up` (Runtime) on free loopback ports."""
+    base = free_port_block(3)
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "register_examples": False,
+        "api_port": base,
+        "gateway_http_port": base + 1,
+        "gateway_grpc_port": base + 2,
+        "reconcile_interval_s": 0.5,
+        **kw,
+    }
+    return Settings(**values)
 
 
 def example_spec(name: str) -> dict[str, Any]:

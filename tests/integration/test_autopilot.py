@@ -14,40 +14,21 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from adapters.runtime import Runtime
 from adapters.tritonbin import TritonInstall
-from controlplane.settings import Settings
 from controlplane.spec import ModelSpec
-from tests.support import EXAMPLES, eventually, free_port_block
+from tests.support import eventually, up_settings
+from tests.support import stepper_spec as stepper
 
 pytestmark = pytest.mark.triton
 
 BODY = json.dumps(
     {"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "FP32", "data": [1.0] * 16}]}
 ).encode()
-
-
-def stepper(name: str, **extra: Any) -> dict[str, Any]:
-    source = (EXAMPLES / "batch_sleep" / "1" / "model.py").read_text()
-    return {
-        "name": name,
-        "backend": "python",
-        "max_batch_size": 4,
-        "inputs": [{"name": "INPUT0", "datatype": "FP32", "dims": [16]}],
-        "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "dims": [16]}],
-        "dynamic_batching": {"preferred_batch_sizes": [4], "max_queue_delay_us": 2000},
-        "instance_groups": [{"count": 1, "kind": "KIND_CPU"}],
-        "parameters": {"base_ms": "15", "per_item_ms": "1"},
-        "policy": {"min_replicas": 1, "max_replicas": 2, "memory_bytes": 64 << 20},
-        "slo": {"p95_ms": 100, "p99_ms": 200},
-        "artifact": {"files": {"1/model.py": source}},
-        **extra,
-    }
 
 
 class OpenLoop:
@@ -92,17 +73,11 @@ def test_step_grows_the_fleet_then_drains_and_shrinks_without_failures(
     triton_install: TritonInstall, tmp_path: Path
 ) -> None:
     async def scenario() -> None:
-        base = free_port_block(3)
-        settings = Settings(
-            data_dir=tmp_path / "data",
+        settings = up_settings(
+            tmp_path,
             servers=1,
             max_servers=2,
             server_idle_s=2,
-            register_examples=False,
-            api_port=base,
-            gateway_http_port=base + 1,
-            gateway_grpc_port=base + 2,
-            reconcile_interval_s=0.5,
             autopilot_stable_window_s=6,
             autopilot_panic_window_s=2,
         )
@@ -175,17 +150,8 @@ def test_batching_change_reloads_under_load_without_failures(
     not one of them fails (the old model serves until the new one is ready)."""
 
     async def scenario() -> None:
-        base = free_port_block(3)
-        settings = Settings(
-            data_dir=tmp_path / "data",
-            servers=1,
-            register_examples=False,
-            api_port=base,
-            gateway_http_port=base + 1,
-            gateway_grpc_port=base + 2,
-            reconcile_interval_s=0.5,
-            autopilot_stable_window_s=6,
-            autopilot_panic_window_s=2,
+        settings = up_settings(
+            tmp_path, servers=1, autopilot_stable_window_s=6, autopilot_panic_window_s=2
         )
         rt = await Runtime(settings).start()
         try:

@@ -21,10 +21,8 @@ import pytest
 
 from adapters.loadsignals import PrometheusSignals
 from adapters.runtime import Runtime
-from controlplane.settings import Settings
 from controlplane.spec import ModelSpec
-from tests.integration.test_autopilot import stepper
-from tests.support import eventually, free_port_block, prometheus_server
+from tests.support import eventually, prometheus_server, stepper_spec, up_settings
 
 pytestmark = [
     pytest.mark.triton,
@@ -38,20 +36,10 @@ BODY = json.dumps(
 
 def test_prometheus_signals_match_the_gateway(tmp_path: Path) -> None:
     async def scenario() -> None:
-        base = free_port_block(3)
-        settings = Settings(
-            data_dir=tmp_path / "data",
-            servers=1,
-            register_examples=False,
-            api_port=base,
-            gateway_http_port=base + 1,
-            gateway_grpc_port=base + 2,
-            reconcile_interval_s=0.5,
-        )
-        rt = await Runtime(settings).start()
+        rt = await Runtime(up_settings(tmp_path, servers=1)).start()
         try:
             assert rt.registry is not None and rt.reconciler is not None and rt.gateway
-            spec = ModelSpec.model_validate(stepper("promm"))
+            spec = ModelSpec.model_validate(stepper_spec("promm"))
             await rt.registry.register(spec)
             assert await rt.reconciler.ensure("promm", 60)
             server = rt.reconciler.state.snapshot.servers[0]

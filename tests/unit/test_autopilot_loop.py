@@ -46,6 +46,33 @@ async def _register(store: MemoryStore, **extra: object) -> None:
     await store.create(ModelRecord("m", 1, spec, "", '{"name": "m"}', 0.0, 0.0))
 
 
+def _rec(
+    fleet: FakeFleet,
+    control: FakeTritonControl,
+    store: MemoryStore,
+    clock: Clock,
+    pilot: Autopilot,
+    **kw: object,
+) -> Reconciler:
+    return Reconciler(
+        fleet,
+        control,
+        store,
+        InlineArtifacts(),
+        clock=clock,
+        rng=random.Random(1),
+        autopilot=pilot,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def _ticks(rec: Reconciler, clock: Clock, n: int) -> None:
+    for _ in range(n):
+        clock.now += 1
+        await rec.tick()
+        await rec.wait_idle()
+
+
 def test_scale_out_grows_the_fleet_then_drains_and_shrinks() -> None:
     async def scenario() -> None:
         fleet, store, clock = FakeFleet(1, 512 * MiB, max_servers=2), MemoryStore(), Clock()
@@ -53,15 +80,13 @@ def test_scale_out_grows_the_fleet_then_drains_and_shrinks() -> None:
         signals, inflight = FakeLoadSignals(), FakeInflight()
         await _register(store)
         pilot = Autopilot(signals, ScalerConfig(), FleetBounds(1, 2, idle_s=5))
-        rec = Reconciler(
+        rec = _rec(
             fleet,
             control,
             store,
-            InlineArtifacts(),
-            clock=clock,
-            rng=random.Random(1),
+            clock,
+            pilot,
             config=ReconcilerConfig(drain_grace_s=0.0, drain_timeout_s=5),
-            autopilot=pilot,
             inflight=inflight,
         )
 
@@ -124,26 +149,12 @@ def test_lost_signals_hold_replicas_and_say_so() -> None:
         control = FakeTritonControl(fleet)
         signals = FakeLoadSignals()
         await _register(store)
-        rec = Reconciler(
-            fleet,
-            control,
-            store,
-            InlineArtifacts(),
-            clock=clock,
-            rng=random.Random(1),
-            autopilot=Autopilot(signals, ScalerConfig()),
-        )
+        rec = _rec(fleet, control, store, clock, Autopilot(signals, ScalerConfig()))
         signals.readings["m"] = load(100)
-        for _ in range(3):
-            clock.now += 1
-            await rec.tick()
-            await rec.wait_idle()
+        await _ticks(rec, clock, 3)
         assert len(rec.replicas("m")) == 2
         signals.fail = True
-        for _ in range(60):
-            clock.now += 1
-            await rec.tick()
-            await rec.wait_idle()
+        await _ticks(rec, clock, 60)
         assert len(rec.replicas("m")) == 2 and control.unloads == []
         status = rec.model_status("m")["autopilot"]
         assert status["mode"] == "hold" and status["signals"] == "stale: holding"
@@ -157,14 +168,8 @@ def test_admission_limit_reaches_the_gateway_routing() -> None:
         fleet, store, clock = FakeFleet(1, 512 * MiB), MemoryStore(), Clock()
         signals = FakeLoadSignals()
         await _register(store, admission={"max_inflight": "auto"})
-        rec = Reconciler(
-            fleet,
-            FakeTritonControl(fleet),
-            store,
-            InlineArtifacts(),
-            clock=clock,
-            rng=random.Random(1),
-            autopilot=Autopilot(signals, ScalerConfig()),
+        rec = _rec(
+            fleet, FakeTritonControl(fleet), store, clock, Autopilot(signals, ScalerConfig())
         )
         signals.readings["m"] = load(20, capacity=200)
         clock.now += 1
@@ -191,28 +196,14 @@ def test_batching_tuned_by_the_autopilot_reloads_with_the_new_delay() -> None:
         spec = ModelSpec.model_validate(raw)
         config = '{"name": "m", "dynamic_batching": {"max_queue_delay_microseconds": "8000"}}'
         await store.create(ModelRecord("m", 1, spec, "", config, 0.0, 0.0))
-        rec = Reconciler(
-            fleet,
-            control,
-            store,
-            InlineArtifacts(),
-            clock=clock,
-            rng=random.Random(1),
-            autopilot=Autopilot(signals, ScalerConfig()),
-        )
-
-        async def ticks(n: int) -> None:
-            for _ in range(n):
-                clock.now += 1
-                await rec.tick()
-                await rec.wait_idle()
+        rec = _rec(fleet, control, store, clock, Autopilot(signals, ScalerConfig()))
 
         signals.readings["m"] = load(50, capacity=400, p99_s=0.1)  # neither pressure nor need
-        await ticks(3)
+        await _ticks(rec, clock, 3)
         assert rec.autopilot.queue_delay("m") == (0, None)
         assert len(control.loads) == 2
         signals.readings["m"] = load(50, capacity=400, p99_s=0.19)  # x0.95 of the P99 target
-        await ticks(3)
+        await _ticks(rec, clock, 3)
         assert rec.autopilot.queue_delay("m") == (1, 4000)
         served = {
             sid: cfg["dynamic_batching"]["max_queue_delay_microseconds"]

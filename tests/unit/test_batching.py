@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping, Sequence
 
 from controlplane import batching
 from controlplane.autopilot import Autopilot, Measured
 from controlplane.autoscale import ScalerConfig
+from controlplane.fakes import FakeLoadSignals
 from controlplane.fleet import Server
 from controlplane.loadstats import Window
 from controlplane.spec import BatchingBounds, ModelSpec
@@ -50,33 +50,17 @@ def test_apply_rewrites_only_the_delay() -> None:
     assert batching.apply(cfg, None) == cfg
 
 
-class Fixed:
-    """A LoadSignals source returning whatever the test sets."""
-
-    def __init__(self) -> None:
-        self.m: Measured | None = None
-
-    async def read(
-        self,
-        models: Mapping[str, tuple[ModelSpec, Sequence[Server]]],
-        stable_s: float,
-        panic_s: float,
-        now: float,
-    ) -> Mapping[str, Measured]:
-        return {n: self.m for n in models if self.m is not None}
-
-
 def test_autopilot_tunes_and_versions_the_delay() -> None:
     raw = python_spec("m", min_replicas=1, max_replicas=2)
     raw["dynamic_batching"] = {"max_queue_delay_us": 16000}
     raw["slo"] = {"p95_ms": 50, "p99_ms": 100}
     raw["autoscaling"] = {"batching": {"min_queue_delay_us": 1000, "max_queue_delay_us": 16000}}
     spec = ModelSpec.model_validate(raw)
-    src = Fixed()
+    src = FakeLoadSignals()
     pilot = Autopilot(src, ScalerConfig())
     server = Server("s0", "http://x", "x:1", None, 1 << 30)
     slow = Window(at=0, span_s=5, completed=500, latency_sum_s=20, p95_s=0.08, p99_s=0.12)
-    src.m = Measured(stable=slow, panic=slow, capacity_rps=400)
+    src.readings["m"] = Measured(stable=slow, panic=slow, capacity_rps=400)
 
     async def steps() -> None:
         await pilot.step({"m": spec}, {"m": [server]}, 1000)
