@@ -182,6 +182,42 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str, str]] = [
         "sequence_batching.control.corrid_datatype",
         "must be UINT64, INT64",
     ),
+    ("slo p95 above p99", {"slo": {"p95_ms": 300, "p99_ms": 200}}, "slo", "p95_ms (300) exceeds"),
+    ("slo zero", {"slo": {"p95_ms": 0}}, "slo.p95_ms", "greater than 0"),
+    ("slo absurd", {"slo": {"p99_ms": 10**9}}, "slo.p99_ms", "less than or equal to 600000"),
+    ("slo empty", {"slo": {}}, "slo", "give p95_ms, p99_ms or both"),
+    (
+        "slo error rate",
+        {"slo": {"p99_ms": 100, "max_error_rate": 1.5}},
+        "slo.max_error_rate",
+        "less than 1",
+    ),
+    (
+        "admission zero",
+        {"admission": {"max_inflight": 0}},
+        "admission.max_inflight",
+        "out of range",
+    ),
+    ("admission word", {"admission": {"max_inflight": "lots"}}, "admission.max_inflight", "auto"),
+    (
+        "utilization over 1",
+        {"autoscaling": {"target_utilization": 2}},
+        "autoscaling.target_utilization",
+        "less than or equal to 1",
+    ),
+    ("unknown scaling policy", {"autoscaling": {"policy": "magic"}}, "autoscaling.policy", "slo"),
+    (
+        "batching bounds reversed",
+        {"autoscaling": {"batching": {"min_queue_delay_us": 9000, "max_queue_delay_us": 100}}},
+        "autoscaling.batching",
+        "min_queue_delay_us (9000) exceeds",
+    ),
+    (
+        "batching without a batcher",
+        {"dynamic_batching": None, "autoscaling": {"batching": {}}},
+        "autoscaling.batching",
+        "add dynamic_batching",
+    ),
     ("unknown field", {"flavour": "spicy"}, "flavour", "Extra inputs are not permitted"),
     ("wrong type", {"max_batch_size": "lots"}, "max_batch_size", "valid integer"),
 ]
@@ -255,3 +291,10 @@ def test_ensure_timeout_must_be_a_finite_number(api: Api) -> None:
         r = api("POST", f"/v1/models/m/ensure?timeout_s={bad}")
         assert r.status_code == 422, (bad, r.text)
         assert r.json()["detail"][0]["field"].endswith("timeout_s")
+
+
+def test_decisions_of_unknown_and_fleetless_models(api: Api) -> None:
+    assert api("GET", "/v1/models/nobody/decisions").status_code == 404
+    assert api("POST", "/v1/models", json=python_spec("m")).status_code == 201
+    r = api("GET", "/v1/models/m/decisions")
+    assert r.status_code == 200 and r.json() == {"name": "m", "decisions": []}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -149,3 +150,22 @@ def test_fleet_sizes_out_of_order_are_one_clear_line() -> None:
         "tritonfleet: max_servers (2) is below servers (3): the local fleet starts with "
         "--servers; raise --max-servers to 3 or more"
     )
+
+
+def test_autopilot_flags_are_checked_in_one_clear_line() -> None:
+    r = run("up", "--autopilot-stable-window-s", "5", "--autopilot-panic-window-s", "10")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "autopilot_panic_window_s (10) exceeds autopilot_stable_window_s (5)" in r.stderr
+    r = run("up", "--slo-p95-ms", "-1")
+    assert r.returncode == 2 and "--slo-p95-ms" in r.stderr and "Traceback" not in r.stderr
+    r = run("explain", "m", "--api", "http://127.0.0.1:9")
+    assert r.returncode == 1 and "cannot reach the control API" in r.stderr
+
+
+def test_bad_slo_in_a_spec_names_the_field(tmp_path: Path) -> None:
+    shutil.copytree(EXAMPLES / "batch_sleep", tmp_path / "m")
+    spec = tmp_path / "m" / "spec.yaml"
+    spec.write_text(spec.read_text() + "slo: {p95_ms: 300, p99_ms: 200}\n")
+    r = run("config", "render", str(spec), "--offline")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "slo: p95_ms (300) exceeds p99_ms (200)" in r.stderr, r.stderr

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -118,6 +119,22 @@ def test_step_grows_the_fleet_then_drains_and_shrinks_without_failures(
                 await eventually(lambda: len(rt.fleet.snapshot().servers) == 1, 20)
                 actions = rec.scaling_metrics()["actions"]
                 assert actions[("(fleet)", "grow")] == 1 and actions[("(fleet)", "shrink")] == 1
+                # `tritonfleet explain` as a user runs it, against this control API.
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    *("-m", "adapters.cli", "explain", "stepper", "--api", rt.api_url),
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                )
+                out, err = await proc.communicate()
+                assert proc.returncode == 0, err
+                table = out.decode()
+                assert "REASON" in table and "stable demand" in table, table
+                assert "capacity_peak_rps=" in table
+                control_metrics = (await client.get(f"{rt.api_url}/metrics")).text
+                assert 'tritonfleet_autopilot_actions_total{action="scale_up",model="stepper"}' in (
+                    control_metrics
+                ), control_metrics
                 status = rec.model_status("stepper")
                 assert status["autopilot"]["policy"] == "slo", status
 
