@@ -33,7 +33,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ class Policy:
     servers: int
     max_servers: int
     spec: dict[str, Any]
+    up_args: tuple[str, ...] = ()  # extra `tritonfleet up` flags
 
 
 def spec(policy: str, min_replicas: int, admission: int | str | None = "auto") -> dict[str, Any]:
@@ -138,6 +139,7 @@ def run_policy(p: Policy, profile: str, work: Path) -> dict[str, Any]:
         str(grpc_port),
         "--ready-file",
         str(ready),
+        *p.up_args,
     ]
     with open(work / "up.log", "wb") as up_log:
         proc = subprocess.Popen(cmd, stdout=up_log, stderr=subprocess.STDOUT)
@@ -340,6 +342,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base-rate", type=float, default=80.0, help="the 1x rate (req/s)")
     ap.add_argument("--policies", default=",".join(POLICIES), help="comma-separated")
     ap.add_argument("--quick", action="store_true", help="shorter stages (a smoke run)")
+    ap.add_argument(
+        "--windows",
+        default="",
+        metavar="STABLE/PANIC,...",
+        help="also run the slo policy with these autopilot windows, e.g. 60/6,10/2",
+    )
     args = ap.parse_args(argv)
     r = args.base_rate
     durations = (10, 20, 5, 30) if args.quick else (20, 40, 5, 90)
@@ -347,8 +355,22 @@ def main(argv: list[str] | None = None) -> int:
     profile = ",".join(f"{rate:g}@{d}s" for rate, d in stages)
     OUT.mkdir(parents=True, exist_ok=True)
     results, scores = [], []
-    for name in args.policies.split(","):
-        p = POLICIES[name.strip()]
+    todo = [POLICIES[n.strip()] for n in args.policies.split(",") if n.strip()]
+    for pair in filter(None, args.windows.split(",")):
+        stable, panic = pair.split("/")
+        todo.append(
+            replace(
+                POLICIES["slo"],
+                name=f"slo-{stable}s-{panic}s",
+                up_args=(
+                    "--autopilot-stable-window-s",
+                    stable,
+                    "--autopilot-panic-window-s",
+                    panic,
+                ),
+            )
+        )
+    for p in todo:
         with tempfile.TemporaryDirectory(prefix=f"autopilot-{p.name}-") as tmp:
             res = run_policy(p, profile, Path(tmp))
             shutil.copy(Path(tmp) / "up.log", OUT / f"{p.name}.up.log")
