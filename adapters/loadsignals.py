@@ -174,7 +174,8 @@ class PrometheusSignals:
 
     def _query(self, q: str) -> dict[str, float]:
         out: dict[str, float] = {}
-        for s in self._prom.custom_query(query=q, params={"timeout": f"{self._timeout_s}s"}):
+        timeout = f"{max(1, round(self._timeout_s))}s"  # Prometheus durations take no decimals
+        for s in self._prom.custom_query(query=q, params={"timeout": timeout}):
             model = s.get("metric", {}).get("model")
             try:
                 v = float(s["value"][1])

@@ -61,16 +61,18 @@ def test_prometheus_signals_match_the_gateway(tmp_path: Path) -> None:
                     source = PrometheusSignals(url)
                     models = {"promm": (spec, [server])}
 
+                    # Short windows on both paths: Prometheus has only scraped for seconds, and
+                    # rate() over a range longer than its data under-reads.
                     async def measured() -> bool:
-                        got = await source.read(models, 30, 5, time.time())
+                        got = await source.read(models, 5, 5, time.time())
                         m = got.get("promm")
                         return (
                             m is not None and m.capacity_rps is not None and m.stable.completed > 50
                         )
 
                     await eventually(measured, 60, interval_s=0.5)
-                    m = (await source.read(models, 30, 5, time.time()))["promm"]
-                    inproc = rt.gateway.metrics.log.window("promm", 30, time.time())
+                    m = (await source.read(models, 5, 5, time.time()))["promm"]
+                    inproc = rt.gateway.metrics.log.window("promm", 5, time.time())
                     # Same requests, two paths; Prometheus' rate() extrapolates: roughly equal.
                     assert m.stable.p95_s is not None and inproc.p95_s is not None
                     assert 0.01 < m.stable.p95_s < 1.0
