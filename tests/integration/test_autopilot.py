@@ -133,7 +133,7 @@ def test_step_grows_the_fleet_then_drains_and_shrinks_without_failures(
                 assert "capacity_peak_rps=" in table
                 control_metrics = (await client.get(f"{rt.api_url}/metrics")).text
                 assert (
-                    'tritonfleet_autopilot_actions_total{model="stepper",action="scale_up"} 1.0'
+                    'tritonfleet_autopilot_actions_total{action="scale_up",model="stepper"} 1.0'
                     in control_metrics
                 ), control_metrics
                 status = rec.model_status("stepper")
