@@ -358,7 +358,10 @@ class Reconciler:
         if not self.autopilot.enabled:
             return
         specs = {n: r.spec for n, r in self.state.records.items()}
-        await self.autopilot.step(specs, self.state.ready_servers(), now)
+        try:
+            await self.autopilot.step(specs, self.state.ready_servers(), now)
+        except Exception:  # the autopilot failing must not stop placement: last targets stand
+            log.exception("autopilot step failed; keeping the last targets this tick")
 
     def _size_fleet(self, snap: placement.Snapshot, result: placement.Plan, now: float) -> None:
         """Grow the fleet when wanted replicas found no server; shrink it when the top is empty."""
