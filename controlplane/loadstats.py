@@ -12,12 +12,14 @@ Pure: no clock of its own (callers pass `now`), no I/O, no locks (one event loop
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 _BASE_S = 0.0005
 _PER_DOUBLING = 8
 N_BUCKETS = _PER_DOUBLING * 17  # up to 0.5 ms x 2**17 ~ 65 s; slower lands in the last bucket
+HORIZON_S = 120  # the longest window a query can ask for
 BOUNDS_S = tuple(_BASE_S * 2 ** ((i + 1) / _PER_DOUBLING) for i in range(N_BUCKETS))
 
 
@@ -74,14 +76,13 @@ class _Slot:
     __slots__ = ("completed", "counts", "errors", "rejected", "sec", "total_s")
 
     def __init__(self) -> None:
-        self.sec = -1
-        self.counts = [0] * N_BUCKETS
-        self.completed = self.errors = self.rejected = 0
-        self.total_s = 0.0
+        self.reset(-1)
 
     def reset(self, sec: int) -> None:
         self.sec = sec
-        self.counts = [0] * N_BUCKETS
+        # 4-byte counters, allocated on the first completion of the second: a quiet model's
+        # ring costs a few hundred bytes, a busy one's ~65 KB (120 s x 136 buckets).
+        self.counts: array[int] | None = None
         self.completed = self.errors = self.rejected = 0
         self.total_s = 0.0
 
@@ -105,7 +106,7 @@ class _Ring:
 class RequestLog:
     """Sliding per-model request statistics; models come and go with `retain`."""
 
-    def __init__(self, horizon_s: int = 120) -> None:
+    def __init__(self, horizon_s: int = HORIZON_S) -> None:
         if horizon_s < 1:
             raise ValueError("horizon_s must be at least 1")
         self.horizon_s = horizon_s
@@ -119,6 +120,8 @@ class RequestLog:
 
     def record(self, model: str, latency_s: float, ok: bool, now: float) -> None:
         s = self._ring(model).slot(now)
+        if s.counts is None:
+            s.counts = array("I", bytes(4 * N_BUCKETS))
         s.counts[bucket_of(latency_s)] += 1
         s.completed += 1
         s.total_s += latency_s
@@ -157,8 +160,10 @@ class RequestLog:
                 errors += s.errors
                 rejected += s.rejected
                 total += s.total_s
-                if s.completed:
-                    counts = [a + b for a, b in zip(counts, s.counts, strict=True)]
+                if s.counts is not None:
+                    for i, n in enumerate(s.counts):
+                        if n:
+                            counts[i] += n
         # The current second is only partly over: count the span as elapsed time, not slots.
         elapsed = (span - 1) + (now - top)
         return Window(

@@ -93,7 +93,11 @@ class Settings(BaseSettings):
         "measured load and its SLO (off: warm floors and explicit demand only)",
     )
     autopilot_stable_window_s: float = Field(
-        default=30.0, gt=0, le=3600, description="Autopilot: demand averaged over this window"
+        default=30.0,
+        gt=0,
+        le=120,
+        description="Autopilot: demand averaged over this window (at most 120 s, what the "
+        "gateway's per-model request log holds)",
     )
     autopilot_panic_window_s: float = Field(
         default=5.0, gt=0, le=600, description="Autopilot: bursts are judged over this window"
