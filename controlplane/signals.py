@@ -148,7 +148,7 @@ def exec_sample(prev: ModelTotals, cur: ModelTotals) -> ExecSample | None:
 
 
 def fit_service_time(
-    samples: list[ExecSample], min_spread: float = 0.75
+    samples: list[ExecSample], min_spread: float = 0.3
 ) -> tuple[float, float] | None:
     """Weighted least squares of time per execution = a + b x batch (Clockwork's model).
 

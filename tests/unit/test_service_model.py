@@ -64,3 +64,17 @@ def test_no_fit_without_spread_or_when_unphysical() -> None:
 def test_any_metrics_text_parses_without_raising(text: str) -> None:
     for totals in signals.model_totals(text).values():
         assert isinstance(totals.inferences, float)
+
+
+def test_a_small_spread_of_batch_sizes_still_extrapolates_within_a_quarter() -> None:
+    # What a step from light load gives: mean batches between 1.0 and 1.4, 3% timing noise.
+    for seed in range(20):
+        rng = random.Random(seed)
+        samples = []
+        for _ in range(40):
+            batch = rng.uniform(1.0, 1.4)
+            samples.append(ExecSample(batch, (0.015 + 0.001 * batch) * rng.uniform(0.97, 1.03), 20))
+        fit = signals.fit_service_time(samples)
+        if fit is None:
+            continue  # an unphysical fit is refused, never used
+        assert signals.capacity_at(*fit, 4, 1) == pytest.approx(4 / 0.019, rel=0.25), seed
