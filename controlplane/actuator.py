@@ -246,7 +246,7 @@ class Actuator:
                 record.generation,
                 None,
             )
-            rep.since, rep.tuning = self._clock(), tuning
+            rep.since, rep.tuning, rep.served_key = self._clock(), tuning, record.served_key
         st.failures, st.last_error, st.evicted = 0, None, False
         self._hold_until.pop(record.name, None)
         log.info("replica %s on %s: LOADING → READY", record.name, server.id)

@@ -38,6 +38,7 @@ class ReplicaRecord:
     since: float
     pending_generation: int | None = None  # a reload in flight; the old one keeps serving
     tuning: int = 0  # the autopilot's batching version it serves (0: the registered config)
+    served_key: str | None = None  # ModelRecord.served_key of what it was loaded with
 
 
 @dataclass

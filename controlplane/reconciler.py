@@ -308,6 +308,16 @@ class Reconciler:
                 or self.actuator.blocked(name, now)
             ):
                 continue
+            if rep.generation != record.generation and rep.served_key == record.served_key:
+                # Only the fleet policy, SLO or autoscaling changed: Triton serves the same thing.
+                log.info(
+                    "replica %s on %s: generation %d → %d (no reload: same config and files)",
+                    name,
+                    sid,
+                    rep.generation,
+                    record.generation,
+                )
+                rep.generation = record.generation
             if rep.generation != record.generation:
                 out.append((name, sid, "new generation"))
             elif rep.tuning != self.autopilot.queue_delay(name)[0]:

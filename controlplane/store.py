@@ -7,6 +7,7 @@ changed model from an unchanged one.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -23,6 +24,13 @@ class ModelRecord:
     config_json: str
     created_at: float
     updated_at: float
+
+    @property
+    def served_key(self) -> str:
+        """What Triton is given for this record: the config and the artifact. Two generations
+        with the same key serve the same thing (a policy- or SLO-only change needs no reload)."""
+        artifact = self.spec.artifact.model_dump_json() if self.spec.artifact else ""
+        return hashlib.sha256(f"{self.config_json}\0{artifact}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)

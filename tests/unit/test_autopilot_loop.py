@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 
 from controlplane.autopilot import Autopilot, FleetBounds, Measured
 from controlplane.autoscale import ScalerConfig
@@ -216,3 +217,37 @@ def test_batching_tuned_by_the_autopilot_reloads_with_the_new_delay() -> None:
         assert rec.model_status("m")["autopilot"]["queue_delay_us"] == 4000
 
     asyncio.run(scenario())
+
+
+def test_a_policy_only_update_reloads_nothing_a_config_change_reloads() -> None:
+    async def scenario() -> None:
+        fleet, store, clock = FakeFleet(1, 512 * MiB), MemoryStore(), Clock()
+        control = FakeTritonControl(fleet)
+        await _register(store)
+        rec = _reconciler_without_autopilot(fleet, control, store, clock)
+        await _ticks(rec, clock, 2)
+        assert len(control.loads) == 1
+        record = await store.get("m")
+        raw = record.spec.model_dump(mode="json")
+        raw["slo"] = {"p95_ms": 50, "p99_ms": 80}  # an SLO change: same config, same files
+        await store.update(
+            replace(record, generation=2, spec=ModelSpec.model_validate(raw)), expected_generation=1
+        )
+        await _ticks(rec, clock, 3)
+        assert len(control.loads) == 1
+        assert [r.generation for _, r in rec.state.replicas_of("m")] == [2]
+        record = await store.get("m")
+        await store.update(
+            replace(record, generation=3, config_json='{"name": "m", "changed": true}'),
+            expected_generation=2,
+        )
+        await _ticks(rec, clock, 3)
+        assert len(control.loads) == 2  # the config changed: reloaded
+
+    asyncio.run(scenario())
+
+
+def _reconciler_without_autopilot(
+    fleet: FakeFleet, control: FakeTritonControl, store: MemoryStore, clock: Clock
+) -> Reconciler:
+    return Reconciler(fleet, control, store, InlineArtifacts(), clock=clock, rng=random.Random(1))
