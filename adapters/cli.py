@@ -267,6 +267,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["register_examples"] = False
     if getattr(args, "no_gateway", False):
         overrides["gateway_enabled"] = False
+    if getattr(args, "keep_servers", False):
+        overrides["keep_servers"] = True
     if getattr(args, "no_autopilot", False):
         overrides["autopilot"] = False
     try:
@@ -286,8 +288,17 @@ async def _up(settings: Settings, ready_file: str | None) -> int:
     runtime = Runtime(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if not stop.is_set():
+            stop.set()  # the first Ctrl-C/SIGTERM: a graceful stop, bounded in time
+            return
+        print("second signal: stopping now", file=sys.stderr, flush=True)
+        kill_now(runtime)
+        os._exit(130)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     try:
         await runtime.start()
         assert runtime.registry is not None and runtime.fleet is not None
@@ -324,10 +335,26 @@ async def _up(settings: Settings, ready_file: str | None) -> int:
                 )
             )
         await stop.wait()
-        print("stopping…", flush=True)
+        print("stopping… (Ctrl-C again to stop at once)", flush=True)
     finally:
-        await runtime.stop()
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await runtime.stop()
+        except TimeoutError:
+            print(f"not stopped within {STOP_TIMEOUT_S:.0f}s: stopping now", file=sys.stderr)
+            kill_now(runtime)
+            return 1
     return 0
+
+
+STOP_TIMEOUT_S = 30.0  # a graceful stop of `up` never takes longer
+
+
+def kill_now(runtime: Any) -> None:
+    """SIGKILL the local fleet's servers and stubs (unless they are kept on purpose)."""
+    kill = getattr(runtime.fleet, "kill_now", None)
+    if kill is not None:
+        kill()
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
@@ -454,6 +481,11 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--model-root", type=Path, default=None)
         sp.add_argument("--gateway-http-port", type=int, default=None)
         sp.add_argument("--gateway-grpc-port", type=int, default=None)
+        sp.add_argument(
+            "--keep-servers",
+            action="store_true",
+            help="local fleet: servers outlive this process; the next start adopts them",
+        )
         sp.add_argument(
             "--no-autopilot",
             action="store_true",

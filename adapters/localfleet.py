@@ -8,6 +8,13 @@ same ports, so the control plane sees the same server come back.
 `scale(n)` grows and shrinks the fleet as a StatefulSet does: new servers continue the ordinals
 (local-2, local-3, ...) and show as STARTING until live; shrinking stops the highest ordinals
 first, and a stopped server is gone from the snapshot and never auto-restarted.
+
+Servers never outlive this process by more than a few seconds, however it dies (see
+`adapters.proclife`: a parent-death signal, a lifeline watchdog for the whole process group,
+and a record per server in the run directory). With `keep_servers` they do outlive it on
+purpose, and the next start with the same run directory adopts the ones still alive and
+healthy; otherwise leftovers of an earlier run are stopped and replaced, and stale records
+(a dead pid, or a pid now used by another process) are only deleted.
 """
 
 from __future__ import annotations
@@ -20,12 +27,13 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
 import httpx
 
+from adapters import proclife
 from adapters.netutil import free_port, port_in_use
 from adapters.tritonbin import ServerArgs, TritonInstall
 from controlplane.errors import FleetError, NotSupported
@@ -52,6 +60,8 @@ class LocalFleetConfig:
     min_servers: int = 1  # scale() never goes below this
     max_servers: int | None = None  # scale() never goes above this; None: `servers` (fixed size)
     stop_grace_s: float = 10.0  # SIGTERM, then SIGKILL after this long
+    keep_servers: bool = False  # outlive this process; the next start adopts them
+    log_max_bytes: int = 64 << 20  # a server's log is rotated (one old copy) past this size
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_servers <= self.servers <= self.size_limit:
@@ -70,7 +80,7 @@ class LocalFleetConfig:
 class _Proc:
     index: int
     args: ServerArgs
-    popen: subprocess.Popen[bytes] | None = None
+    popen: subprocess.Popen[bytes] | proclife.Adopted | None = None
     logfile: IO[bytes] | None = None
     health: ServerHealth = ServerHealth.STARTING
     restarts: int = 0
@@ -95,16 +105,27 @@ class LocalFleet:
         )
         self._repo = config.run_dir / "empty-repo"
         self._scale_lock = asyncio.Lock()  # one resize at a time
+        self._lifeline = None if config.keep_servers else proclife.Lifeline()
+        self._preexec = None if config.keep_servers else proclife.pdeathsig_preexec()
         self._snapshot = self._snapshot_of(())
 
     # --- FleetDriver -------------------------------------------------------------------
     async def start(self) -> FleetSnapshot:
         self._cfg.run_dir.mkdir(parents=True, exist_ok=True)
         self._repo.mkdir(exist_ok=True)
+        if self._lifeline is not None:
+            self._lifeline.start()
+        leftovers = await asyncio.to_thread(self._leftovers)
+        starts = []
         for i in range(self._cfg.servers):
-            self._procs.append(_Proc(index=i, args=self._args_for(i)))
+            p = _Proc(index=i, args=self._args_for(i))
+            self._procs.append(p)
+            rec = leftovers.pop(self._id(p), None)
+            starts.append(self._adopt(p, rec) if rec is not None else self._launch(p))
+        for rec in leftovers.values():  # beyond --servers now: not needed
+            await asyncio.to_thread(self._stop_leftover, rec, "beyond --servers")
         try:
-            await asyncio.gather(*(self._launch(p) for p in self._procs))
+            await asyncio.gather(*starts)
         except BaseException:
             await self.stop()
             raise
@@ -138,10 +159,31 @@ class LocalFleet:
             await self.refresh()
 
     async def stop(self) -> None:
-        await asyncio.gather(*(self._retire(p) for p in self._procs))
+        if self._cfg.keep_servers:
+            for p in self._procs:  # they outlive us on purpose; their records stay
+                if p.launch is not None:
+                    p.launch.cancel()
+                if p.logfile is not None:
+                    p.logfile.close()
+                    p.logfile = None
+            log.info("local fleet: leaving %d server(s) running (--keep-servers)", len(self._procs))
+        else:
+            await asyncio.gather(*(self._retire(p) for p in self._procs))
+            if self._lifeline is not None:
+                self._lifeline.close()
         await self._http.aclose()
 
     # --- extra operations of a local fleet ---------------------------------------------
+    def kill_now(self) -> None:
+        """SIGKILL every server's process group at once (a second Ctrl-C); not kept ones."""
+        if self._cfg.keep_servers:
+            return
+        for p in self._procs:
+            self._terminate(p, signal.SIGKILL)
+            self._record_path(p).unlink(missing_ok=True)
+        if self._lifeline is not None:
+            self._lifeline.close()
+
     async def restart(self, server_id: str) -> None:
         """Stop one server (if it runs) and start it again on the same ports."""
         p = self._by_id(server_id)
@@ -215,6 +257,9 @@ class LocalFleet:
             p.logfile = None
         p.health = ServerHealth.DOWN
         if p.popen is not None:
+            if self._lifeline is not None:
+                self._lifeline.release(p.popen.pid)
+            self._record_path(p).unlink(missing_ok=True)
             log.info("server %s stopped (pid %d)", self._id(p), p.popen.pid)
 
     def _snapshot_of(self, servers: tuple[Server, ...]) -> FleetSnapshot:
@@ -275,14 +320,18 @@ class LocalFleet:
         if p.logfile is not None:
             p.logfile.close()
         p.logfile = open(self.log_path(self._id(p)), "ab")  # noqa: SIM115 - lives as long as the process
-        p.popen = subprocess.Popen(
+        popen = p.popen = subprocess.Popen(
             p.args.argv(self._install),
             stdout=p.logfile,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,  # own process group: stop() reaches the stubs too
+            preexec_fn=self._preexec,  # prctl only: safe between fork and exec
         )
+        if self._lifeline is not None:
+            self._lifeline.guard(popen.pid)
+        self._record(p, popen.pid).save(self._cfg.run_dir)
         p.started_at = time.monotonic()
         p.health = ServerHealth.STARTING
         await self._wait_live(p)
@@ -326,6 +375,7 @@ class LocalFleet:
         )
 
     async def _probe(self, p: _Proc) -> None:
+        self._cap_log(p)
         old = p.health
         if p.launch is not None:
             if not p.launch.done():
@@ -356,6 +406,91 @@ class LocalFleet:
         except FleetError as exc:
             log.error("server %s could not be restarted: %s", self._id(p), exc)
             p.health = ServerHealth.DOWN
+
+    # --- crash safety: records, leftovers, adoption, logs -----------------------------------
+    def _record_path(self, p: _Proc) -> Path:
+        return self._cfg.run_dir / f"{self._id(p)}.json"
+
+    def _record(self, p: _Proc, pid: int) -> proclife.ServerRecord:
+        return proclife.ServerRecord(
+            server_id=self._id(p),
+            pid=pid,
+            start_time=proclife.start_time(pid),
+            http_port=p.args.http_port,
+            grpc_port=p.args.grpc_port,
+            metrics_port=p.args.metrics_port,
+            admin_key_fingerprint=proclife.key_fingerprint(self._cfg.admin_key),
+            kept=self._cfg.keep_servers,
+        )
+
+    def _leftovers(self) -> dict[str, proclife.ServerRecord]:
+        """Live servers an earlier run left behind; stale records and orphaned stubs cleared."""
+        alive = {}
+        for rec in proclife.records(self._cfg.run_dir):
+            if rec.alive():
+                alive[rec.server_id] = rec
+            else:
+                log.info(
+                    "server record %s: pid %d is gone or belongs to another process now; "
+                    "removing the record (nothing is stopped)",
+                    rec.server_id,
+                    rec.pid,
+                )
+                rec.remove(self._cfg.run_dir)
+        backend = self._install.backend_dir
+        stub = backend / "python" / "triton_python_backend_stub" if backend else None
+        if stub is not None and stub.exists():
+            for pid in proclife.orphan_stubs(stub.resolve()):
+                log.warning("stopping an orphaned Python-backend stub (pid %d)", pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        return alive
+
+    def _stop_leftover(self, rec: proclife.ServerRecord, why: str) -> None:
+        log.warning(
+            "stopping server %s (pid %d) left by an earlier run (%s)", rec.server_id, rec.pid, why
+        )
+        proclife.stop_group(rec.pid, self._cfg.stop_grace_s)
+        rec.remove(self._cfg.run_dir)
+
+    async def _adopt(self, p: _Proc, rec: proclife.ServerRecord) -> None:
+        """Take over a live server from an earlier run, or stop it and start afresh."""
+        why = None
+        if not self._cfg.keep_servers:
+            why = "not started with --keep-servers now"
+        elif rec.admin_key_fingerprint != proclife.key_fingerprint(self._cfg.admin_key):
+            why = "it was started with another admin key"
+        if why is None:
+            p.args = replace(
+                p.args,
+                http_port=rec.http_port,
+                grpc_port=rec.grpc_port,
+                metrics_port=rec.metrics_port,
+            )
+            p.popen = proclife.Adopted(rec)
+            p.logfile = open(self.log_path(self._id(p)), "ab")  # noqa: SIM115
+            try:
+                await self._wait_live(p)
+                log.info("server %s: adopted (pid %d) from an earlier run", self._id(p), rec.pid)
+                return
+            except FleetError as exc:
+                why = f"it does not answer: {exc}"
+                p.args = self._args_for(p.index)
+        await asyncio.to_thread(self._stop_leftover, rec, why)
+        await self._launch(p)
+
+    def _cap_log(self, p: _Proc) -> None:
+        """Rotate a server's log in place (copy, then truncate) once it passes the cap."""
+        path = self.log_path(self._id(p))
+        try:
+            if path.stat().st_size <= self._cfg.log_max_bytes:
+                return
+            old = path.with_suffix(".log.1")
+            with open(path, "rb") as src, open(old, "wb") as dst:
+                dst.write(src.read(self._cfg.log_max_bytes))
+            os.truncate(path, 0)  # the server writes with O_APPEND: it carries on at 0
+        except OSError as exc:
+            log.debug("rotating %s failed: %s", path, exc)
 
     @staticmethod
     def _terminate(p: _Proc, sig: signal.Signals) -> None:

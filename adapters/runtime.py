@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import secrets
 import time
@@ -131,9 +132,27 @@ def build_fleet(settings: Settings) -> FleetDriver:
             labels=labels,
             min_servers=min_servers,
             max_servers=max_servers,
+            keep_servers=settings.keep_servers,
+            log_max_bytes=settings.server_log_max_bytes,
         ),
         install,
     )
+
+
+def local_admin_key(s: Settings) -> str:
+    """A fresh key per run; with --keep-servers one kept in the data directory (mode 0600), so
+    a restarted control plane can still use the servers it adopts."""
+    if not s.keep_servers:
+        return secrets.token_urlsafe(24)
+    path = s.data_dir / "admin-key"
+    if path.exists():
+        return path.read_text().strip()
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key)
+    return key
 
 
 def fleet_bounds(s: Settings) -> FleetBounds:
@@ -189,7 +208,7 @@ class Runtime:
     async def start(self) -> Runtime:
         s = self.settings
         if s.fleet is FleetKind.LOCAL and s.admin_key is None:
-            s = self.settings = s.model_copy(update={"admin_key": secrets.token_urlsafe(24)})
+            s = self.settings = s.model_copy(update={"admin_key": local_admin_key(s)})
         self.store = await SqliteStore(s.db_path).open()
         policy = ArtifactPolicy(
             PurePosixPath(str(s.model_root.resolve())) if s.model_root else None

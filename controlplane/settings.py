@@ -78,6 +78,17 @@ class Settings(BaseSettings):
     model_root: Path | None = Field(
         default=None, description="Local directory that artifact paths must stay under"
     )
+    keep_servers: bool = Field(
+        default=False,
+        description="Local fleet: servers outlive the control plane (stop, crash or kill), and "
+        "the next start with the same data dir adopts the live ones (no reload); off: they stop "
+        "with it, and leftovers found at start are stopped and replaced",
+    )
+    server_log_max_bytes: int = Field(
+        default=64 << 20,
+        ge=1 << 20,
+        description="Local fleet: a server's log is rotated (one old copy) past this size",
+    )
     register_examples: bool = Field(
         default=True, description="`up`: register the example models shipped with tritonfleet"
     )
