@@ -483,10 +483,12 @@ class LocalFleet:
         """Rotate a server's log in place (copy, then truncate) once it passes the cap."""
         path = self.log_path(self._id(p))
         try:
-            if path.stat().st_size <= self._cfg.log_max_bytes:
+            size = path.stat().st_size
+            if size <= self._cfg.log_max_bytes:
                 return
             old = path.with_suffix(".log.1")
             with open(path, "rb") as src, open(old, "wb") as dst:
+                src.seek(size - self._cfg.log_max_bytes)  # the newest part is kept
                 dst.write(src.read(self._cfg.log_max_bytes))
             os.truncate(path, 0)  # the server writes with O_APPEND: it carries on at 0
         except OSError as exc:

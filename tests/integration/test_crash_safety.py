@@ -162,3 +162,22 @@ def test_a_stale_record_whose_pid_was_reused_is_left_alone(
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_a_server_log_is_rotated_past_its_cap(
+    triton_install: TritonInstall, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        fleet = await start_fleet(triton_install, tmp_path / "fleet", servers=1, log_max_bytes=4096)
+        try:
+            log = fleet.log_path("local-0")
+            with open(log, "ab") as f:
+                f.write(b"x" * 10_000)
+            await fleet.refresh()
+            assert log.stat().st_size < 4096
+            assert log.with_suffix(".log.1").stat().st_size == 4096
+            assert fleet.snapshot().servers[0].live  # the server writes on, unharmed
+        finally:
+            await fleet.stop()
+
+    asyncio.run(scenario())
