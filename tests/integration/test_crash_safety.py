@@ -181,3 +181,18 @@ def test_a_server_log_is_rotated_past_its_cap(
             await fleet.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_second_ctrl_c_stops_at_once_and_leaves_nothing(
+    triton_install: TritonInstall, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    up = Up(data, tmp_path / "up.log")
+    up.register_and_wait("m")
+    (pgid,) = up.server_pgids(data)
+    up.proc.send_signal(signal.SIGINT)
+    up.proc.send_signal(signal.SIGINT)
+    assert up.proc.wait(10) in (0, 130)
+    up.log.close()
+    wait_until(lambda: not _group_alive(pgid), 10)
+    assert list(proclife.records(data / "servers")) == []
