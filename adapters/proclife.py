@@ -93,7 +93,7 @@ def pdeathsig_preexec() -> Callable[[], None] | None:
 class Lifeline:
     """The watchdog that stops every guarded process group when this process dies."""
 
-    def __init__(self, grace_s: float = 5.0) -> None:
+    def __init__(self, grace_s: float = 2.0) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
         self._grace_s = grace_s
 
