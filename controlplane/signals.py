@@ -30,22 +30,36 @@ class Totals:
     gpu: float = 0.0
 
 
+def _sample(line: str) -> tuple[str, str, float] | None:
+    """(name, labels, value) of one exposition line `name{labels} value [timestamp]`."""
+    if not line or line[0] == "#":
+        return None
+    brace = line.find("{")
+    if brace != -1:
+        close = line.find("}", brace)
+        if close == -1:
+            return None
+        name, labels, rest = line[:brace], line[brace + 1 : close], line[close + 1 :]
+    else:
+        name, _, rest = line.partition(" ")
+        labels = ""
+    parts = rest.split()
+    if not parts or len(parts) > 2:  # the value, and an optional timestamp
+        return None
+    try:
+        return name, labels, float(parts[0])
+    except ValueError:
+        return None
+
+
 def totals(text: str) -> Totals:
     """Sum each family of interest over its label sets (models, GPUs) in Prometheus text."""
     acc = dict.fromkeys(_FAMILIES.values(), 0.0)
     for line in text.splitlines():
-        if not line or line[0] == "#":
-            continue
-        brace = line.find("{")
-        space = line.rfind(" ")
-        name = line[:brace] if brace != -1 else line[:space]
-        field = _FAMILIES.get(name)
-        if field is None or space == -1:
-            continue
-        try:
-            acc[field] += float(line[space + 1 :])
-        except ValueError:
-            continue
+        sample = _sample(line)
+        field = _FAMILIES.get(sample[0]) if sample else None
+        if sample is not None and field is not None:
+            acc[field] += sample[2]
     return Totals(**acc)
 
 
@@ -88,26 +102,17 @@ def model_totals(text: str) -> dict[str, ModelTotals]:
     """Per-model sums of the counters that measure service capacity, from Triton's /metrics."""
     acc: dict[str, dict[str, float]] = {}
     for line in text.splitlines():
-        if not line or line[0] == "#":
+        sample = _sample(line)
+        field = _MODEL_FAMILIES.get(sample[0]) if sample else None
+        if sample is None or field is None:
             continue
-        brace = line.find("{")
-        if brace == -1:
+        labels = sample[1]
+        start = labels.find('model="')
+        end = labels.find('"', start + 7) if start != -1 else -1
+        if end == -1:
             continue
-        field = _MODEL_FAMILIES.get(line[:brace])
-        if field is None:
-            continue
-        start = line.find('model="', brace)
-        end = line.find('"', start + 7) if start != -1 else -1
-        close = line.find("}", end) if end != -1 else -1
-        space = line.rfind(" ")
-        if start == -1 or close == -1 or space < close:
-            continue
-        try:
-            value = float(line[space + 1 :])
-        except ValueError:
-            continue
-        per = acc.setdefault(line[start + 7 : end], dict.fromkeys(_MODEL_FAMILIES.values(), 0.0))
-        per[field] += value
+        per = acc.setdefault(labels[start + 7 : end], dict.fromkeys(_MODEL_FAMILIES.values(), 0.0))
+        per[field] += sample[2]
     return {m: ModelTotals(**v) for m, v in acc.items()}
 
 

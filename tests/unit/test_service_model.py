@@ -78,3 +78,13 @@ def test_a_small_spread_of_batch_sizes_still_extrapolates_within_a_quarter() -> 
         if fit is None:
             continue  # an unphysical fit is refused, never used
         assert signals.capacity_at(*fit, 4, 1) == pytest.approx(4 / 0.019, rel=0.25), seed
+
+
+def test_lines_with_a_timestamp_are_read_right() -> None:
+    text = (
+        'nv_inference_count{model="m",version="1"} 40 1700000000000\n'
+        "nv_inference_pending_request_count 3 1700000000000\n"
+        'nv_inference_count{model="m",version="1"} 1 2 3\n'  # too many fields: ignored
+    )
+    assert signals.model_totals(text)["m"].inferences == 40
+    assert signals.totals(text).pending == 3
