@@ -51,7 +51,8 @@ def prometheus() -> Iterator[tuple[str, list[str | None]]]:
 
 
 class _Router:
-    metrics_urls: dict[str, str] = {}
+    def __init__(self) -> None:
+        self.metrics_urls: dict[str, str] = {}
 
     def set_signal(self, server_id: str, signal: Any) -> None:  # pragma: no cover - no data
         pass
