@@ -146,3 +146,14 @@ def test_bad_gateway_values_are_one_line_naming_flag_and_env(
     r = run(*args, env=env)
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip() == expected
+
+
+def test_entry_points_run_on_uvloop() -> None:
+    from adapters.cli import _run
+
+    async def loop_module() -> int:
+        import asyncio
+
+        return int(type(asyncio.get_running_loop()).__module__.startswith("uvloop"))
+
+    assert _run(loop_module()) == 1
