@@ -180,7 +180,8 @@ def test_gateway_metrics(env: Env) -> None:
     # A name the client made up is never a label value (see test_bounds.py).
     assert 'model="no_such_model"' not in text
     assert (
-        'tritonfleet_gateway_rejections_total{model="(unregistered)",reason="unknown_model"}' in text
+        'tritonfleet_gateway_rejections_total{model="(unregistered)",reason="unknown_model"}'
+        in text
     )
 
 
