@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import httpx
 from pydantic import ValidationError
 
 from adapters import specfile
 from controlplane.errors import FleetError, InvalidSpec, TritonfleetError
+from controlplane.routing import POLICIES
 from controlplane.settings import FleetKind, Settings
 from controlplane.spec import field_errors
 
@@ -239,13 +241,12 @@ def _settings(args: argparse.Namespace) -> Settings:
         "admin_key",
         "tritonserver",
         "model_root",
-        "gateway_http_port",
-        "gateway_grpc_port",
         "autopilot_stable_window_s",
         "autopilot_panic_window_s",
         "slo_p95_ms",
         "slo_p99_ms",
         "server_idle_s",
+        *_GATEWAY_SETTINGS,
     ):
         value = getattr(args, key, None)
         if value is not None:
@@ -257,13 +258,13 @@ def _settings(args: argparse.Namespace) -> Settings:
         else:  # `--servers URL,URL`: manage servers someone else runs
             overrides["static_servers"] = [u for u in servers.split(",") if u.strip()]
             overrides["fleet"] = FleetKind.STATIC
-    if args.capacity_bytes is not None:
+    if getattr(args, "capacity_bytes", None) is not None:
         overrides["server_capacity_bytes"] = args.capacity_bytes
-    if args.fleet is not None:
+    if getattr(args, "fleet", None) is not None:
         overrides["fleet"] = args.fleet
-    if args.static_servers:
+    if getattr(args, "static_servers", None):
         overrides["static_servers"] = [u for u in args.static_servers.split(",") if u.strip()]
-    if args.no_examples:
+    if getattr(args, "no_examples", False):
         overrides["register_examples"] = False
     if getattr(args, "no_gateway", False):
         overrides["gateway_enabled"] = False
@@ -271,14 +272,42 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["keep_servers"] = True
     if getattr(args, "no_autopilot", False):
         overrides["autopilot"] = False
+    if getattr(args, "controlplane_url", None):
+        overrides["controlplane_url"] = args.controlplane_url
+    prefix = _gateway_prefix(args)
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        message = str(first["msg"]).removeprefix("Value error, ")
-        # A check across fields (sizes out of order) has no single flag to name.
-        raise CliError(f"--{field.replace('_', '-')}: {message}" if field else message) from exc
+        raise CliError(_setting_error(exc, prefix)) from exc
+    if settings.gateway_enabled:
+        from adapters.runtime import gateway_config
+
+        try:
+            gateway_config(settings)
+        except ValidationError as exc:  # the gateway's own checks, named by its setting
+            raise CliError(_setting_error(exc, prefix, "gateway_")) from exc
+    return settings
+
+
+def _gateway_prefix(args: argparse.Namespace) -> str:
+    """`tritonfleet gateway --max-body-bytes` is `tritonfleet up --gateway-max-body-bytes`."""
+    return "" if args.command == "gateway" else "gateway-"
+
+
+def _setting_error(exc: ValidationError, gateway_prefix: str, field_prefix: str = "") -> str:
+    """One line naming the flag and the environment variable of the first bad setting."""
+    first = exc.errors()[0]
+    field = field_prefix + ".".join(str(p) for p in first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if not first["loc"]:  # a check across fields (sizes out of order): no single flag to name
+        return message
+    if field in ("gateway_prometheus_url", "gateway_prometheus_bearer_token"):
+        field = field.removeprefix("gateway_")
+    short = gateway_prefix + field.removeprefix("gateway_")
+    flag = short if field in _GATEWAY_SETTINGS else field
+    got = first.get("input")
+    shown = f" (got {got!r})" if isinstance(got, str | int | float) else ""
+    return f"--{flag.replace('_', '-')}: {message}{shown} [env TRITONFLEET_{field.upper()}]"
 
 
 async def _up(settings: Settings, ready_file: str | None) -> int:
@@ -324,6 +353,7 @@ async def _up(settings: Settings, ready_file: str | None) -> int:
             + ("" if runtime.api_url == "http://127.0.0.1:8080" else f" --api {runtime.api_url}")
         )
         print("press Ctrl-C to stop", flush=True)
+        _freeze_heap()
         if ready_file:
             Path(ready_file).write_text(
                 json.dumps(
@@ -358,24 +388,11 @@ def kill_now(runtime: Any) -> None:
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    if not args.controlplane_url:
+    settings = _settings(args)
+    if not settings.controlplane_url:
         raise CliError("gateway: --controlplane-url (or TRITONFLEET_CONTROLPLANE_URL) is required")
-    overrides: dict[str, Any] = {}
-    for flag, key in (
-        ("host", "gateway_host"),
-        ("http_port", "gateway_http_port"),
-        ("grpc_port", "gateway_grpc_port"),
-        ("policy", "gateway_policy"),
-    ):
-        if getattr(args, flag) is not None:
-            overrides[key] = getattr(args, flag)
-    try:
-        settings = Settings(**overrides)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise CliError(f"gateway: {'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
     _logging(args.verbose)
-    return asyncio.run(_gateway(settings, args.controlplane_url))
+    return _run(_gateway(settings, settings.controlplane_url))
 
 
 async def _gateway(settings: Settings, control_url: str) -> int:
@@ -393,7 +410,16 @@ async def _gateway(settings: Settings, control_url: str) -> int:
     await directory.start()
     gateway = Gateway(gateway_config(settings), directory)
     try:
-        await gateway.start()
+        try:
+            await gateway.start()
+        except OSError as exc:
+            raise CliError(
+                f"gateway: cannot listen on {settings.gateway_host}:{settings.gateway_http_port}/"
+                f"{settings.gateway_grpc_port} ({exc.strerror}); choose other --http-port/"
+                "--grpc-port",
+                EXIT_UNAVAILABLE,
+            ) from exc
+        _freeze_heap()
         print(
             f"gateway: KServe v2 HTTP {gateway.http_url}  gRPC {gateway.grpc_url}  "
             f"(replicas from {control_url})",
@@ -404,6 +430,21 @@ async def _gateway(settings: Settings, control_url: str) -> int:
         await gateway.stop()
         await directory.stop()
     return 0
+
+
+def _run(main: Coroutine[Any, Any, int]) -> int:
+    """Run an entry point on uvloop when it is importable (the loop the gateway is tuned for)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def _freeze_heap() -> None:
+    """What start-up allocated lives as long as the process: keep it out of every GC pass."""
+    gc.collect()
+    gc.freeze()
 
 
 def _logging(verbose: bool) -> None:
@@ -418,10 +459,41 @@ def _logging(verbose: bool) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _logging(args.verbose)
-    return asyncio.run(_up(settings, args.ready_file))
+    return _run(_up(settings, args.ready_file))
 
 
 # --- parser -------------------------------------------------------------------------------
+# Every gateway setting has a flag: `--gateway-<name>` on `up`, `--<name>` on `gateway`.
+_GATEWAY_SETTINGS = tuple(
+    n for n in Settings.model_fields if n.startswith("gateway_") and n != "gateway_enabled"
+)
+
+
+def _metavar(name: str) -> str:
+    unit = "" if name.endswith("_per_s") else name.rsplit("_", 1)[-1]
+    return {"s": "SECONDS", "bytes": "BYTES", "port": "PORT", "host": "ADDR"}.get(
+        unit, "TEXT" if Settings.model_fields[name].annotation is str else "N"
+    )
+
+
+def _gateway_opts(sp: argparse.ArgumentParser, prefix: str) -> None:
+    """One flag per gateway setting, typed and checked by Settings (so errors name the flag)."""
+    for name in _GATEWAY_SETTINGS:
+        info = Settings.model_fields[name]
+        choices = get_args(info.annotation) if get_origin(info.annotation) is Literal else None
+        if name == "gateway_policy":
+            choices = tuple(sorted(POLICIES))
+        flag = f"--{prefix}{name.removeprefix('gateway_').replace('_', '-')}"
+        sp.add_argument(
+            flag,
+            dest=name,
+            default=None,
+            choices=choices,
+            metavar=None if choices else _metavar(name),
+            help=f"{info.description} (env TRITONFLEET_{name.upper()})",
+        )
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tritonfleet", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -479,8 +551,6 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--base-port", type=int, default=None)
         sp.add_argument("--capacity-bytes", type=int, default=None)
         sp.add_argument("--model-root", type=Path, default=None)
-        sp.add_argument("--gateway-http-port", type=int, default=None)
-        sp.add_argument("--gateway-grpc-port", type=int, default=None)
         sp.add_argument(
             "--keep-servers",
             action="store_true",
@@ -509,6 +579,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--api-port", type=int, default=None)
     up.add_argument("--no-examples", action="store_true")
     up.add_argument("--no-gateway", action="store_true", help="do not start the gateway")
+    _gateway_opts(up, "gateway-")
     up.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
     up.set_defaults(func=cmd_up)
 
@@ -525,14 +596,11 @@ def _parser() -> argparse.ArgumentParser:
     gw = sub.add_parser(
         "gateway", help="run the KServe v2 gateway apart, over a running control plane"
     )
-    gw.add_argument("--host", default=None)
-    gw.add_argument("--http-port", type=int, default=None)
-    gw.add_argument("--grpc-port", type=int, default=None)
-    gw.add_argument("--policy", choices=["hot-cold", "least-request", "round-robin"], default=None)
+    _gateway_opts(gw, "")
     gw.add_argument(
         "--controlplane-url",
-        default=os.environ.get("TRITONFLEET_CONTROLPLANE_URL"),
-        help="the control API to ask for replicas (default $TRITONFLEET_CONTROLPLANE_URL)",
+        default=None,
+        help="the control API to ask for replicas (env TRITONFLEET_CONTROLPLANE_URL)",
     )
     gw.add_argument("-v", "--verbose", action="store_true")
     gw.set_defaults(func=cmd_gateway)

@@ -47,14 +47,8 @@ log = logging.getLogger(__name__)
 
 
 def gateway_config(s: Settings) -> GatewayConfig:
-    return GatewayConfig(
-        host=s.gateway_host,
-        http_port=s.gateway_http_port,
-        grpc_port=s.gateway_grpc_port,
-        policy=s.gateway_policy,
-        cold_hold_s=s.ensure_timeout_s,
-        prometheus_url=s.prometheus_url,
-    )
+    """The gateway's config from the settings: every `gateway_*` setting, Prometheus shared."""
+    return GatewayConfig(**s.gateway_values())
 
 
 def build_fleet(settings: Settings) -> FleetDriver:

@@ -114,8 +114,8 @@ async def main(args: argparse.Namespace) -> None:
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
     try:
         async with (
-            GatewayProcess(out, snap, [MODEL.name], {"grpc_door": "h2"}) as gw,
-            GatewayProcess(out, snap, [MODEL.name], {"grpc_door": "grpcio"}) as gw_grpcio,
+            GatewayProcess(snap, [MODEL.name], {"grpc_door": "h2"}) as gw,
+            GatewayProcess(snap, [MODEL.name], {"grpc_door": "grpcio"}) as gw_grpcio,
         ):
             await asyncio.sleep(0.5)
             targets = {

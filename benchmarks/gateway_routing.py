@@ -82,7 +82,7 @@ async def main(args: argparse.Namespace) -> None:
     rows = []
     try:
         for policy in args.policies:
-            async with GatewayProcess(out, snap, [MODEL.name], {"policy": policy}) as gw:
+            async with GatewayProcess(snap, [MODEL.name], {"policy": policy}) as gw:
                 await load(gw.http, 20, 1.0, random.Random(1))  # warm connections and EWMAs
                 stop = None
                 if args.mode == "stop":

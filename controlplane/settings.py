@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Self
+from typing import Any, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_NOT_GATEWAY_CONFIG = frozenset({"gateway_enabled"})
 
 
 class FleetKind(StrEnum):
@@ -134,12 +136,76 @@ class Settings(BaseSettings):
     )
 
     gateway_enabled: bool = Field(default=True, description="Run the gateway in-process")
+    # The gateway's settings: `gateway_<name>` is GatewayConfig's `<name>` (the composition root
+    # builds it from `gateway_values()`; a test checks that every GatewayConfig field has one
+    # and that the defaults agree). GatewayConfig validates the values; its errors name these.
+    gateway_host: str = Field(default="127.0.0.1", description="Gateway bind address")
+    gateway_http_port: int = Field(default=8000, ge=0, le=65535, description="Gateway HTTP port")
+    gateway_grpc_port: int | None = Field(
+        default=8001, ge=0, le=65535, description="Gateway gRPC port (none: no gRPC door)"
+    )
+    gateway_grpc_door: Literal["h2", "grpcio"] = Field(
+        default="h2", description="gRPC door: h2 (HTTP/2 frame relay) or grpcio"
+    )
     gateway_policy: str = Field(
         default="hot-cold", description="Replica choice: hot-cold, least-request, round-robin"
     )
-    gateway_host: str = Field(default="127.0.0.1", description="Gateway bind address")
-    gateway_http_port: int = Field(default=8000, ge=0, le=65535, description="Gateway HTTP port")
-    gateway_grpc_port: int = Field(default=8001, ge=0, le=65535, description="Gateway gRPC port")
+    gateway_max_body_bytes: int = Field(
+        default=64 << 20, description="Larger request bodies get 413 (gRPC: RESOURCE_EXHAUSTED)"
+    )
+    gateway_cold_hold_s: float | None = Field(
+        default=None,
+        description="How long a request for a cold model waits for a replica before 503 "
+        "(default: ensure_timeout_s)",
+    )
+    gateway_retry_after_s: int = Field(default=5, description="Retry-After of a cold-model 503")
+    gateway_upstream_timeout_s: float = Field(
+        default=60.0, description="A replica's reply later than this fails the request (504)"
+    )
+    gateway_connect_timeout_s: float = Field(
+        default=1.0, description="TCP connect timeout to a replica"
+    )
+    gateway_header_timeout_s: float = Field(
+        default=10.0, description="A client must send a complete request head within this (408)"
+    )
+    gateway_idle_timeout_s: float = Field(
+        default=120.0, description="A client connection idle this long is closed"
+    )
+    gateway_max_client_connections: int = Field(
+        default=4096, description="Open client connections per front door; more are closed"
+    )
+    gateway_retry_ratio: float = Field(
+        default=0.2, description="Retries may add this share of recent requests"
+    )
+    gateway_retry_min_per_s: float = Field(
+        default=10.0, description="... plus this many retries per second"
+    )
+    gateway_eject_after_failures: int = Field(
+        default=3, description="Consecutive failures (connect/502/503/504) that eject a replica"
+    )
+    gateway_eject_base_s: float = Field(
+        default=5.0, description="First ejection's length; grows with each ejection"
+    )
+    gateway_max_ejected_fraction: float = Field(
+        default=0.5, description="Never eject more than this share of the known replicas"
+    )
+    gateway_default_max_queue: int | None = Field(
+        default=None,
+        description="Admission limit per model when the control plane sets none (none: no limit)",
+    )
+    gateway_latency_tau_s: float = Field(
+        default=2.0, description="Decay time of the peak-EWMA latency"
+    )
+    gateway_signal_interval_s: float = Field(
+        default=1.0, description="How often Triton signals are scraped or queried"
+    )
+    gateway_signal_max_age_s: float = Field(
+        default=5.0, description="Older Triton signals are ignored by the policy"
+    )
+    gateway_admin_header_grpc: str = Field(
+        default="triton-grpc-protocol-admin-key",
+        description="gRPC metadata key that carries the restricted-API key to Triton",
+    )
 
     store_path: Path | None = Field(
         default=None, description="SQLite file of the registry; default <data_dir>/tritonfleet.db"
@@ -159,6 +225,12 @@ class Settings(BaseSettings):
     controlplane_url: str | None = Field(
         default=None, description="Gateway running apart: the control API it asks for replicas"
     )
+
+    @field_validator("gateway_grpc_port", "gateway_default_max_queue", mode="before")
+    @classmethod
+    def _none_word(cls, v: object) -> object:
+        """`none` (flag or environment) turns the optional gateway settings off."""
+        return None if isinstance(v, str) and v.strip().lower() in ("", "none") else v
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:
@@ -190,6 +262,20 @@ class Settings(BaseSettings):
                 f"slo_p95_ms ({self.slo_p95_ms:g}) exceeds slo_p99_ms ({self.slo_p99_ms:g})"
             )
         return self
+
+    def gateway_values(self) -> dict[str, Any]:
+        """GatewayConfig's fields from these settings: every `gateway_<name>` as `<name>`."""
+        values = {
+            name.removeprefix("gateway_"): getattr(self, name)
+            for name in type(self).model_fields
+            if name.startswith("gateway_") and name not in _NOT_GATEWAY_CONFIG
+        }
+        if values["cold_hold_s"] is None:
+            values["cold_hold_s"] = self.ensure_timeout_s
+        # One Prometheus for the whole fleet: the control plane and the gateway share it.
+        values["prometheus_url"] = self.prometheus_url
+        values["prometheus_bearer_token"] = self.prometheus_bearer_token
+        return values
 
     @property
     def db_path(self) -> Path:

@@ -1,14 +1,13 @@
 """The gateway process: both front doors, the router, the signal feed and the timeout sweep.
 
-`serve(config, directory)` is what `tritonfleet up` awaits; `Gateway` is the same thing with
-start/stop for tests and benchmarks.
+`Gateway` starts and stops them; `tritonfleet up` runs one beside the control plane and
+`tritonfleet gateway` runs one alone (adapters/cli.py: uvloop, heap frozen after start-up).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import socket
 from typing import TYPE_CHECKING
@@ -118,15 +117,3 @@ class Gateway:
         if self._grpc is not None:
             await self._grpc.stop()
             self._grpc = None
-
-
-async def serve(config: GatewayConfig, directory: ReplicaDirectory) -> None:
-    """Run the gateway until cancelled (what `tritonfleet up` awaits beside the reconciler)."""
-    gw = Gateway(config, directory)
-    await gw.start()
-    # Everything allocated so far lives as long as the process: keep it out of GC passes.
-    gc.freeze()
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await gw.stop()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from controlplane import routing
 
 
 class GatewayConfig(BaseModel):
@@ -13,9 +15,14 @@ class GatewayConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     host: str = Field("127.0.0.1", description="Address both front doors bind to.")
-    http_port: int = Field(8000, description="KServe v2 HTTP/REST port (0: any free port).")
+    http_port: int = Field(
+        8000, ge=0, le=65535, description="KServe v2 HTTP/REST port (0: any free port)."
+    )
     grpc_port: int | None = Field(
-        8001, description="KServe v2 gRPC port (0: any free port; None: no gRPC door)."
+        8001,
+        ge=0,
+        le=65535,
+        description="KServe v2 gRPC port (0: any free port; None: no gRPC door).",
     )
     grpc_door: Literal["h2", "grpcio"] = Field(
         "h2",
@@ -24,15 +31,26 @@ class GatewayConfig(BaseModel):
     policy: str = Field(
         "hot-cold", description="Replica choice: hot-cold, least-request, round-robin."
     )
-    max_body_bytes: int = Field(64 << 20, description="Larger request bodies get 413 unread.")
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, v: str) -> str:
+        routing.make(v)  # ValueError naming the known ones
+        return v
+
+    max_body_bytes: int = Field(64 << 20, ge=0, description="Larger request bodies get 413 unread.")
     cold_hold_s: float = Field(
-        30.0, description="How long a request for a cold model waits for a replica before 503."
+        30.0,
+        ge=0,
+        description="How long a request for a cold model waits for a replica before 503.",
     )
-    retry_after_s: int = Field(5, description="Retry-After sent with a cold-model 503.")
+    retry_after_s: int = Field(5, ge=0, description="Retry-After sent with a cold-model 503.")
     upstream_timeout_s: float = Field(
-        60.0, description="A replica that has not answered by then gets the request failed (504)."
+        60.0,
+        gt=0,
+        description="A replica that has not answered by then gets the request failed (504).",
     )
-    connect_timeout_s: float = Field(1.0, description="TCP connect timeout to a replica.")
+    connect_timeout_s: float = Field(1.0, gt=0, description="TCP connect timeout to a replica.")
     header_timeout_s: float = Field(
         10.0,
         gt=0,
@@ -51,23 +69,34 @@ class GatewayConfig(BaseModel):
         ge=1,
         description="Open client connections per front door; further ones are closed at once.",
     )
-    retry_ratio: float = Field(0.2, description="Retries may add this share of recent requests.")
-    retry_min_per_s: float = Field(10.0, description="... plus this many retries per second.")
-    eject_after_failures: int = Field(
-        3, description="Consecutive connection failures/502/503/504 that eject a replica."
+    retry_ratio: float = Field(
+        0.2, ge=0, description="Retries may add this share of recent requests."
     )
-    eject_base_s: float = Field(5.0, description="First ejection's length; grows per ejection.")
+    retry_min_per_s: float = Field(10.0, ge=0, description="... plus this many retries per second.")
+    eject_after_failures: int = Field(
+        3, ge=1, description="Consecutive connection failures/502/503/504 that eject a replica."
+    )
+    eject_base_s: float = Field(
+        5.0, gt=0, description="First ejection's length; grows per ejection."
+    )
     max_ejected_fraction: float = Field(
-        0.5, description="Never eject more than this share of the known replicas."
+        0.5, ge=0, le=1, description="Never eject more than this share of the known replicas."
     )
     default_max_queue: int | None = Field(
-        None, description="Admission limit per model when its routing sets none (None: no limit)."
+        None,
+        ge=1,
+        description="Admission limit per model when its routing sets none (None: no limit).",
     )
-    latency_tau_s: float = Field(2.0, description="Decay time of the peak-EWMA latency.")
-    signal_interval_s: float = Field(1.0, description="How often Triton signals are scraped.")
-    signal_max_age_s: float = Field(5.0, description="Older signals are ignored by the policy.")
+    latency_tau_s: float = Field(2.0, gt=0, description="Decay time of the peak-EWMA latency.")
+    signal_interval_s: float = Field(1.0, gt=0, description="How often Triton signals are scraped.")
+    signal_max_age_s: float = Field(
+        5.0, gt=0, description="Older signals are ignored by the policy."
+    )
     prometheus_url: str | None = Field(
         None, description="Read signals from this Prometheus instead of scraping each server."
+    )
+    prometheus_bearer_token: str | None = Field(
+        None, repr=False, description="Sent as `Authorization: Bearer` to prometheus_url."
     )
     admin_header_grpc: str = Field(
         "triton-grpc-protocol-admin-key",

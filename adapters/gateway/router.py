@@ -4,6 +4,10 @@ The policy (`controlplane.routing`) is pure; this module keeps what it reads (re
 flight, peak-EWMA latency, oldest outstanding request, Triton signals), filters ejected
 replicas, admits or sheds requests per model and spends the retry budget. Everything runs on
 the gateway's one event loop, so plain attributes need no locks.
+
+Every per-key dict stays bounded: in-flight counts drop their key at zero, and `prune` (from
+the sweep) forgets latency and server state not touched for `FORGET_S`, so servers that left
+and models no longer asked for cost nothing (and are no longer scraped).
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from controlplane.routing import OutlierRule, ReplicaStats, RetryBudget, ServerS
 
 log = logging.getLogger(__name__)
 
+FORGET_S = 300.0  # state untouched this long is dropped (a peak-EWMA is long decayed by then)
+PRUNE_EVERY_S = 10.0
+
 
 class Expirable(Protocol):
     def expire(self) -> None:
@@ -31,7 +38,16 @@ class Expirable(Protocol):
 
 
 class _ServerState:
-    __slots__ = ("ejected_until", "failures", "inflight", "key", "rif", "signal", "times_ejected")
+    __slots__ = (
+        "ejected_until",
+        "failures",
+        "inflight",
+        "key",
+        "last_used",
+        "rif",
+        "signal",
+        "times_ejected",
+    )
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -41,6 +57,7 @@ class _ServerState:
         self.ejected_until = 0.0
         self.times_ejected = 0
         self.signal: ServerSignal | None = None
+        self.last_used = 0.0
 
 
 class Router:
@@ -73,6 +90,7 @@ class Router:
         self.model_inflight: dict[str, int] = {}
         self.replica_inflight: dict[tuple[str, str], int] = {}  # (model, server): drains read it
         metrics.inflight = self.model_inflight
+        metrics.registered = lambda model: directory.routing(model) is not None
         self._seq = 0
         self._window_start = 0.0
         self._window_requests = 0
@@ -115,6 +133,7 @@ class Router:
             self.metrics_urls[replica.server_id] = replica.metrics_url
         now = self.clock()
         st.inflight[handle] = now
+        st.last_used = now
         key = (replica.model, replica.server_id)
         self.replica_inflight[key] = self.replica_inflight.get(key, 0) + 1
         self._window_requests += 1
@@ -174,7 +193,11 @@ class Router:
         return True
 
     def release(self, model: str) -> None:
-        self.model_inflight[model] -= 1
+        left = self.model_inflight[model] - 1
+        if left > 0:
+            self.model_inflight[model] = left
+        else:
+            del self.model_inflight[model]
 
     def inflight(self, model: str, server_id: str) -> int:
         """Requests to `model` on `server_id` still outstanding (the reconciler's drain)."""
@@ -214,9 +237,13 @@ class Router:
     async def sweep(self, interval_s: float = 0.25) -> None:
         """Fail requests a replica has held past the upstream timeout (one timer, not one each)."""
         limit = self.config.upstream_timeout_s
+        next_prune = self.clock() + PRUNE_EVERY_S
         while True:
             await asyncio.sleep(interval_s)
             now = self.clock()
+            if now >= next_prune:
+                self.prune(now)
+                next_prune = now + PRUNE_EVERY_S
             for st in list(self.servers.values()):
                 expired = []
                 for handle, start in st.inflight.items():
@@ -228,3 +255,18 @@ class Router:
                         handle.expire()
                     except Exception:  # one broken handle never stops the sweep
                         log.exception("expiring a request to %s failed", st.key)
+
+    def prune(self, now: float) -> None:
+        """Forget latency and server state untouched for FORGET_S (servers that left, idle pairs).
+
+        A server is kept while it has requests in flight or is ejected, so pruning never
+        loses an outstanding request or shortens an ejection.
+        """
+        horizon = now - FORGET_S
+        for key, (_, at) in list(self.latency.items()):
+            if at < horizon:
+                del self.latency[key]
+        for sid, st in list(self.servers.items()):
+            if st.last_used < horizon and not st.inflight and st.ejected_until <= now:
+                del self.servers[sid]
+                self.metrics_urls.pop(sid, None)

@@ -2,8 +2,8 @@
 
 The default scrapes each known server's `/metrics` every `signal_interval_s`; with
 `prometheus_url` set, one PromQL query per signal asks Prometheus instead (through
-`prometheus-api-client`, in a thread). Either way a failure only leaves that server's signal
-to go stale, which the policy then ignores.
+`prometheus-api-client`, in a thread, sending `prometheus_bearer_token` when set). Either way
+a failure only leaves that server's signal to go stale, which the policy then ignores.
 """
 
 from __future__ import annotations
@@ -65,7 +65,12 @@ async def _from_prometheus(router: Router, config: GatewayConfig) -> None:
     from prometheus_api_client import PrometheusConnect
 
     assert config.prometheus_url is not None
-    prom = PrometheusConnect(url=config.prometheus_url, disable_ssl=True)
+    token = config.prometheus_bearer_token
+    prom = PrometheusConnect(
+        url=config.prometheus_url,
+        headers={"Authorization": f"Bearer {token}"} if token else None,
+        disable_ssl=True,
+    )
     while True:
         try:
             results = {

@@ -11,6 +11,7 @@ are checked structurally below and said to be so.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,8 +37,33 @@ MIN_KUBE = "1.27"  # Chart.yaml kubeVersion
 
 Doc = dict[str, Any]
 
+# Every gateway.config key, each set to a value other than the gateway's default.
+GATEWAY_CONFIG: dict[str, Any] = {
+    "grpcDoor": "grpcio",
+    "policy": "least-request",
+    "maxBodyBytes": 1 << 20,
+    "coldHoldS": 12.5,
+    "retryAfterS": 9,
+    "upstreamTimeoutS": 30,
+    "connectTimeoutS": 0.5,
+    "headerTimeoutS": 5,
+    "idleTimeoutS": 60,
+    "maxClientConnections": 1000,
+    "retryRatio": 0.1,
+    "retryMinPerS": 2,
+    "ejectAfterFailures": 5,
+    "ejectBaseS": 2.5,
+    "maxEjectedFraction": 0.25,
+    "defaultMaxQueue": 64,
+    "latencyTauS": 1.5,
+    "signalIntervalS": 2,
+    "signalMaxAgeS": 10,
+    "adminHeaderGrpc": "x-admin-key",
+}
+
 VARIATIONS: dict[str, dict[str, Any]] = {
     "defaults": {},
+    "gateway-config": {"gateway": {"config": GATEWAY_CONFIG}},
     "cpu-only": {"triton": {"gpu": {"count": 0}, "resources": {"requests": {"cpu": "2"}}}},
     "mig": {
         "triton": {
@@ -603,6 +629,49 @@ def test_autopilot_values_reach_the_control_plane_as_settings(chart: helm.Chart)
     assert off_env["TRITONFLEET_AUTOPILOT"]["value"] == "false"
 
 
+@pytest.mark.parametrize("variation", ["defaults", "gateway-config", "external-prometheus"])
+def test_every_env_var_of_the_gateway_is_a_setting(chart: helm.Chart, variation: str) -> None:
+    from controlplane.settings import Settings
+
+    gateway = only(render(chart, VARIATIONS[variation]), "Deployment", "demo-tritonfleet-gateway")
+    env = env_of(gateway["spec"]["template"]["spec"]["containers"][0])
+    fields = {f"TRITONFLEET_{n.upper()}" for n in Settings.model_fields}
+    assert set(env) <= fields, set(env) - fields
+
+
+def test_gateway_config_values_reach_the_gateway(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adapters.gateway.config import GatewayConfig
+    from adapters.runtime import gateway_config
+    from controlplane.settings import Settings
+
+    gateway = only(
+        render(chart, VARIATIONS["gateway-config"]), "Deployment", "demo-tritonfleet-gateway"
+    )
+    env = env_of(gateway["spec"]["template"]["spec"]["containers"][0])
+    plain = {k: v["value"] for k, v in env.items() if k.startswith("TRITONFLEET_GATEWAY_")}
+    # Every GatewayConfig field but the bind address and ports (gateway.args) and Prometheus
+    # (the prometheus section), derived from the model so a new field needs a value here.
+    elsewhere = {"host", "http_port", "grpc_port", "prometheus_url", "prometheus_bearer_token"}
+    expected = {f"TRITONFLEET_GATEWAY_{f.upper()}" for f in GatewayConfig.model_fields}
+    assert set(plain) == expected - {f"TRITONFLEET_GATEWAY_{f.upper()}" for f in elsewhere}
+    assert plain["TRITONFLEET_GATEWAY_MAX_BODY_BYTES"] == "1048576"  # not 1.048576e+06
+    for name in list(os.environ):
+        if name.startswith("TRITONFLEET_"):
+            monkeypatch.delenv(name)
+    for name, value in plain.items():
+        monkeypatch.setenv(name, value)
+    config = gateway_config(Settings())
+    for key, value in GATEWAY_CONFIG.items():
+        assert getattr(config, re.sub(r"([A-Z])", r"_\1", key).lower()) == value, key
+    off = only(render(chart), "Deployment", "demo-tritonfleet-gateway")
+    assert not any(
+        e.startswith("TRITONFLEET_GATEWAY_")
+        for e in env_of(off["spec"]["template"]["spec"]["containers"][0])
+    )
+
+
 def test_external_prometheus_reaches_control_plane_and_keda_with_a_token(
     chart: helm.Chart,
 ) -> None:
@@ -664,9 +733,14 @@ def test_dashboard_covers_fleet_models_and_gateway(chart: helm.Chart) -> None:
     # The autoscaling signal, as KEDA/HPA compute it, filtered by the namespace variable.
     unfiltered = [e.replace('{namespace=~"$namespace"}', "") for e in exprs["Fleet"]]
     assert QUEUE_TIME_QUERY in unfiltered
+    from adapters.gateway.metrics import GatewayMetrics
+
+    families = set(re.findall(r"# TYPE (\S+)", GatewayMetrics().render().decode()))
     for expr in exprs["Gateway"]:
         names = set(re.findall(r"\b(?:nv|tritonfleet)_[a-z_]+", expr))
         assert names and all(n.startswith("tritonfleet_gateway_") for n in names), expr
+        for n in names:  # a family the gateway renders (histograms by their _bucket series)
+            assert n.removesuffix("_bucket") in families, n
     for expr in exprs["Fleet"] + exprs["Models"]:
         names = set(re.findall(r"\bnv_[a-z_]+", expr))
         assert names and names <= TRITON_METRICS, expr
@@ -706,6 +780,12 @@ def test_notes_tell_how_to_reach_scale_and_read_the_key(chart: helm.Chart) -> No
         ),
         ({"triton": {"gpu": {"count": -1}}}, "at '/triton/gpu/count': minimum: got -1, want 0"),
         ({"tritn": {"replicas": 1}}, "additional properties 'tritn' not allowed"),
+        (
+            {"gateway": {"config": {"maxBodyByte": 1}}},
+            "additional properties 'maxBodyByte' not allowed",
+        ),
+        ({"gateway": {"config": {"headerTimeoutS": 0}}}, "at '/gateway/config/headerTimeoutS'"),
+        ({"gateway": {"config": {"policy": "fastest"}}}, "at '/gateway/config/policy'"),
         (
             {"controlplane": {"scaleFleet": {"minServers": 0}}},
             "at '/controlplane/scaleFleet/minServers': minimum: got 0, want 1",
