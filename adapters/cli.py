@@ -224,7 +224,8 @@ def cmd_loadgen(args: argparse.Namespace) -> int:
         from loadgen.cli import main as loadgen_main
     except ImportError as exc:
         raise CliError(f"loadgen is not available in this install ({exc})") from exc
-    return int(loadgen_main(list(args.rest)))
+    rest = list(args.rest)
+    return int(loadgen_main(rest[1:] if rest[:1] == ["--"] else rest))
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -659,6 +660,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["loadgen"]:
+        # Everything after `loadgen` is loadgen's, `--help` included (argparse's REMAINDER
+        # would refuse a leading option).
+        argv = ["loadgen", "--", *argv[1:]]
     args = _parser().parse_args(argv)
     try:
         return int(args.func(args))
