@@ -512,7 +512,12 @@ def _parser() -> argparse.ArgumentParser:
         )
 
     def fleet_opts(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--fleet", choices=[k.value for k in FleetKind], default=None)
+        sp.add_argument(
+            "--fleet",
+            choices=[k.value for k in FleetKind],
+            default=None,
+            help="where Triton servers come from (default local: processes started here)",
+        )
         sp.add_argument(
             "--servers",
             default=None,
@@ -545,13 +550,45 @@ def _parser() -> argparse.ArgumentParser:
             "admin_key, labels)",
         )
         sp.add_argument("--static-servers", default=None, metavar="URL,...", help=argparse.SUPPRESS)
-        sp.add_argument("--tritonserver", default=None, metavar="PATH")
-        sp.add_argument("--data-dir", type=Path, default=None)
-        sp.add_argument("--api-token", default=None)
-        sp.add_argument("--admin-key", default=None)
-        sp.add_argument("--base-port", type=int, default=None)
-        sp.add_argument("--capacity-bytes", type=int, default=None)
-        sp.add_argument("--model-root", type=Path, default=None)
+        sp.add_argument(
+            "--tritonserver",
+            default=None,
+            metavar="PATH",
+            help="tritonserver binary (default: PATH, then the nvidia-pytriton wheel)",
+        )
+        sp.add_argument(
+            "--data-dir",
+            type=Path,
+            default=None,
+            help="SQLite store, server logs and records (default .tritonfleet)",
+        )
+        sp.add_argument(
+            "--api-token", default=None, help="bearer token the control API requires on changes"
+        )
+        sp.add_argument(
+            "--admin-key",
+            default=None,
+            help="key for Triton's restricted repository/config APIs (local: generated)",
+        )
+        sp.add_argument(
+            "--base-port",
+            type=int,
+            default=None,
+            metavar="PORT",
+            help="local fleet: first port, 3 per server (default: free ports)",
+        )
+        sp.add_argument(
+            "--capacity-bytes",
+            type=int,
+            default=None,
+            help="memory each server offers to models when NVML cannot tell (CPU mode)",
+        )
+        sp.add_argument(
+            "--model-root",
+            type=Path,
+            default=None,
+            help="local directory that model artifact paths must stay under",
+        )
         sp.add_argument(
             "--keep-servers",
             action="store_true",
@@ -564,21 +601,31 @@ def _parser() -> argparse.ArgumentParser:
         )
         sp.add_argument("--slo-p95-ms", type=float, default=None, help="fleet-wide P95 target")
         sp.add_argument("--slo-p99-ms", type=float, default=None, help="fleet-wide P99 target")
-        sp.add_argument("--autopilot-stable-window-s", type=float, default=None)
-        sp.add_argument("--autopilot-panic-window-s", type=float, default=None)
+        sp.add_argument(
+            "--autopilot-stable-window-s",
+            type=float,
+            default=None,
+            help="autopilot: demand averaged over this window (default 30, at most 120)",
+        )
+        sp.add_argument(
+            "--autopilot-panic-window-s",
+            type=float,
+            default=None,
+            help="autopilot: bursts judged over this window (default 5)",
+        )
         sp.add_argument(
             "--server-idle-s",
             type=float,
             default=None,
             help="stop an empty highest-ordinal server after this long (elastic fleet)",
         )
-        sp.add_argument("-v", "--verbose", action="store_true")
+        sp.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG")
 
     up = sub.add_parser("up", help="start a local fleet, the control API and the examples")
     fleet_opts(up)
-    up.add_argument("--api-host", default=None)
-    up.add_argument("--api-port", type=int, default=None)
-    up.add_argument("--no-examples", action="store_true")
+    up.add_argument("--api-host", default=None, help="control API bind address (127.0.0.1)")
+    up.add_argument("--api-port", type=int, default=None, help="control API port (8080)")
+    up.add_argument("--no-examples", action="store_true", help="do not register the example models")
     up.add_argument("--no-gateway", action="store_true", help="do not start the gateway")
     _gateway_opts(up, "gateway-")
     up.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
@@ -590,8 +637,12 @@ def _parser() -> argparse.ArgumentParser:
         "no example models",
     )
     fleet_opts(cp)
-    cp.add_argument("--host", dest="api_host", default=None)
-    cp.add_argument("--port", dest="api_port", type=int, default=None)
+    cp.add_argument(
+        "--host", dest="api_host", default=None, help="control API bind address (127.0.0.1)"
+    )
+    cp.add_argument(
+        "--port", dest="api_port", type=int, default=None, help="control API port (8080)"
+    )
     cp.set_defaults(func=cmd_up, no_examples=True, ready_file=None, no_gateway=True)
 
     gw = sub.add_parser(
@@ -603,7 +654,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="the control API to ask for replicas (env TRITONFLEET_CONTROLPLANE_URL)",
     )
-    gw.add_argument("-v", "--verbose", action="store_true")
+    gw.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG")
     gw.set_defaults(func=cmd_gateway)
 
     models = sub.add_parser("models", help="register and inspect models").add_subparsers(
