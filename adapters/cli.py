@@ -672,9 +672,11 @@ def _parser() -> argparse.ArgumentParser:
         if arg:
             sp.add_argument(arg)
         if name == "list":
-            sp.add_argument("--json", action="store_true")
+            sp.add_argument("--json", action="store_true", help="print JSON")
         if name == "ensure":
-            sp.add_argument("--timeout", type=float, default=30.0)
+            sp.add_argument(
+                "--timeout", type=float, default=30.0, help="seconds to wait for READY (30)"
+            )
         api_opts(sp)
         sp.set_defaults(func=fn)
 
@@ -691,14 +693,14 @@ def _parser() -> argparse.ArgumentParser:
         dest="fleet_command", required=True
     )
     status = fleet.add_parser("status")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help="print JSON")
     api_opts(status)
     status.set_defaults(func=cmd_fleet_status)
 
     explain = sub.add_parser("explain", help="why a model has the replicas it has")
     explain.add_argument("name")
     explain.add_argument("--last", type=int, default=20, help="rows to show (default 20)")
-    explain.add_argument("--json", action="store_true")
+    explain.add_argument("--json", action="store_true", help="print JSON")
     api_opts(explain)
     explain.set_defaults(func=cmd_explain)
 

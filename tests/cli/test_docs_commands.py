@@ -61,3 +61,16 @@ def test_every_subcommand_has_help(
     assert code == 0
     out = capsys.readouterr().out
     assert "usage:" in out
+
+
+def test_every_option_says_what_it_does() -> None:
+    missing = []
+    for path in _subcommands(cli._parser()):
+        parser = cli._parser()
+        for name in path:
+            sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            parser = sub.choices[name]
+        for action in parser._actions:
+            if action.option_strings and action.help in (None, ""):
+                missing.append(f"{' '.join(path)} {action.option_strings[-1]}")
+    assert missing == [], missing
