@@ -1,4 +1,4 @@
-"""The only module that talks to Triton: model descriptions and pre-built inference calls.
+"""The inference path to Triton: model descriptions and pre-built inference calls.
 
 Both protocols describe the model through tritonclient's asyncio clients. For the requests
 themselves, the hot path does the least possible work per request:
