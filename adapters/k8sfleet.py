@@ -236,6 +236,7 @@ class K8sFleet:
         self.last_error: str | None = None
         self.last_sync_monotonic: float | None = None
         self.relists = 0
+        self.api_failures = 0  # calls the API server did not answer (outages), since start
 
     @classmethod
     def in_cluster(cls, config: K8sFleetConfig) -> K8sFleet:
@@ -442,6 +443,7 @@ class K8sFleet:
             except _TRANSIENT as exc:
                 if self._stopping.is_set():
                     break
+                self.api_failures += 1
                 message = _describe(exc)
                 if message != self.last_error:
                     log.warning(
