@@ -201,12 +201,17 @@ class Reconciler:
 
     async def _fresh_tick(self, timeout_s: float) -> None:
         """Until a tick that starts after this call has finished, or `timeout_s` passes."""
-        wanted_tick = self._ticks_started + 1
-        self.wake()
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(0.0, timeout_s)):
-                while self._ticks_done < wanted_tick:
-                    await self._ticked.wait()
+            await self.wait_ticks(1, timeout_s)
+
+    async def wait_ticks(self, n: int, timeout_s: float = 60.0) -> None:
+        """Until `n` ticks that start after this call have finished (TimeoutError after
+        `timeout_s`): "nothing happened" is then a fact about the loop, not about a sleep."""
+        wanted_tick = self._ticks_started + n
+        async with asyncio.timeout(max(0.0, timeout_s)):
+            while self._ticks_done < wanted_tick:
+                self.wake()
+                await self._ticked.wait()
 
     async def wait_idle(self) -> None:
         """Until no load or unload is in flight (tests and shutdown)."""

@@ -81,7 +81,7 @@ def test_floors_eviction_failover_and_broken_model(
 
             # Their demand expires; they stay warm (nothing needs room)...
             offset[0] += 120
-            await asyncio.sleep(0.6)
+            await rec.wait_ticks(3)
             assert all(rec.model_state(n) is ModelState.READY for n in ("c1", "c2", "c3"))
             # ...until a hot model needs room: the least recently used idle one goes.
             await registry.register(ModelSpec.model_validate(python_spec("hot")))
@@ -114,7 +114,7 @@ def test_floors_eviction_failover_and_broken_model(
             status = rec.model_status("broken")
             assert "this_module_does_not_exist_anywhere" in status["last_error"]
             attempts = rec.load_calls
-            await asyncio.sleep(2.0)  # ten ticks
+            await rec.wait_ticks(10)
             assert rec.load_calls == attempts
         finally:
             loop_task.cancel()

@@ -145,7 +145,7 @@ def test_concurrent_ensures_cause_one_load_and_hot_model_evicts_idle_one() -> No
             replicas = await rec.ensure("idle", timeout_s=5)
             assert replicas and control.loads == [("idle", "s0")]
             clock.now += 10_000  # idle's demand expires; it stays warm until room is needed
-            await asyncio.sleep(0.05)
+            await rec.wait_ticks(3)
             assert rec.model_state("idle") is ModelState.READY
             results = await asyncio.gather(*(rec.ensure("hot", timeout_s=5) for _ in range(20)))
             assert all(results)
