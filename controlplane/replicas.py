@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from controlplane.fleet import Server
 
 
@@ -62,3 +64,37 @@ class ReplicaDirectory(Protocol):
     async def ensure(self, model: str, timeout_s: float) -> Sequence[Replica]:
         """Make `model` warm somewhere; return its replicas, or empty after `timeout_s`."""
         ...
+
+
+class ReplicaWire(BaseModel):
+    """One ready replica in `GET /v1/replicas` (no admin key: a gateway holds its own)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    server_id: str
+    http_url: str
+    grpc_url: str
+    metrics_url: str | None = None
+
+
+class ModelWire(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    sequence: bool = False
+    max_inflight: int | None = Field(default=None, ge=1)
+    replicas: list[ReplicaWire] = Field(default_factory=list)
+
+
+class DirectoryWire(BaseModel):
+    """`GET /v1/replicas`: what a gateway running apart needs to route. Built by the control
+    plane and parsed by the gateway with this one model, so the two cannot drift."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    models: dict[str, ModelWire] = Field(default_factory=dict)
+
+    def routing(self) -> dict[str, ModelRouting]:
+        return {
+            name: ModelRouting(name=name, sequence=m.sequence, max_queue=m.max_inflight)
+            for name, m in self.models.items()
+        }

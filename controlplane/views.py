@@ -21,7 +21,14 @@ from typing import Any
 from controlplane import fleetstate
 from controlplane.autopilot import Autopilot
 from controlplane.fleetstate import FleetState, ModelState
-from controlplane.replicas import ModelRouting, Replica, replica_on
+from controlplane.replicas import (
+    DirectoryWire,
+    ModelRouting,
+    ModelWire,
+    Replica,
+    ReplicaWire,
+    replica_on,
+)
 
 
 class FleetViews:
@@ -125,25 +132,25 @@ class FleetViews:
         return dict(fleetstate.counters(self._state))
 
     def directory(self) -> dict[str, Any]:
-        # No admin keys here: a gateway holds its own.
-        return {
-            "models": {
-                name: {
-                    "sequence": record.spec.sequence_batching is not None,
-                    "max_inflight": self._autopilot.admission(name),
-                    "replicas": [
-                        {
-                            "server_id": r.server_id,
-                            "http_url": r.http_url,
-                            "grpc_url": r.grpc_url,
-                            "metrics_url": r.metrics_url,
-                        }
+        wire = DirectoryWire(
+            models={
+                name: ModelWire(
+                    sequence=record.spec.sequence_batching is not None,
+                    max_inflight=self._autopilot.admission(name),
+                    replicas=[
+                        ReplicaWire(
+                            server_id=r.server_id,
+                            http_url=r.http_url,
+                            grpc_url=r.grpc_url,
+                            metrics_url=r.metrics_url,
+                        )
                         for r in self.replicas(name)
                     ],
-                }
+                )
                 for name, record in self._state.records.items()
             }
-        }
+        )
+        return wire.model_dump()
 
     async def ensure_status(self, name: str, timeout_s: float) -> dict[str, Any]:
         await self.ensure(name, timeout_s)

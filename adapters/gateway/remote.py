@@ -14,8 +14,9 @@ import logging
 from collections.abc import Sequence
 
 import httpx
+from pydantic import ValidationError
 
-from controlplane.replicas import ModelRouting, Replica
+from controlplane.replicas import DirectoryWire, ModelRouting, Replica
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,8 @@ class RemoteDirectory:
         try:
             r = await self._http.get("/v1/replicas")
             r.raise_for_status()
-            models = r.json()["models"]
-        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            wire = DirectoryWire.model_validate_json(r.content)
+        except (httpx.HTTPError, ValidationError) as exc:
             if self.last_error is None:
                 log.warning("control API unreachable, serving the last known replicas: %s", exc)
             self.last_error = str(exc)
@@ -71,28 +72,21 @@ class RemoteDirectory:
         if self.last_error is not None:
             log.info("control API reachable again")
         self.last_error = None
-        self._routing = {
-            name: ModelRouting(
-                name=name,
-                sequence=bool(m.get("sequence")),
-                max_queue=_limit(m.get("max_inflight")),
-            )
-            for name, m in models.items()
-        }
+        self._routing = wire.routing()
         self._replicas = {
             name: tuple(
                 Replica(
                     model=name,
-                    server_id=r["server_id"],
-                    http_url=r["http_url"],
-                    grpc_url=r["grpc_url"],
-                    metrics_url=r.get("metrics_url"),
+                    server_id=r.server_id,
+                    http_url=r.http_url,
+                    grpc_url=r.grpc_url,
+                    metrics_url=r.metrics_url,
                     admin_header=self._admin_header,
                     admin_key=self._admin_key,
                 )
-                for r in m.get("replicas", [])
+                for r in m.replicas
             )
-            for name, m in models.items()
+            for name, m in wire.models.items()
         }
 
     # --- ReplicaDirectory --------------------------------------------------------------
@@ -113,8 +107,3 @@ class RemoteDirectory:
             log.warning("ensure %s via the control API failed: %s", model, exc)
         await self.refresh()
         return self.replicas(model)
-
-
-def _limit(v: object) -> int | None:
-    """An admission limit from the control plane; anything but a positive int means none."""
-    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None

@@ -4,8 +4,12 @@ fleet, drain and unload, shrink the fleet, hold on lost signals, explain every s
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from dataclasses import replace
+
+import pytest
+from pydantic import ValidationError
 
 from controlplane.autopilot import Autopilot, FleetBounds, Measured
 from controlplane.autoscale import ScalerConfig
@@ -18,6 +22,7 @@ from controlplane.fakes import (
 )
 from controlplane.loadstats import Window
 from controlplane.reconciler import Reconciler, ReconcilerConfig
+from controlplane.replicas import DirectoryWire
 from controlplane.spec import ModelSpec
 from controlplane.store import MemoryStore, ModelRecord
 from tests.support import python_spec
@@ -181,6 +186,9 @@ def test_admission_limit_reaches_the_gateway_routing() -> None:
         routing = rec.routing("m")
         assert routing is not None and routing.max_queue == 40  # 1 x 200 rps x 0.2 s
         assert rec.directory()["models"]["m"]["max_inflight"] == 40
+        # What a gateway running apart parses from /v1/replicas: the same routing.
+        wire = DirectoryWire.model_validate_json(json.dumps(rec.directory()))
+        assert wire.routing()["m"] == routing
 
     asyncio.run(scenario())
 
@@ -251,3 +259,11 @@ def _reconciler_without_autopilot(
     fleet: FakeFleet, control: FakeTritonControl, store: MemoryStore, clock: Clock
 ) -> Reconciler:
     return Reconciler(fleet, control, store, InlineArtifacts(), clock=clock, rng=random.Random(1))
+
+
+def test_the_directory_wire_refuses_what_it_did_not_validate() -> None:
+    with pytest.raises(ValidationError):
+        DirectoryWire.model_validate_json('{"models": {"m": {"max_inflight": 0}}}')
+    with pytest.raises(ValidationError):
+        DirectoryWire.model_validate_json('{"models": {"m": {"replicas": [{"server_id": 1}]}}}')
+    assert DirectoryWire.model_validate_json("{}").routing() == {}
