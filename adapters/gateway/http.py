@@ -297,10 +297,11 @@ class _Client(asyncio.Protocol):
                 self.buf = data
                 return
             raw = data[:end]
-            head = _HEADS.get(raw)
-            if head is None:  # validated in full before it is cached or used
-                head = parse_request_head(raw)
-                _HEADS.remember(raw, head)
+            cached = _HEADS.get(raw)
+            if cached is None:  # validated in full before it is cached or used
+                cached = parse_request_head(raw)
+                _HEADS.remember(raw, cached)
+            head = cached
             if head.length > self.door.max_body_bytes:
                 raise FramingError(413, self._too_large(head.length))
             start = end + 4
@@ -388,7 +389,8 @@ class _Client(asyncio.Protocol):
             self.closed = True
             return
         self.busy = False
-        self._next()
+        if self.queue or self.held:
+            self._next()
 
     def _next(self) -> None:
         """Answer queued requests while the client reads its replies; then read on."""
@@ -571,6 +573,7 @@ class _Exchange:
         # Committed: no retry is possible once bytes reached the client; the latency is
         # the time to the reply's head, and the upstream timeout no longer applies.
         self.streamed = client.door.router.end(self.model, self.replica, self, self.start, True)
+        self.req.body = b""  # kept only for a retry, and there will be none
         client.upstream = conn
         if client.write_paused:
             conn.pause()
