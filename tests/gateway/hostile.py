@@ -120,15 +120,34 @@ def big_request(model: str, n_floats: int) -> bytes:
     return infer_request(model, body, f"Inference-Header-Content-Length: {header_len}\r\n")
 
 
+async def open_small_window(
+    host: str, port: int, rcvbuf: int = 64 * 1024, limit: int = 1 << 16
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection whose receive buffer is set before connecting (so TCP's window stays
+    small and a client that reads slowly is slow as the gateway sees it)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return await asyncio.open_connection(sock=sock, limit=limit)
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":", 1)[1])
+    return 0
+
+
 async def read_reply(r: asyncio.StreamReader, timeout_s: float = 5.0) -> tuple[int, bytes, bytes]:
     """One reply: (status, head, body)."""
     async with asyncio.timeout(timeout_s):
         head = await r.readuntil(b"\r\n\r\n")
-        n = 0
-        for line in head.split(b"\r\n")[1:]:
-            if line.lower().startswith(b"content-length:"):
-                n = int(line.split(b":", 1)[1])
-        return int(head[9:12]), head, await r.readexactly(n)
+        return int(head[9:12]), head, await r.readexactly(_content_length(head))
 
 
 async def read_until_closed(r: asyncio.StreamReader, timeout_s: float = 5.0) -> bytes:
@@ -162,6 +181,7 @@ class Prober:
         self.request = request
         self.latencies_s: list[float] = []
         self.errors: list[str] = []
+        self.attack_result: object = None
 
     async def run(self, stop: asyncio.Event, interval_s: float = 0.02) -> None:
         r, w = await asyncio.open_connection(*self.addr)
@@ -203,7 +223,7 @@ async def while_probing(
     task = asyncio.ensure_future(prober.run(stop))
     try:
         await asyncio.sleep(0.05)
-        await attack()
+        prober.attack_result = await attack()
     finally:
         stop.set()
         await task
@@ -253,25 +273,28 @@ async def pipeline_without_reading(
 
 
 async def slow_readers(
-    host: str, port: int, request: bytes, clients: int, seconds: float, read_bps: int
+    host: str,
+    port: int,
+    request: bytes,
+    clients: int,
+    seconds: float,
+    read_bps: int,
+    depth: int = 8,
 ) -> int:
-    """`clients` connections each asking for one reply after the other and reading each at
-    `read_bps`; returns the body bytes they read."""
+    """`clients` connections each keeping `depth` requests outstanding and reading the replies
+    at `read_bps` (a new request as each reply completes); returns the body bytes read."""
     deadline = time.monotonic() + seconds
     got = 0
     step = max(1, read_bps // 10)
 
     async def one() -> None:
         nonlocal got
-        r, w = await asyncio.open_connection(host, port, limit=step)
-        sock = w.get_extra_info("socket")
-        if sock is not None:  # a small receive window makes the slowness reach the gateway
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        r, w = await open_small_window(host, port, limit=step)
         try:
+            w.write(request * depth)
             while time.monotonic() < deadline:
-                w.write(request)
                 head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
-                n = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                n = _content_length(head)
                 while n > 0 and time.monotonic() < deadline:
                     data = await asyncio.wait_for(r.read(min(step, n)), 10)
                     if not data:
@@ -279,7 +302,8 @@ async def slow_readers(
                     n -= len(data)
                     got += len(data)
                     await asyncio.sleep(0.1)
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, IndexError):
+                w.write(request)
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             w.transport.abort()
