@@ -174,6 +174,10 @@ class Settings(BaseSettings):
     gateway_max_client_connections: int = Field(
         default=4096, description="Open client connections per front door; more are closed"
     )
+    gateway_max_pipelined_bytes: int = Field(
+        default=1 << 20,
+        description="HTTP: request bytes one client may queue behind the one being answered",
+    )
     gateway_retry_ratio: float = Field(
         default=0.2, description="Retries may add this share of recent requests"
     )

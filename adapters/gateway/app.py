@@ -38,6 +38,7 @@ class Gateway:
             header_timeout_s=config.header_timeout_s,
             idle_timeout_s=config.idle_timeout_s,
             max_client_connections=config.max_client_connections,
+            max_pipelined_bytes=config.max_pipelined_bytes,
         )
         self._server: asyncio.Server | None = None
         self._grpc: H2Door | GrpcDoor | None = None

@@ -69,6 +69,13 @@ class GatewayConfig(BaseModel):
         ge=1,
         description="Open client connections per front door; further ones are closed at once.",
     )
+    max_pipelined_bytes: int = Field(
+        1 << 20,
+        ge=1,
+        description="HTTP: bytes of requests one client connection may queue behind the one "
+        "being answered (heads and bodies); past it the gateway stops reading from that "
+        "client until replies drain.",
+    )
     retry_ratio: float = Field(
         0.2, ge=0, description="Retries may add this share of recent requests."
     )

@@ -30,6 +30,7 @@ class TritonPythonModel:
         params = cfg.get("parameters", {})
         self.op = params.get("op", {}).get("string_value", "double")
         ms = float(params.get("service_ms", {}).get("string_value", "0"))
+        self.out_len = int(params.get("out_len", {}).get("string_value", "0"))
         self.sleep_s = ms * float(os.environ.get("SLOW_FACTOR", "1")) / 1000.0
 
     def execute(self, requests):
@@ -42,6 +43,8 @@ class TritonPythonModel:
                 y = x * 2
             elif self.op == "add1":
                 y = x + 1
+            elif self.op == "tile":
+                y = np.resize(x, (x.shape[0], self.out_len))
             else:
                 y = x
             out.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", y)]))
@@ -53,8 +56,9 @@ class TritonPythonModel:
 class DemoModel:
     name: str
     dtype: str  # Triton config data type, e.g. "TYPE_FP32"
-    op: str  # "double", "add1" or "echo"
+    op: str  # "double", "add1", "echo" or "tile" (the input repeated to `out_dims`)
     dims: tuple[int, ...] = (4,)
+    out_dims: tuple[int, ...] | None = None  # None: as `dims`
     service_ms: float = 0.0
     max_batch_size: int = 8
     sequence: bool = False
@@ -65,11 +69,18 @@ class DemoModel:
             "backend": "python",
             "max_batch_size": self.max_batch_size,
             "input": [{"name": "INPUT0", "data_type": self.dtype, "dims": list(self.dims)}],
-            "output": [{"name": "OUTPUT0", "data_type": self.dtype, "dims": list(self.dims)}],
+            "output": [
+                {
+                    "name": "OUTPUT0",
+                    "data_type": self.dtype,
+                    "dims": list(self.out_dims or self.dims),
+                }
+            ],
             "instance_group": [{"kind": "KIND_CPU", "count": 1}],
             "parameters": {
                 "op": {"string_value": self.op},
                 "service_ms": {"string_value": str(self.service_ms)},
+                "out_len": {"string_value": str((self.out_dims or self.dims)[-1])},
             },
         }
         if self.max_batch_size and not self.sequence:

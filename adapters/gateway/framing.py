@@ -1,10 +1,15 @@
-"""HTTP/1.1 message framing for the gateway's hot path: just enough, in a few C-speed calls.
+"""HTTP/1.1 message framing for the gateway's hot path: strict once, then a dict lookup.
 
-A general parser calls back into Python once per header; the gateway needs only the request
-line, the body length, keep-alive and a handful of headers that change what it does, so it
-finds those with `bytes.find` on the lower-cased head and forwards the head verbatim when
-nothing in it needs rewriting. Bodies are framed by Content-Length only; a chunked request
-gets 411 (every KServe client sends a length), a chunked reply from a server is an error.
+A request head is validated by llhttp (through `httptools`, strict: no lenient flags) the first
+time its exact bytes are seen: obs-fold, bare CR or LF, whitespace before a colon, bytes outside
+the token / field-value grammar, duplicate or list-valued Content-Length, Transfer-Encoding
+with Content-Length and unknown transfer codings are all refused there (RFC 9112). A few
+checks of the gateway's own follow (request-line and head sizes, origin-form target, one
+Host, no transfer coding at all). Only a head that passed all of them is cached, keyed by its
+exact bytes, so a client that sends the same head again and again pays one lookup.
+
+Bodies are framed by Content-Length only; a chunked request gets 411 (every KServe client
+sends a length), a chunked reply from a server is an error.
 """
 
 from __future__ import annotations
@@ -13,18 +18,22 @@ import re
 from dataclasses import dataclass
 from typing import TypeVar
 
-MAX_HEAD_BYTES = 64 * 1024
+import httptools
+
+MAX_HEAD_BYTES = 64 * 1024  # request line + headers (431 past it)
+MAX_REQUEST_LINE_BYTES = 8 * 1024  # 414 past it, as nginx's default large header buffer
+MAX_HEADERS = 100  # header lines per request (431 past it)
 _H = TypeVar("_H")
 
-# Headers that never travel upstream as the client sent them (hop-by-hop, or ours to set);
-# one regex over the lower-cased head decides whether it can be forwarded verbatim.
-_REWRITE = re.compile(
-    rb"\r\n(?:connection|expect|upgrade|keep-alive|te|proxy-[a-z-]*|admin-key|transfer-encoding):"
-)
 _HOP = frozenset(
     (b"connection", b"expect", b"upgrade", b"keep-alive", b"te", b"transfer-encoding",
      b"proxy-connection", b"proxy-authorization", b"admin-key")
 )  # fmt: skip
+# Headers that never travel upstream as the client sent them (hop-by-hop, or ours to set);
+# a head without any of them is forwarded verbatim.
+_REWRITE = re.compile(
+    rb"\r\n(?:connection|expect|upgrade|keep-alive|te|proxy-[a-z-]*|admin-key|transfer-encoding):"
+)
 
 
 class FramingError(Exception):
@@ -52,42 +61,93 @@ def _header_value(lower: bytes, name: bytes) -> bytes | None:
     return lower[i + len(name) : j if j >= 0 else None].strip()
 
 
+class _Headers:
+    """llhttp callbacks: the header fields of one head, as llhttp split them."""
+
+    __slots__ = ("complete", "fields")
+
+    def __init__(self) -> None:
+        self.fields: list[tuple[bytes, bytes]] = []
+        self.complete = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self.complete = True
+
+
+def _llhttp(head: bytes) -> list[tuple[bytes, bytes]]:
+    """The head's fields (names lower-cased); FramingError(400) if llhttp refuses the head."""
+    cb = _Headers()
+    parser = httptools.HttpRequestParser(cb)
+    try:
+        parser.feed_data(head + b"\r\n\r\n")
+    except httptools.HttpParserUpgrade:
+        pass  # CONNECT or Upgrade: the head itself parsed; Upgrade is never forwarded
+    except httptools.HttpParserError as exc:
+        raise FramingError(400, f"malformed request head: {exc}") from exc
+    if not cb.complete:  # cannot happen for a head that ends in CRLFCRLF; never forward it
+        raise FramingError(400, "malformed request head: incomplete")
+    return cb.fields
+
+
+def check_partial_head(data: bytes) -> None:
+    """Refuse a head still arriving as soon as it cannot become valid (bare LF, sizes)."""
+    if len(data) > MAX_HEAD_BYTES:
+        raise FramingError(431, f"request head over {MAX_HEAD_BYTES} bytes")
+    line_end = data.find(b"\r\n")
+    if (line_end < 0 and len(data) > MAX_REQUEST_LINE_BYTES) or line_end > MAX_REQUEST_LINE_BYTES:
+        raise FramingError(414, f"request line over {MAX_REQUEST_LINE_BYTES} bytes")
+    if data.count(b"\n") != data.count(b"\r\n"):
+        raise FramingError(400, "malformed request head: bare LF (lines end with CRLF)")
+
+
 def parse_request_head(head: bytes) -> RequestHead:
     """`head` is everything before the blank line (no trailing CRLFCRLF)."""
     line_end = head.find(b"\r\n")
     first = head if line_end < 0 else head[:line_end]
     rest = b"" if line_end < 0 else head[line_end:]  # starts with CRLF
+    if len(first) > MAX_REQUEST_LINE_BYTES:
+        raise FramingError(414, f"request line over {MAX_REQUEST_LINE_BYTES} bytes")
+    if len(head) > MAX_HEAD_BYTES:
+        raise FramingError(431, f"request head over {MAX_HEAD_BYTES} bytes")
     parts = first.split(b" ")
     if len(parts) != 3 or not parts[1].startswith(b"/"):
         raise FramingError(400, f"malformed request line: {first[:200]!r}")
     method, target, version = parts
     if version not in (b"HTTP/1.1", b"HTTP/1.0"):
         raise FramingError(505, f"HTTP version {version[:20]!r} is not supported; use HTTP/1.1")
-    lower = rest.lower()
+    fields = _llhttp(head)
+    if len(fields) > MAX_HEADERS:
+        raise FramingError(431, f"more than {MAX_HEADERS} header fields")
     length = 0
-    cl = _header_value(lower, b"\r\ncontent-length:")
-    if cl is not None:
-        if not cl.isdigit():
-            raise FramingError(400, f"invalid Content-Length {cl[:40]!r}")
-        length = int(cl)
-    rewrite = version != b"HTTP/1.1" or _REWRITE.search(lower) is not None
-    keep_alive = version == b"HTTP/1.1"
+    hosts = 0
     expect = False
-    if rewrite:
-        if b"\r\ntransfer-encoding:" in lower:
-            raise FramingError(411, "chunked request bodies are not supported; send Content-Length")
-        conn = _header_value(lower, b"\r\nconnection:")
-        if conn is not None:
-            if b"close" in conn:
-                keep_alive = False
-            elif b"keep-alive" in conn:
-                keep_alive = True
-        ex = _header_value(lower, b"\r\nexpect:")
-        expect = ex is not None and ex == b"100-continue"
+    tokens: set[bytes] = set()  # of every Connection field
+    for name, value in fields:
+        if name == b"content-length":  # llhttp refused duplicates, lists and non-digits
+            length = int(value)
+        elif name == b"transfer-encoding":
+            if value.strip().lower() == b"chunked":
+                raise FramingError(
+                    411, "chunked request bodies are not supported; send Content-Length"
+                )
+            raise FramingError(400, f"transfer coding {value[:40]!r} is not supported")
+        elif name == b"host":
+            hosts += 1
+        elif name == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+        elif name == b"expect":
+            expect = value.strip().lower() == b"100-continue"
+    if hosts > 1:
+        raise FramingError(400, "more than one Host header")
+    keep_alive = b"close" not in tokens and (version == b"HTTP/1.1" or b"keep-alive" in tokens)
+    if version != b"HTTP/1.1" or _REWRITE.search(rest.lower()) is not None:
         kept = [
             line
-            for line in rest.split(b"\r\n")[1:]
-            if line and line.split(b":", 1)[0].strip().lower() not in _HOP
+            for line, (name, _) in zip(rest.split(b"\r\n")[1:], fields, strict=True)
+            if name not in _HOP
         ]
         upstream = b"%s %s HTTP/1.1\r\n%s\r\n" % (
             method,
@@ -100,13 +160,27 @@ def parse_request_head(head: bytes) -> RequestHead:
 
 
 class HeadCache(dict[bytes, _H]):
-    """Parsed heads by their exact bytes: a client sends the same head again and again."""
+    """Parsed (and validated) heads by their exact bytes: a client sends the same head again
+    and again. Bounded in entries and in key bytes (values are about as large as their keys);
+    full, it starts over, so a client sending endless distinct heads only costs misses."""
 
     limit = 4096
+    limit_bytes = 4 << 20
+    max_key_bytes = 8 * 1024  # larger heads are parsed every time, never kept
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nbytes = 0
 
     def remember(self, raw: bytes, head: _H) -> None:
-        if len(self) >= self.limit:
+        n = len(raw)
+        if n > self.max_key_bytes:
+            return
+        if len(self) >= self.limit or self.nbytes + n > self.limit_bytes:
             self.clear()
+            self.nbytes = 0
+        if raw not in self:
+            self.nbytes += n
         self[raw] = head
 
 

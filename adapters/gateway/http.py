@@ -20,10 +20,10 @@ from collections import deque
 from collections.abc import Sequence
 
 from adapters.gateway.framing import (
-    MAX_HEAD_BYTES,
     FramingError,
     HeadCache,
     RequestHead,
+    check_partial_head,
     parse_request_head,
 )
 from adapters.gateway.metrics import GatewayMetrics
@@ -42,13 +42,14 @@ _CLOSED = {
 }
 # Triton's 500s that are really a malformed request (its HTTP frontend's parse errors).
 _CLIENT_FAULT_500 = re.compile(rb'\{"error":"(?:failed to parse|Unable to parse|unexpected)')
-MAX_PIPELINED = 256  # requests one connection may send ahead of its replies
+MAX_PIPELINED = 256  # requests one connection may send ahead of its replies before it is paused
+MAX_ROUTE_TARGET_BYTES = 256  # longer targets are routed every time, not remembered
 _HEADS: HeadCache[RequestHead] = HeadCache()
 _MODEL_ACTIONS = frozenset((b"", b"ready", b"config", b"infer", b"stats"))
 _REASONS = {
     200: b"OK", 400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found",
     405: b"Method Not Allowed", 408: b"Request Timeout", 411: b"Length Required", 413: b"Payload Too Large",
-    429: b"Too Many Requests", 431: b"Request Header Fields Too Large",
+    414: b"URI Too Long", 429: b"Too Many Requests", 431: b"Request Header Fields Too Large",
     502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout",
     505: b"HTTP Version Not Supported",
 }  # fmt: skip
@@ -90,6 +91,7 @@ class HttpDoor:
         header_timeout_s: float = 10.0,
         idle_timeout_s: float = 120.0,
         max_client_connections: int = 4096,
+        max_pipelined_bytes: int = 1 << 20,
     ) -> None:
         self.router = router
         self.metrics = metrics
@@ -98,6 +100,7 @@ class HttpDoor:
         self.header_timeout_s = header_timeout_s
         self.idle_timeout_s = idle_timeout_s
         self.max_client_connections = max_client_connections
+        self.max_pipelined_bytes = max_pipelined_bytes
         self.clients: set[_Client] = set()
         self.pools: dict[str, UpstreamPool] = {}
         # (method, target) -> (model, action) for model-scoped routes seen before
@@ -141,7 +144,13 @@ class HttpDoor:
             if c.seen:
                 c.seen = False
                 c.seen_at = now
-            if c.busy:  # a request in flight (or queued behind one): no client timeout
+            if c.write_paused:  # replies not read: as idle as a connection can be
+                if not c.write_paused_at:
+                    c.write_paused_at = now
+                elif now - c.write_paused_at >= idle_t:
+                    c.time_out("idle_timeout", "")
+                continue
+            if c.busy or c.queue:  # a request in flight or queued: no client timeout
                 c.seen_at = now
                 continue
             if c.pending is not None:  # head read, body stalled
@@ -156,8 +165,11 @@ class HttpDoor:
                 c.time_out("idle_timeout", "")
 
 
+_REFUSAL = RequestHead(b"", b"", 0, False, False, b"")  # a refusal queued behind replies owed
+
+
 class _Request:
-    __slots__ = ("body", "head", "keep_alive", "method", "url")
+    __slots__ = ("body", "head", "keep_alive", "method", "size", "url")
 
     def __init__(self, head: RequestHead, body: bytes) -> None:
         self.method = head.method
@@ -165,21 +177,34 @@ class _Request:
         self.head = head.upstream_head
         self.keep_alive = head.keep_alive
         self.body = body
+        self.size = len(self.head) + len(body)
 
 
 class _Client(asyncio.Protocol):
-    """One client connection; requests on it are answered strictly in order."""
+    """One client connection; requests on it are answered strictly in order.
+
+    Memory per connection is bounded: reading stops while the requests queued behind the one
+    in flight reach `max_pipelined_bytes` (or `MAX_PIPELINED`), and while the client does
+    not read its replies (`pause_writing`); a large reply relayed as it arrives stops the
+    replica's connection too until the client catches up.
+    """
 
     def __init__(self, door: HttpDoor) -> None:
         self.door = door
         self.transport: asyncio.Transport | None = None
-        self.buf = b""
+        self.buf = b""  # a head still arriving, or bytes held back while the queue is full
         self.pending: RequestHead | None = None  # head read, body still arriving
         self.chunks: list[bytes] = []
         self.have = 0
         self.refused = False
         self.busy = False
         self.queue: deque[_Request] = deque()
+        self.queued_bytes = 0
+        self.held = False  # parsing stopped at `buf` because the queue is full
+        self.write_paused = False  # the client's socket buffer is over its high-water mark
+        self.write_paused_at = 0.0
+        self.reading_paused = False
+        self.upstream: _Conn | None = None  # relaying a large reply from this connection
         self.draining = False
         self.closed = False
         # slow/idle client detection (`HttpDoor.sweep`): bytes since the last sweep, when
@@ -203,11 +228,34 @@ class _Client(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.door.clients.discard(self)
+        self.queue.clear()
+        self.buf = b""
+        self.chunks = []
+        if self.upstream is not None:  # half a reply relayed: that connection is unusable
+            self.upstream.abort()
+            self.upstream = None
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.write_paused_at = 0.0  # stamped by the sweep
+        if self.upstream is not None:
+            self.upstream.pause()
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.upstream is not None:
+            self.upstream.resume()
+        self._next()
 
     def time_out(self, reason: str, message: str) -> None:
         """Close a slow or idle connection; 408 when part of a request had arrived."""
         self.door.metrics.closed_connections["http", reason] += 1
-        if message and (self.buf or self.pending is not None):
+        if self.write_paused:  # it reads nothing: a close would wait for the buffer to drain
+            self.refused = True
+            if self.transport is not None:
+                self.transport.abort()
+        elif message and (self.buf or self.pending is not None):
             self._refuse(408, message)
         else:
             self.refused = True
@@ -222,7 +270,7 @@ class _Client(asyncio.Protocol):
         try:
             self._feed(data)
         except FramingError as exc:
-            self._refuse(exc.status, exc.message)
+            self._reject(exc)
 
     def _feed(self, data: bytes) -> None:
         if self.pending is not None:
@@ -240,15 +288,17 @@ class _Client(asyncio.Protocol):
             data = self.buf + data
             self.buf = b""
         while data:
+            if self.held:  # the queue is full: keep the rest unparsed until it drains
+                self.buf = data
+                return
             end = data.find(b"\r\n\r\n")
             if end < 0:
-                if len(data) > MAX_HEAD_BYTES:
-                    raise FramingError(431, f"request head over {MAX_HEAD_BYTES} bytes")
+                check_partial_head(data)
                 self.buf = data
                 return
             raw = data[:end]
             cached = _HEADS.get(raw)
-            if cached is None:
+            if cached is None:  # validated in full before it is cached or used
                 cached = parse_request_head(raw)
                 _HEADS.remember(raw, cached)
             head = cached
@@ -269,15 +319,31 @@ class _Client(asyncio.Protocol):
     def _complete(self, head: RequestHead, body: bytes) -> None:
         self.head_from = 0.0
         req = _Request(head, body)
-        if self.busy:
-            if len(self.queue) >= MAX_PIPELINED:
-                raise FramingError(
-                    429, f"more than {MAX_PIPELINED} pipelined requests; wait for replies"
-                )
+        if self.busy or self.queue or self.write_paused:
             self.queue.append(req)
+            self.queued_bytes += req.size
+            if self._queue_full():
+                self.held = True
+                self._update_reading()
         else:
             self.busy = True
             self._handle(req)
+
+    def _queue_full(self) -> bool:
+        return (
+            len(self.queue) >= MAX_PIPELINED or self.queued_bytes >= self.door.max_pipelined_bytes
+        )
+
+    def _update_reading(self) -> None:
+        """Read from the client only while its replies flow and its queue has room."""
+        want_paused = self.write_paused or self.held or self.refused
+        if want_paused == self.reading_paused or self.closed or self.transport is None:
+            return
+        self.reading_paused = want_paused
+        if want_paused:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
 
     # --- answering ---------------------------------------------------------------------
     def _too_large(self, n: int) -> str:
@@ -286,34 +352,75 @@ class _Client(asyncio.Protocol):
             f"{self.door.max_body_bytes} bytes; send smaller batches or raise max_body_bytes"
         )
 
-    def _refuse(self, status: int, message: str) -> None:
-        """Answer at once and close: used when the rest of the stream cannot be trusted."""
+    def _reject(self, exc: FramingError) -> None:
+        """The stream cannot be trusted from here on: read no more of it, answer the error
+        in its turn (after the replies already owed) and close."""
+        if not (self.busy or self.queue):
+            return self._refuse(exc.status, exc.message)
         self.refused = True
+        self.buf = b""
+        self.chunks = []
+        self.pending = None
+        self.queue.append(_Request(_REFUSAL, error_response(exc.status, exc.message, close=True)))
+        self._update_reading()
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer at once and close."""
+        self.refused = True
+        self.buf = b""
+        self.chunks = []
         if self.transport is not None and not self.closed:
             self.transport.write(error_response(status, message, close=True))
             self.transport.close()
+        self.closed = True
+
+    def relay(self, data: bytes) -> None:
+        """Part of a large reply, written as it comes from the replica."""
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
 
     def respond(self, data: bytes, keep_alive: bool) -> None:
         if self.closed or self.transport is None:
             return
-        self.transport.write(data)
+        if data:
+            self.transport.write(data)
         if not keep_alive:
             self.transport.close()
             self.closed = True
             return
         self.busy = False
-        if self.queue and not self.draining:
-            # A loop, not recursion: local answers (404, 403...) queued behind a forwarded
-            # request are answered right here, and would otherwise nest one call each.
-            self.draining = True
-            try:
-                while self.queue and not self.busy and not self.closed:
+        if self.queue or self.held:
+            self._next()
+
+    def _next(self) -> None:
+        """Answer queued requests while the client reads its replies; then read on."""
+        if self.draining:
+            return
+        # A loop, not recursion: local answers (404, 403...) queued behind a forwarded
+        # request are answered right here, and would otherwise nest one call each.
+        self.draining = True
+        try:
+            while not self.busy and not self.closed and not self.write_paused:
+                if self.queue:
+                    req = self.queue.popleft()
+                    self.queued_bytes -= req.size
                     self.busy = True
-                    self._handle(self.queue.popleft())
-            finally:
-                self.draining = False
+                    self._handle(req)
+                elif self.held:
+                    self.held = False
+                    try:
+                        self._feed(b"")
+                    except FramingError as exc:
+                        self._reject(exc)
+                else:
+                    break
+        finally:
+            self.draining = False
+        self._update_reading()
 
     def _handle(self, req: _Request) -> None:
+        if not req.head:  # a refusal queued by `_reject`
+            return self.respond(req.body, False)
         route = self.door.routes.get((req.method, req.url))
         if route is not None:
             return self._forward(route[0], route[1], req)
@@ -336,7 +443,7 @@ class _Client(asyncio.Protocol):
                         req.keep_alive,
                     )
                 route = (model.decode(errors="replace"), action)
-                if len(self.door.routes) < 4096:
+                if len(self.door.routes) < 4096 and len(req.url) <= MAX_ROUTE_TARGET_BYTES:
                     self.door.routes[req.method, req.url] = route
                 return self._forward(route[0], action, req)
             if action == b"trace":
@@ -404,7 +511,7 @@ class _Exchange:
 
     __slots__ = (
         "action", "attempt", "client", "conn", "done", "head", "model", "replica", "req", "rt",
-        "start",
+        "start", "streamed",
     )  # fmt: skip
 
     def __init__(
@@ -425,6 +532,7 @@ class _Exchange:
         self.replica: Replica | None = None
         self.conn: _Conn | None = None
         self.start = 0.0
+        self.streamed = -1.0  # >= 0: the reply is being relayed as it comes (its latency)
         self.head = req.head
 
     def send(self, replicas: Sequence[Replica], exclude: str | None = None) -> None:
@@ -456,8 +564,27 @@ class _Exchange:
         self.send(replicas)
 
     # --- upstream callbacks ------------------------------------------------------------
+    def on_stream(self, conn: _Conn) -> _Client | None:
+        """A large successful reply: relay it to the client as it arrives (None: buffer it)."""
+        client = self.client
+        if self.done or client.closed:
+            return None
+        assert self.replica is not None
+        # Committed: no retry is possible once bytes reached the client; the latency is
+        # the time to the reply's head, and the upstream timeout no longer applies.
+        self.streamed = client.door.router.end(self.model, self.replica, self, self.start, True)
+        self.req.body = b""  # kept only for a retry, and there will be none
+        client.upstream = conn
+        if client.write_paused:
+            conn.pause()
+        return client
+
     def on_response(self, status: int, raw: bytes) -> None:
         if self.done:
+            return
+        if self.streamed >= 0:  # the whole reply went out through `_Client.relay`
+            self.client.upstream = None
+            self._finish(b"", str(status), self.streamed)
             return
         router = self.client.door.router
         assert self.replica is not None
@@ -472,6 +599,14 @@ class _Exchange:
 
     def on_failure(self, reason: str, sent: bool) -> None:
         if self.done:
+            return
+        if self.streamed >= 0:  # part of the reply was relayed: only closing can tell the client
+            client = self.client
+            client.upstream = None
+            if client.transport is not None and not client.closed:
+                client.refused = client.closed = True
+                client.transport.abort()
+            self._finish(b"", "502", self.streamed)
             return
         router = self.client.door.router
         assert self.replica is not None

@@ -2,7 +2,10 @@
 
 A connection carries one request at a time; its reply is framed by Content-Length (`framing`) and handed back
 as the raw bytes Triton sent (status line, headers and body), which the front door writes to
-its client unchanged. Idle connections are reused last-in-first-out so a few stay hot.
+its client unchanged. A successful reply over `STREAM_BYTES` is relayed instead, chunk by
+chunk as it arrives, to a sink the waiter names; the sink pauses this connection's reading
+while its own client is slow, so the gateway never holds a large reply for a slow reader.
+Idle connections are reused last-in-first-out so a few stay hot.
 """
 
 from __future__ import annotations
@@ -14,10 +17,21 @@ from urllib.parse import urlsplit
 from adapters.gateway.framing import FramingError, HeadCache, ResponseHead, parse_response_head
 
 _HEADS: HeadCache[ResponseHead] = HeadCache()
+STREAM_BYTES = 256 * 1024  # replies larger than this (2xx) are relayed as they arrive
+
+
+class Sink(Protocol):
+    def relay(self, data: bytes) -> None: ...
 
 
 class Waiter(Protocol):
-    def on_response(self, status: int, raw: bytes) -> None: ...
+    def on_response(self, status: int, raw: bytes) -> None:
+        """The whole reply; `raw` is empty when it was relayed to the stream's sink."""
+        ...
+
+    def on_stream(self, conn: _Conn) -> Sink | None:
+        """A large 2xx reply has started: where to relay it (None: buffer it whole)."""
+        ...
 
     def on_failure(self, reason: str, sent: bool) -> None:
         """The request got no reply; `sent` is False when it never reached the server."""
@@ -25,7 +39,10 @@ class Waiter(Protocol):
 
 
 class _Conn(asyncio.Protocol):
-    __slots__ = ("buf", "chunks", "closed", "have", "head", "need", "pool", "transport", "waiter")
+    __slots__ = (
+        "buf", "chunks", "closed", "have", "head", "need", "paused", "pool", "sink", "transport",
+        "waiter",
+    )  # fmt: skip
 
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
@@ -36,6 +53,8 @@ class _Conn(asyncio.Protocol):
         self.have = 0
         self.need = 0
         self.waiter: Waiter | None = None
+        self.sink: Sink | None = None
+        self.paused = False
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -71,13 +90,47 @@ class _Conn(asyncio.Protocol):
                 return
             self.head = head
             self.need = end + 4 + head.length
+            waiter = self.waiter
+            if self.need > STREAM_BYTES and head.status < 300 and waiter is not None:
+                self.sink = waiter.on_stream(self)
+                if self.sink is not None:
+                    self.have = 0
+                    self._relay(buf)
+                    return
             self.chunks = [buf]
             self.have = len(buf)
+        elif self.sink is not None:
+            self._relay(data)
+            return
         else:
             self.chunks.append(data)
             self.have += len(data)
         if self.have >= self.need:
             self._complete()
+
+    def _relay(self, data: bytes) -> None:
+        sink = self.sink
+        assert sink is not None
+        take = self.need - self.have
+        if len(data) > take:
+            data = data[:take]  # a server never sends ahead of a request; drop it
+        self.have += len(data)
+        sink.relay(data)
+        if self.have >= self.need:
+            self.sink = None
+            self.resume()
+            self._complete()
+
+    def pause(self) -> None:
+        """Stop reading the reply (its client is slow); `resume` when it has caught up."""
+        if not self.paused and not self.closed and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.paused and not self.closed and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
 
     def _complete(self) -> None:
         raw = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)

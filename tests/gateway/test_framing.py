@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.gateway.framing import FramingError, parse_request_head, parse_response_head
+from adapters.gateway.framing import (
+    FramingError,
+    check_partial_head,
+    parse_request_head,
+    parse_response_head,
+)
 from controlplane import signals
 
 
@@ -40,12 +45,43 @@ def test_hop_by_hop_and_admin_headers_are_dropped() -> None:
         (b"POST /x HTTP/1.1\r\nContent-Length: -1", 400),
         (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked", 411),
         (b"GET v2 HTTP/1.1", 400),
+        # RFC 9112 framing defects, refused by llhttp before anything is cached
+        (b"GET /v2 HTTP/1.1\r\nX-A: a\r\n b", 400),  # obs-fold
+        (b"GET /v2 HTTP/1.1\r\nHost: x\nX: y", 400),  # bare LF
+        (b"GET /v2 HTTP/1.1\r\nHost : x", 400),  # whitespace before the colon
+        (b"GET /v2 HTTP/1.1\r\nX\x01: y", 400),
+        (b"GET /v2 HTTP/1.1\r\nX: a\x00b", 400),
+        (b"POST /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1", 400),
+        (b"POST /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2", 400),
+        (b"POST /x HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked", 400),
+        (b"POST /x HTTP/1.1\r\nTransfer-Encoding: gzip, chunked", 400),
+        (b"GET /v2 HTTP/1.1\r\nHost: a\r\nHost: b", 400),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1", 414),
+        (b"GET /v2 HTTP/1.1" + b"\r\nX: y" * 101, 431),
     ],
 )
 def test_bad_request_heads(head: bytes, status: int) -> None:
     with pytest.raises(FramingError) as e:
         parse_request_head(head)
     assert e.value.status == status
+
+
+def test_a_head_still_arriving_is_refused_as_soon_as_it_cannot_be_valid() -> None:
+    check_partial_head(b"GET /v2 HTTP/1.1\r\nHost: x\r")  # fine so far
+    for partial, status in (
+        (b"GET /v2 HTTP/1.1\nHost: x", 400),
+        (b"GET /" + b"a" * 9000, 414),
+        (b"GET /v2 HTTP/1.1\r\nX: " + b"b" * 70000, 431),
+    ):
+        with pytest.raises(FramingError) as e:
+            check_partial_head(partial)
+        assert e.value.status == status
+
+
+def test_connection_close_wins_over_keep_alive() -> None:
+    h = parse_request_head(b"GET /v2 HTTP/1.1\r\nConnection: keep-alive\r\nConnection: close")
+    assert not h.keep_alive
+    assert not parse_request_head(b"GET /v2 HTTP/1.0").keep_alive
 
 
 def test_response_heads() -> None:

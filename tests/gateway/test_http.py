@@ -256,8 +256,7 @@ def test_many_pipelined_local_answers_behind_an_inference(env: Env) -> None:
         replies = _read_replies(s, 201)
     assert replies[0][0] == 200 and {st for st, _ in replies[1:]} == {404}
     with socket.create_connection(_addr(env), timeout=10) as s:
-        s.sendall((infer * 400).encode())  # past the pipelining limit: refused, then closed
-        data = b""
-        while chunk := s.recv(1 << 20):
-            data += chunk
-    assert b"HTTP/1.1 429" in data and b"pipelined" in data
+        # past the pipelining limit: the gateway stops reading until replies drain
+        s.sendall((infer * 400).encode())
+        replies = _read_replies(s, 400)
+    assert {st for st, _ in replies} == {200}

@@ -16,6 +16,7 @@ from adapters.gateway.config import GatewayConfig
 from adapters.gateway.directory import StaticDirectory
 from adapters.gateway.h2wire import PREFACE, SETTINGS, frame
 from controlplane.replicas import ModelRouting, Replica
+from tests.gateway.hostile import read_until_closed
 from tests.gateway.support import run_async
 
 HEADER_T = 0.4
@@ -87,13 +88,7 @@ async def _response(r: asyncio.StreamReader) -> bytes:
 async def _closed_within(r: asyncio.StreamReader, limit_s: float) -> tuple[bytes, float]:
     """Everything the gateway sends until it closes (or resets), and when it closed."""
     t0 = time.monotonic()
-    data = b""
-    async with asyncio.timeout(limit_s):
-        try:
-            while chunk := await r.read(65536):
-                data += chunk
-        except ConnectionResetError:
-            pass  # a close with the client's bytes unread: TCP sends RST
+    data = await read_until_closed(r, limit_s)
     return data, time.monotonic() - t0
 
 

@@ -49,6 +49,7 @@ GATEWAY_CONFIG: dict[str, Any] = {
     "headerTimeoutS": 5,
     "idleTimeoutS": 60,
     "maxClientConnections": 1000,
+    "maxPipelinedBytes": 2 << 20,
     "retryRatio": 0.1,
     "retryMinPerS": 2,
     "ejectAfterFailures": 5,
