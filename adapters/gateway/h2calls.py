@@ -242,9 +242,13 @@ class Unary:
         replicas = door.router.directory.replicas(model)
         if replicas:
             self.replicas = replicas
-            self._send(None)
+            self.client.after_read(self._send_first)
         else:
             asyncio.get_running_loop().create_task(self._send_when_warm())
+
+    def _send_first(self) -> None:
+        if not self.done:  # not reset in the read that brought it
+            self._send(None)
 
     async def _send_when_warm(self) -> None:
         door = self.client.door
@@ -485,7 +489,7 @@ class Relay:
             return len(chunk)
         for m in msgs:
             self.pending += m
-        if self.state != "first":  # held for a cold model: take no more than one window
+        if self.state != "first":  # routed, not open yet: take no more than one window
             self.owed_client += len(chunk)
             return 0
         if msgs:
@@ -505,11 +509,17 @@ class Relay:
             self._fail(r.code, r.details)
             return
         replicas = door.router.directory.replicas(model)
+        self.state = "holding"
         if replicas:
-            self._open(replicas)
+            self.client.after_read(lambda: self._open_if_live(replicas))
         else:
-            self.state = "holding"
             asyncio.get_running_loop().create_task(self._open_when_warm())
+
+    def _open_if_live(self, replicas: Sequence[Replica]) -> None:
+        if self.done:  # reset in the read that brought it: never reaches a replica
+            self.client.door.router.release(self.model)
+        else:
+            self._open(replicas)
 
     async def _open_when_warm(self) -> None:
         door = self.client.door
@@ -536,17 +546,24 @@ class Relay:
             replica.grpc_url, self, block, data, self.client_ended, relay=True
         )
 
-    def _fail(self, code: Status, message: str) -> None:
-        """End the stream here with `code` (a bad message, a refusal, an idle stream)."""
+    def _end(self, status: Status) -> bool:
+        """Cancel the replica call and record `status`; False when it had ended already."""
         if self.done:
-            return
+            return False
         if self.call is not None:
             self.call.cancel()
             self.call = None
         if self.replica is not None:
-            self._finish(code)
+            self._finish(status)
         else:  # a hold in progress releases the admission when it ends
             self.done = True
+        return True
+
+    def _fail(self, code: Status, message: str) -> None:
+        """End the stream here with `code` (a bad message, a refusal, an idle stream)."""
+        if not self._end(code):
+            return
+        if self.replica is None:
             self.client.door.metrics.local(self.model, "grpc", code.name)
         client = self.client
         if self.sid in client.streams:
@@ -627,15 +644,7 @@ class Relay:
     def reset(self) -> None:
         owed, self.owed_client = self.owed_client, 0
         self.client.credit(self.sid, owed)  # the stream is gone: the connection's share
-        if self.done:
-            return
-        if self.call is not None:
-            self.call.cancel()
-            self.call = None
-        if self.replica is not None:
-            self._finish(Status.CANCELLED)
-        else:
-            self.done = True  # a hold in progress releases the admission when it ends
+        self._end(Status.CANCELLED)
 
     def _finish(self, status: int) -> None:
         self.done = True

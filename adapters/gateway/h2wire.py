@@ -26,7 +26,7 @@ import logging
 import struct
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -229,6 +229,7 @@ class Peer(asyncio.Protocol):
         # flood accounting (one-second windows, the clock read only past a limit)
         self._resets = self._controls = self._empty = self._out_controls = 0
         self._resets_t = self._controls_t = time.monotonic()
+        self._after: list[Callable[[], None]] = []  # `after_read`
         self.closed = False
         self.seen = False  # bytes arrived (cleared by whoever sweeps idle connections)
         self.progress = False  # DATA went out (cleared by whoever sweeps stalled writers)
@@ -277,6 +278,10 @@ class Peer(asyncio.Protocol):
             return
         try:
             pos = self._frames(data)
+            if self._after:
+                after, self._after = self._after, []
+                for fn in after:
+                    fn()
         except ProtocolViolation as exc:
             self.fail_connection(exc.code, str(exc))
             return
@@ -608,6 +613,11 @@ class Peer(asyncio.Protocol):
             self.write(frame(WINDOW_UPDATE, 0, 0, _U32.pack(owed)))
             owed = 0
         self._owed_conn = owed
+
+    def after_read(self, fn: Callable[[], None]) -> None:
+        """Run `fn` once every frame of the current read is handled: a call whose stream is
+        reset in the same read (rapid reset) never reaches a replica."""
+        self._after.append(fn)
 
     def backlogged(self, sid: int) -> bool:
         """Data for `sid` waits here for the peer's window or for the transport."""
