@@ -58,6 +58,7 @@ _U32 = struct.Struct(">L")
 _SETTING = struct.Struct(">HL")
 _DEFAULT_WINDOW = 65535
 _CACHE_LIMIT = 512  # encoded blocks (ours, from a fixed set of headers)
+LINGER_S = 1.0  # after GOAWAY, input is read and dropped this long before the close
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +266,8 @@ class Peer(asyncio.Protocol):
                 self.fail_connection(INTERNAL_ERROR, "internal error")
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:  # lingering after GOAWAY: read and drop
+            return
         self.seen = True
         buf = self._buf
         if buf:
@@ -803,16 +806,28 @@ class Peer(asyncio.Protocol):
         self._owed.pop(sid, None)
 
     def fail_connection(self, code: int, message: str) -> None:
-        """GOAWAY with `code`, then close (abort when the peer is not reading anyway)."""
-        if self.closed or self.transport is None:
+        """GOAWAY with `code`, then close: abort when the peer is not reading anyway, else
+        half-close and drop what still arrives for `LINGER_S` (closing a socket with unread
+        input sends a TCP reset, which would discard the GOAWAY at the peer: nginx's
+        lingering close)."""
+        t = self.transport
+        if self.closed or t is None:
             return
         last = struct.pack(">LL", self._peer_sid, code)
-        self.transport.write(frame(GOAWAY, 0, 0, last + message.encode()[:256]))
+        t.write(frame(GOAWAY, 0, 0, last + message.encode()[:256]))
         self.closed = True
         if self.paused:
-            self.transport.abort()
+            t.abort()
+            return
+        if getattr(t, "can_write_eof", lambda: False)():
+            try:
+                t.write_eof()
+            except OSError:  # the peer is gone already
+                t.close()
+            else:
+                asyncio.get_running_loop().call_later(LINGER_S, t.close)
         else:
-            self.transport.close()
+            t.close()
 
     # --- for subclasses ----------------------------------------------------------------
     def on_headers(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
