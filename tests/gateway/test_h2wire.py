@@ -14,35 +14,7 @@ from adapters.gateway.h2wire import DATA, END_STREAM, HEADERS, SETTINGS, WINDOW_
 from adapters.gateway.metrics import GatewayMetrics
 from adapters.gateway.router import Router
 from controlplane.replicas import Replica
-
-
-class _Transport:
-    """Collects what the peer writes (httpx MockTransport-style fake)."""
-
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    abort = close
-
-    def frames(self) -> list[tuple[int, int, int, bytes]]:
-        got, pos, buf = [], 0, bytes(self.out)
-        if buf.startswith(h2wire.PREFACE):
-            pos = len(h2wire.PREFACE)
-        while pos < len(buf):
-            n = int.from_bytes(buf[pos : pos + 3], "big")
-            ftype, flags = buf[pos + 3], buf[pos + 4]
-            sid = int.from_bytes(buf[pos + 5 : pos + 9], "big")
-            got.append((ftype, flags, sid, buf[pos + 9 : pos + 9 + n]))
-            pos += 9 + n
-        self.out.clear()
-        return got
+from tests.gateway.hostile import FakeTransport
 
 
 class _Recorder(Peer):
@@ -63,8 +35,8 @@ class _Recorder(Peer):
         self.events.append(("reset", sid, code, True))
 
 
-def _peer() -> tuple[_Recorder, _Transport]:
-    p, t = _Recorder(), _Transport()
+def _peer() -> tuple[_Recorder, FakeTransport]:
+    p, t = _Recorder(), FakeTransport()
     p.connection_made(t)  # type: ignore[arg-type]
     t.frames()  # our SETTINGS and connection WINDOW_UPDATE
     p.data_received(h2wire.PREFACE + h2wire.frame(SETTINGS, 0, 0))
@@ -137,7 +109,7 @@ def test_received_data_is_credited_back() -> None:
 
 
 def test_garbage_instead_of_a_preface_closes_the_connection() -> None:
-    p, t = _Recorder(), _Transport()
+    p, t = _Recorder(), FakeTransport()
     p.connection_made(t)  # type: ignore[arg-type]
     p.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert t.closed
@@ -167,7 +139,7 @@ class _Hoarder(_Recorder):
 
 
 def test_data_is_credited_only_when_consumed_and_never_past_the_window() -> None:
-    p, t = _Hoarder(), _Transport()
+    p, t = _Hoarder(), FakeTransport()
     p.connection_made(t)  # type: ignore[arg-type]
     p.data_received(h2wire.PREFACE + h2wire.frame(SETTINGS, 0, 0))
     p.data_received(h2wire.frame(HEADERS, 0x4, 1, hpack.Encoder().encode([(":path", "/")])))
@@ -183,7 +155,7 @@ def test_data_is_credited_only_when_consumed_and_never_past_the_window() -> None
 
 
 def test_paused_writes_queue_and_drain_on_resume() -> None:
-    p, t = _Hoarder(), _Transport()
+    p, t = _Hoarder(), FakeTransport()
     p.connection_made(t)  # type: ignore[arg-type]
     p.data_received(h2wire.PREFACE + h2wire.frame(SETTINGS, 0, 0))
     p.data_received(h2wire.frame(HEADERS, 0x4, 1, hpack.Encoder().encode([(":path", "/")])))
@@ -199,7 +171,7 @@ def test_paused_writes_queue_and_drain_on_resume() -> None:
 
 
 def test_unanswered_pings_while_paused_close_the_connection() -> None:
-    p, t = _Hoarder(), _Transport()
+    p, t = _Hoarder(), FakeTransport()
     p.connection_made(t)  # type: ignore[arg-type]
     p.data_received(h2wire.PREFACE + h2wire.frame(SETTINGS, 0, 0))
     p.pause_writing()
