@@ -206,6 +206,50 @@ class Settings(BaseSettings):
     gateway_signal_max_age_s: float = Field(
         default=5.0, description="Older Triton signals are ignored by the policy"
     )
+    gateway_h2_max_concurrent_streams: int = Field(
+        default=128, description="SETTINGS_MAX_CONCURRENT_STREAMS advertised to gRPC clients"
+    )
+    gateway_h2_initial_stream_window_bytes: int = Field(
+        default=16777216, description="Flow-control window per stream granted to a gRPC client"
+    )
+    gateway_h2_initial_connection_window_bytes: int = Field(
+        default=67108864, description="Flow-control window per client connection"
+    )
+    gateway_h2_max_frame_bytes: int = Field(
+        default=1048576, description="SETTINGS_MAX_FRAME_SIZE advertised"
+    )
+    gateway_h2_max_header_list_bytes: int = Field(
+        default=65536, description="A request's header block, compressed"
+    )
+    gateway_h2_max_continuation_frames: int = Field(
+        default=32, description="CONTINUATION frames in one header block"
+    )
+    gateway_h2_max_resets_per_s: int = Field(default=200, description="Streams a client resets")
+    gateway_h2_max_control_frames_per_s: int = Field(
+        default=1000,
+        description="PING, SETTINGS, PRIORITY and unknown frames a client sends per second",
+    )
+    gateway_h2_max_consecutive_empty_frames: int = Field(
+        default=1,
+        description="Consecutive DATA/HEADERS/CONTINUATION frames with neither payload nor",
+    )
+    gateway_h2_max_outbound_control_frames: int = Field(
+        default=1000,
+        description="PING/SETTINGS ACKs and RST_STREAMs queued while the client does not",
+    )
+    gateway_h2_max_connection_buffer_bytes: int = Field(
+        default=134217728,
+        description="Request bytes one client connection may have buffered in the gateway",
+    )
+    gateway_h2_stream_idle_timeout_s: float = Field(
+        default=300.0, description="A gRPC stream with no frames either way for this long is ended"
+    )
+    gateway_h2_hpack_cache_entries: int = Field(
+        default=64, description="Decoded header blocks cached per connection"
+    )
+    gateway_h2_hpack_cache_bytes: int = Field(
+        default=262144, description="Decoded header blocks cached per connection"
+    )
     gateway_admin_header_grpc: str = Field(
         default="triton-grpc-protocol-admin-key",
         description="gRPC metadata key that carries the restricted-API key to Triton",

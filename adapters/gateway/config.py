@@ -69,6 +69,91 @@ class GatewayConfig(BaseModel):
         ge=1,
         description="Open client connections per front door; further ones are closed at once.",
     )
+    # HTTP/2 (the h2 gRPC door): every limit a hostile client could push against. Defaults
+    # follow Envoy's http2_protocol_options and nginx's http2_* where they have one.
+    h2_max_concurrent_streams: int = Field(
+        128,
+        ge=1,
+        description="SETTINGS_MAX_CONCURRENT_STREAMS advertised to gRPC clients; a stream beyond "
+        "it is refused with RST_STREAM REFUSED_STREAM (nginx http2_max_concurrent_streams).",
+    )
+    h2_initial_stream_window_bytes: int = Field(
+        16 << 20,
+        ge=65535,
+        le=2**31 - 1,
+        description="Flow-control window per stream granted to a gRPC client; credited back "
+        "as the gateway consumes the data (Envoy initial_stream_window_size).",
+    )
+    h2_initial_connection_window_bytes: int = Field(
+        64 << 20,
+        ge=65535,
+        le=2**31 - 1,
+        description="Flow-control window per client connection (Envoy "
+        "initial_connection_window_size).",
+    )
+    h2_max_frame_bytes: int = Field(
+        1 << 20,
+        ge=1 << 14,
+        le=(1 << 24) - 1,
+        description="SETTINGS_MAX_FRAME_SIZE advertised; a larger frame closes the connection "
+        "(FRAME_SIZE_ERROR).",
+    )
+    h2_max_header_list_bytes: int = Field(
+        64 << 10,
+        ge=1 << 10,
+        description="A request's header block, compressed (HEADERS + CONTINUATION) and decoded; "
+        "more closes the connection with ENHANCE_YOUR_CALM (Envoy max_request_headers_kb).",
+    )
+    h2_max_continuation_frames: int = Field(
+        32,
+        ge=1,
+        description="CONTINUATION frames in one header block; more closes the connection "
+        "(CVE-2024-27316 class).",
+    )
+    h2_max_resets_per_s: int = Field(
+        200,
+        ge=1,
+        description="Streams a client resets (or gets refused) per second on one connection; "
+        "more gets GOAWAY ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487).",
+    )
+    h2_max_control_frames_per_s: int = Field(
+        1000,
+        ge=1,
+        description="PING, SETTINGS, PRIORITY and unknown frames a client sends per second on "
+        "one connection; more gets GOAWAY ENHANCE_YOUR_CALM.",
+    )
+    h2_max_consecutive_empty_frames: int = Field(
+        1,
+        ge=0,
+        description="Consecutive DATA/HEADERS/CONTINUATION frames with neither payload nor an "
+        "end flag (Envoy max_consecutive_inbound_frames_with_empty_payload).",
+    )
+    h2_max_outbound_control_frames: int = Field(
+        1000,
+        ge=1,
+        description="PING/SETTINGS ACKs and RST_STREAMs queued while the client does not read; "
+        "more closes the connection (Envoy max_outbound_control_frames).",
+    )
+    h2_max_connection_buffer_bytes: int = Field(
+        128 << 20,
+        ge=1 << 16,
+        description="Request bytes one client connection may have buffered in the gateway "
+        "(unary messages being read or in flight); a stream that would exceed it gets "
+        "RESOURCE_EXHAUSTED.",
+    )
+    h2_stream_idle_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="A gRPC stream with no frames either way for this long is ended "
+        "(DEADLINE_EXCEEDED, RST_STREAM); a connection whose queued replies make no progress "
+        "for this long is closed (Envoy stream_idle_timeout).",
+    )
+    h2_hpack_cache_entries: int = Field(
+        64, ge=0, description="Decoded header blocks cached per connection (entries)."
+    )
+    h2_hpack_cache_bytes: int = Field(
+        256 << 10, ge=0, description="Decoded header blocks cached per connection (bytes)."
+    )
     max_pipelined_bytes: int = Field(
         1 << 20,
         ge=1,

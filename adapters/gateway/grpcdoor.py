@@ -144,8 +144,10 @@ class GrpcDoor(grpc.GenericRpcHandler):
         async def handler(request: bytes, context: aio.ServicerContext) -> bytes:
             try:
                 model = field1_string(request)
-            except ValueError:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{name}: malformed request")
+            except ValueError as exc:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"{name}: malformed request: {exc}"
+                )
             try:
                 rt, replicas = await self._admit(model)
             except Refusal as r:
@@ -201,7 +203,12 @@ class GrpcDoor(grpc.GenericRpcHandler):
                 first = await anext(requests)
             except StopAsyncIteration:
                 return
-            model = field1_string(first)
+            try:
+                model = field1_string(first)
+            except ValueError as exc:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"ModelStreamInfer: malformed request: {exc}"
+                )
             try:
                 _, replicas = await self._admit(model)
             except Refusal as r:

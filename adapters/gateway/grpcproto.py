@@ -71,39 +71,133 @@ class Refusal(Exception):
         self.details = details
 
 
+class Malformed(ValueError):
+    """A request message that is not a well-formed protobuf / gRPC message."""
+
+
+_MAX_VARINT = 10  # a 64-bit varint never needs more bytes
+
+
 def field1_string(msg: bytes) -> str:
-    """Field 1 (a string) of a serialized protobuf message: the model name; "" when absent."""
+    """Field 1 (a string) of a serialized protobuf message: the model name; "" when absent.
+
+    The whole top level is checked on the way, in one linear pass: keys and varints of at
+    most 10 bytes, lengths within the message, only the wire types proto3 uses (0, 1, 2, 5),
+    field 1 a length-delimited UTF-8 string. Field 1 is the *last* occurrence, as protobuf
+    parsers (Triton's included) read a repeated scalar, so the model the gateway routes is the
+    model Triton runs. Anything else raises `Malformed` (a `ValueError`).
+    """
     i, n = 0, len(msg)
+    start = end = -1
     while i < n:
-        key, i = _varint(msg, i)
-        number, wire = key >> 3, key & 7
-        if wire == 2:
-            size, i = _varint(msg, i)
-            if number == 1:
-                return msg[i : i + size].decode("utf-8", errors="replace")
-            i += size
-        elif wire == 0:
-            _, i = _varint(msg, i)
-        elif wire == 1:
-            i += 8
-        elif wire == 5:
-            i += 4
+        c = msg[i]
+        if c < 0x80:  # one-byte key: every field number below 16
+            key = c
+            i += 1
         else:
-            return ""
-    return ""
+            key, i = _varint(msg, i, n)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise Malformed(f"field number 0 at byte {i}")
+        if wire == 2:
+            c = msg[i] if i < n else 0x80
+            if c < 0x80:
+                size = c
+                i += 1
+            else:
+                size, i = _varint(msg, i, n)
+            if size > n - i:
+                raise Malformed(f"field {number}: {size} bytes declared, {n - i} left")
+            if number == 1:
+                start, end = i, i + size
+            i += size
+        elif number == 1:
+            raise Malformed(f"field 1 has wire type {wire}, not a string")
+        elif wire == 0:
+            _, i = _varint(msg, i, n)
+        elif wire == 1 or wire == 5:
+            i += 8 if wire == 1 else 4
+            if i > n:
+                raise Malformed(f"field {number}: truncated fixed-width value")
+        else:
+            raise Malformed(f"field {number}: wire type {wire} is not used by this service")
+    if start < 0:
+        return ""
+    try:
+        return msg[start:end].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Malformed("the model name is not UTF-8") from exc
 
 
-def _varint(b: bytes, i: int) -> tuple[int, int]:
+def _varint(b: bytes, i: int, n: int) -> tuple[int, int]:
+    """A varint of at most 10 bytes at `b[i]` (never past `n`): (value, next index)."""
     shift = result = 0
-    while True:
-        if i >= len(b):
-            raise ValueError("truncated varint")
+    stop = min(n, i + _MAX_VARINT)
+    while i < stop:
         c = b[i]
         i += 1
         result |= (c & 0x7F) << shift
         if not c & 0x80:
+            if result >> 64:
+                raise Malformed("varint over 64 bits")
             return result, i
         shift += 7
+    raise Malformed("truncated varint" if stop == n else "varint longer than 10 bytes")
+
+
+class MessageReader:
+    """Splits one direction of a gRPC stream into its length-prefixed messages.
+
+    Every message's prefix is checked as it arrives (uncompressed, at most `limit` bytes)
+    and every complete message's protobuf top level is checked (`field1_string`) before it
+    is handed on, so nothing unchecked is forwarded; at most one incomplete message (up to
+    `limit` + 5 bytes) is held.
+    """
+
+    __slots__ = ("buf", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.buf = bytearray()
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The messages `chunk` completes, each with its 5-byte prefix; raises `Refusal`."""
+        buf = self.buf
+        buf += chunk
+        out: list[bytes] = []
+        pos, n = 0, len(buf)
+        while n - pos >= 5:
+            if buf[pos] != 0:
+                raise Refusal(
+                    Status.INVALID_ARGUMENT,
+                    "compressed messages are not supported"
+                    if buf[pos] == 1
+                    else f"bad message flag {buf[pos]}",
+                )
+            size = int.from_bytes(buf[pos + 1 : pos + 5], "big")
+            if size > self.limit:
+                raise Refusal(
+                    Status.RESOURCE_EXHAUSTED,
+                    f"a message of {size} bytes is over the gateway's limit of {self.limit} "
+                    "(max_body_bytes)",
+                )
+            if n - pos - 5 < size:
+                break
+            msg = bytes(buf[pos : pos + 5 + size])
+            try:
+                field1_string(msg[5:])
+            except Malformed as exc:
+                raise Refusal(Status.INVALID_ARGUMENT, f"malformed message: {exc}") from exc
+            out.append(msg)
+            pos += 5 + size
+        if pos:
+            del buf[:pos]
+        return out
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete message held."""
+        return len(self.buf)
 
 
 def admit(router: Router, metrics: GatewayMetrics, model: str) -> ModelRouting:

@@ -15,11 +15,19 @@ import logging
 from collections import deque
 from typing import Protocol
 
-from adapters.gateway.h2wire import CANCEL, Peer
+from adapters.gateway.h2wire import CANCEL, H2Limits, Peer
 
 log = logging.getLogger(__name__)
 
 _LAST_SID = 0x7FFFFF00  # past this, new calls go to a fresh connection
+# A replica is ours, not a hostile client: frame and header bounds hold, flood counters do not.
+_LIMITS = H2Limits(
+    max_resets_per_s=1 << 30,
+    max_control_frames_per_s=1 << 30,
+    max_empty_frames=1 << 30,
+    max_outbound_control_frames=1 << 30,
+    max_header_list=1 << 20,
+)
 
 
 class Listener(Protocol):
@@ -31,19 +39,41 @@ class Listener(Protocol):
         """The call is over without a reply; it is no longer on any connection."""
         ...
 
+    def on_drained(self) -> None:
+        """Request data queued for the replica has all been written (backpressure)."""
+        ...
+
 
 class Call:
-    """One stream to a replica; `send_data` adds request data (streams), `cancel` drops it."""
+    """One stream to a replica; `send_data` adds request data (streams), `cancel` drops it.
 
-    __slots__ = ("block", "conn", "data", "end", "listener", "sid")
+    A unary call's reply is credited to the replica as it arrives (it is buffered whole, for
+    a retry); a relayed one's (`relay`) only when the listener says it went on (`credit`).
+    """
 
-    def __init__(self, listener: Listener, block: bytes, data: bytes, end: bool) -> None:
+    __slots__ = ("block", "conn", "data", "end", "listener", "relay", "sid")
+
+    def __init__(
+        self, listener: Listener, block: bytes, data: bytes, end: bool, relay: bool
+    ) -> None:
         self.listener = listener
         self.block = block
         self.data = data
         self.end = end
+        self.relay = relay
         self.conn: Upstream | None = None
         self.sid = 0
+
+    def backlogged(self) -> bool:
+        """Request data waits here or in the connection's queue for this stream."""
+        if not self.sid:
+            return bool(self.data)
+        return self.conn is not None and self.conn.backlogged(self.sid)
+
+    def credit(self, n: int) -> None:
+        """`n` bytes of a relayed reply went on to the client: the replica may send more."""
+        if self.sid and self.conn is not None:
+            self.conn.credit(self.sid, n)
 
     def send_data(self, data: bytes, end: bool) -> None:
         if self.sid:
@@ -70,8 +100,10 @@ class Call:
 class Upstream(Peer):
     """The client side of one HTTP/2 connection to a replica."""
 
+    credit_connection_on_arrival = True
+
     def __init__(self, pool: UpstreamPool, url: str) -> None:
-        super().__init__()
+        super().__init__(_LIMITS)
         self.pool = pool
         self.url = url
         self.calls: dict[int, Call] = {}
@@ -110,6 +142,8 @@ class Upstream(Peer):
             self.open_stream(sid)
             data, call.data = call.data, b""
             self.send_message(sid, call.block, data, None, call.end)
+            if sid not in self.blocked:
+                call.listener.on_drained()
 
     def _retire(self) -> None:
         """Take no new calls here; the pool opens a fresh connection for them."""
@@ -132,6 +166,8 @@ class Upstream(Peer):
         call = self.calls.get(sid)
         if call is None:
             return
+        if not call.relay:
+            self.credit(sid, len(data))
         if end:
             self._done(sid)
         call.listener.on_response_data(data, end)
@@ -168,6 +204,11 @@ class Upstream(Peer):
         if self.waiting:
             self.start_waiting()
 
+    def on_drained(self, sid: int) -> None:
+        call = self.calls.get(sid)
+        if call is not None:
+            call.listener.on_drained()
+
     def on_lost(self, exc: Exception | None) -> None:
         self.pool.forget(self)
         self._fail_all(f"connection to {self.url} lost" + (f": {exc}" if exc else ""))
@@ -200,8 +241,17 @@ class UpstreamPool:
             task.add_done_callback(self._tasks.discard)
         return conn
 
-    def start(self, url: str, listener: Listener, block: bytes, data: bytes, end: bool) -> Call:
-        call = Call(listener, block, data, end)
+    def start(
+        self,
+        url: str,
+        listener: Listener,
+        block: bytes,
+        data: bytes,
+        end: bool,
+        *,
+        relay: bool = False,
+    ) -> Call:
+        call = Call(listener, block, data, end, relay)
         if self.closed:  # stopping: a retry must not open connections again
             listener.on_failure("the gateway is stopping")
         else:

@@ -3,11 +3,20 @@
 `Peer` is an asyncio protocol that reads frames, answers SETTINGS/PING itself, keeps both
 directions' flow-control windows and hands HEADERS (decoded), DATA, RST_STREAM and GOAWAY to
 its subclass: the client side of the door (`h2door`) or a connection to a replica
-(`h2upstream`). Header blocks are decoded with `hpack` (a cache skips blocks that cannot
-change the decoder's table: a gRPC client repeats the same indexed block every call) and
-encoded without the dynamic table, so an encoded block depends only on its headers and is
-cached by them. DATA the peer sends is credited back as it arrives; DATA we send waits in a
-per-stream queue while the peer's window (stream or connection) is closed.
+(`h2upstream`). Header blocks are decoded with `hpack` (a bounded cache skips blocks that
+cannot change the decoder's table: a gRPC client repeats the same indexed block every call)
+and encoded without the dynamic table, so an encoded block depends only on its headers and is
+cached by them.
+
+Everything a peer can make us hold or do is bounded by `H2Limits` (RFC 9113 checks, Envoy's
+`http2_protocol_options` for the defaults): frame sizes against what we advertised, SETTINGS
+values (section 6.5.2), header blocks and their CONTINUATION frames, concurrent streams, the
+windows we granted (DATA past them is a FLOW_CONTROL_ERROR), and the rate of resets and of
+control frames (GOAWAY ENHANCE_YOUR_CALM). DATA received is credited back only when the
+subclass says it was consumed (`credit`); DATA we send waits in a per-stream queue while the
+peer's window is closed or the transport asked us to pause writing, and the subclass hears
+when a stream's queue has drained (`on_drained`), which is how backpressure crosses the
+gateway.
 """
 
 from __future__ import annotations
@@ -15,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import cast
 
 import hpack
@@ -32,7 +43,13 @@ PADDED = 0x8
 PRIORITY_FLAG = 0x20
 # error codes
 NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0, 1, 2, 3
-REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 7, 8, 9
+FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 6, 7, 8, 9
+ENHANCE_YOUR_CALM = 0xB
+# SETTINGS identifiers
+S_HEADER_TABLE_SIZE, S_ENABLE_PUSH, S_MAX_CONCURRENT_STREAMS = 0x1, 0x2, 0x3
+S_INITIAL_WINDOW_SIZE, S_MAX_FRAME_SIZE, S_MAX_HEADER_LIST_SIZE = 0x4, 0x5, 0x6
+MAX_WINDOW = 0x7FFFFFFF
+MIN_MAX_FRAME, MAX_MAX_FRAME = 1 << 14, (1 << 24) - 1
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -40,12 +57,48 @@ _FRAME = struct.Struct(">BHBBL")  # length (24 bits as 8 + 16), type, flags, str
 _U32 = struct.Struct(">L")
 _SETTING = struct.Struct(">HL")
 _DEFAULT_WINDOW = 65535
-# What we let a peer send ahead of us: per stream, and per connection.
-STREAM_WINDOW = 1 << 24
-CONN_WINDOW = 1 << 26
-MAX_FRAME = 1 << 20  # the largest frame we accept (16 KiB is the default)
-_SETTINGS_PAYLOAD = _SETTING.pack(0x4, STREAM_WINDOW) + _SETTING.pack(0x5, MAX_FRAME)
-_CACHE_LIMIT = 512
+_CACHE_LIMIT = 512  # encoded blocks (ours, from a fixed set of headers)
+LINGER_S = 1.0  # after GOAWAY, input is read and dropped this long before the close
+
+
+@dataclass(frozen=True, slots=True)
+class H2Limits:
+    """What one HTTP/2 connection lets its peer do (the `h2_*` settings of `GatewayConfig`)."""
+
+    max_concurrent_streams: int = 128  # advertised; more open streams get REFUSED_STREAM
+    stream_window: int = 1 << 24  # what a peer may send ahead on one stream
+    connection_window: int = 1 << 26  # ... and on the whole connection
+    max_frame: int = 1 << 20  # advertised SETTINGS_MAX_FRAME_SIZE; larger frames end it
+    max_header_list: int = 64 << 10  # a header block, compressed and decoded
+    max_continuations: int = 32  # CONTINUATION frames in one header block
+    max_resets_per_s: int = 200  # RST_STREAM received + streams refused
+    max_control_frames_per_s: int = 1000  # PING, SETTINGS, PRIORITY, unknown types
+    max_empty_frames: int = 1  # consecutive frames without payload or end flag
+    max_outbound_control_frames: int = 1000  # answers queued while the peer is not reading
+    hpack_cache_entries: int = 64
+    hpack_cache_bytes: int = 256 << 10
+
+    def __post_init__(self) -> None:
+        if not MIN_MAX_FRAME <= self.max_frame <= MAX_MAX_FRAME:
+            raise ValueError(f"max_frame {self.max_frame} must be in [2^14, 2^24-1]")
+        for name in ("stream_window", "connection_window"):
+            if not _DEFAULT_WINDOW <= getattr(self, name) <= MAX_WINDOW:
+                raise ValueError(f"{name} must be in [65535, 2^31-1]")
+
+    def settings_payload(self, *, client: bool) -> bytes:
+        items = [
+            (S_INITIAL_WINDOW_SIZE, self.stream_window),
+            (S_MAX_FRAME_SIZE, self.max_frame),
+            (S_MAX_HEADER_LIST_SIZE, self.max_header_list),
+        ]
+        if client:
+            items.append((S_ENABLE_PUSH, 0))
+        else:
+            items.append((S_MAX_CONCURRENT_STREAMS, self.max_concurrent_streams))
+        return b"".join(_SETTING.pack(k, v) for k, v in items)
+
+
+DEFAULT_LIMITS = H2Limits()
 
 
 def frame(ftype: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
@@ -88,14 +141,20 @@ def encode(headers: tuple[tuple[bytes, bytes], ...]) -> bytes:
 
 
 class BlockDecoder:
-    """hpack's decoder, plus a cache of blocks that decode without touching its table."""
+    """hpack's decoder, plus a cache of blocks that decode without touching its table.
 
-    __slots__ = ("_cache", "_d")
+    The cache is bounded in entries and in bytes (blocks plus decoded headers); past either
+    bound it starts again empty. Decoding itself stops at `max_header_list` decoded bytes.
+    """
 
-    def __init__(self) -> None:
-        self._d = hpack.Decoder()
-        self._d.max_header_list_size = 1 << 20
+    __slots__ = ("_bytes", "_cache", "_d", "_max_bytes", "_max_entries")
+
+    def __init__(self, limits: H2Limits = DEFAULT_LIMITS) -> None:
+        self._d = hpack.Decoder(max_header_list_size=limits.max_header_list)
         self._cache: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        self._bytes = 0
+        self._max_entries = limits.hpack_cache_entries
+        self._max_bytes = limits.hpack_cache_bytes
 
     def _table_state(self) -> tuple[int, int, int]:
         t = self._d.header_table
@@ -110,11 +169,20 @@ class BlockDecoder:
         headers = [(bytes(n), bytes(v)) for n, v in self._d.decode(block, raw=True)]
         if self._table_state() != before:
             self._cache.clear()  # indices moved: earlier blocks may now mean other headers
+            self._bytes = 0
         else:
-            if len(self._cache) >= _CACHE_LIMIT:
+            size = 2 * len(block) + sum(len(n) + len(v) + 32 for n, v in headers)
+            if len(self._cache) >= self._max_entries or self._bytes + size > self._max_bytes:
                 self._cache.clear()
-            self._cache[block] = headers
+                self._bytes = 0
+            if size <= self._max_bytes:
+                self._cache[block] = headers
+                self._bytes += size
         return headers
+
+    @property
+    def cached_bytes(self) -> int:
+        return self._bytes
 
 
 class ProtocolViolation(Exception):
@@ -129,16 +197,21 @@ class Peer(asyncio.Protocol):
     """One HTTP/2 connection: frames, SETTINGS, PING, windows. Subclasses handle streams."""
 
     expect_preface = False  # the server side reads the client's preface first
+    # True: the connection window is credited as DATA arrives and only stream windows wait
+    # for `credit` (a replica connection shared by many clients must not stall on one).
+    credit_connection_on_arrival = False
 
-    def __init__(self) -> None:
+    def __init__(self, limits: H2Limits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()
         self._need = len(PREFACE) if self.expect_preface else 9
         self._preface = self.expect_preface
-        self.decoder = BlockDecoder()
+        self.decoder = BlockDecoder(limits)
         self._hblock: bytearray | None = None  # HEADERS awaiting CONTINUATION
         self._hsid = 0
         self._hflags = 0
+        self._hframes = 0
         # sending: the peer's limits
         self.initial_window = _DEFAULT_WINDOW
         self.max_frame = 16384
@@ -146,27 +219,55 @@ class Peer(asyncio.Protocol):
         self.send_window = _DEFAULT_WINDOW
         self.windows: dict[int, int] = {}  # open streams we may still send on
         self.blocked: dict[int, deque[tuple[int, bytes, bool]]] = {}
-        # receiving: what we owe the peer in WINDOW_UPDATEs
-        self._recv_conn = 0
-        self._recv: dict[int, int] = {}
+        self.paused = False  # the transport asked us to stop writing
+        # receiving: what the peer may still send (the windows we granted) and what we owe
+        self._in_conn = _DEFAULT_WINDOW
+        self._owed_conn = 0
+        self._in: dict[int, int] = {}  # streams the peer may still send DATA on
+        self._owed: dict[int, int] = {}
+        self._peer_sid = 0  # the highest stream id the peer opened
+        self._our_sid = 0  # ... and we opened
+        # flood accounting (one-second windows, the clock read only past a limit)
+        self._resets = self._controls = self._empty = self._out_controls = 0
+        self._resets_t = self._controls_t = time.monotonic()
+        self._after: list[Callable[[], None]] = []  # `after_read`
         self.closed = False
         self.seen = False  # bytes arrived (cleared by whoever sweeps idle connections)
+        self.progress = False  # DATA went out (cleared by whoever sweeps stalled writers)
 
     # --- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         head = b"" if self.expect_preface else PREFACE
+        window = self.limits.connection_window
+        self._in_conn = window
         self.transport.write(
             head
-            + frame(SETTINGS, 0, 0, _SETTINGS_PAYLOAD)
-            + frame(WINDOW_UPDATE, 0, 0, _U32.pack(CONN_WINDOW - _DEFAULT_WINDOW))
+            + frame(SETTINGS, 0, 0, self.limits.settings_payload(client=not self.expect_preface))
+            + frame(WINDOW_UPDATE, 0, 0, _U32.pack(window - _DEFAULT_WINDOW))
         )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.on_lost(exc)
 
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._out_controls = 0
+        self.progress = True
+        if self.blocked:
+            try:
+                self._drain_all()
+            except Exception as exc:  # as in data_received: never leave it hanging
+                log.warning("HTTP/2 connection dropped: %r", exc)
+                self.fail_connection(INTERNAL_ERROR, "internal error")
+
     def data_received(self, data: bytes) -> None:
+        if self.closed:  # lingering after GOAWAY: read and drop
+            return
         self.seen = True
         buf = self._buf
         if buf:
@@ -180,6 +281,10 @@ class Peer(asyncio.Protocol):
             return
         try:
             pos = self._frames(data)
+            if self._after:
+                after, self._after = self._after, []
+                for fn in after:
+                    fn()
         except ProtocolViolation as exc:
             self.fail_connection(exc.code, str(exc))
             return
@@ -187,7 +292,7 @@ class Peer(asyncio.Protocol):
             log.warning("HTTP/2 connection dropped: %r", exc)
             self.fail_connection(INTERNAL_ERROR, "internal error")
             return
-        if pos < len(data):
+        if pos < len(data) and not self.closed:
             buf += data[pos:]
 
     def _frames(self, data: bytes) -> int:
@@ -197,12 +302,20 @@ class Peer(asyncio.Protocol):
                 raise ProtocolViolation(PROTOCOL_ERROR, "not an HTTP/2 prior-knowledge client")
             self._preface = False
             pos = len(PREFACE)
+        max_frame = self.limits.max_frame
         while not self.closed:
             if n - pos < 9:
                 self._need = 9
                 break
             hi, lo, ftype, flags, sid = _FRAME.unpack_from(data, pos)
-            end = pos + 9 + ((hi << 16) | lo)
+            length = (hi << 16) | lo
+            if length > max_frame:
+                raise ProtocolViolation(
+                    FRAME_SIZE_ERROR,
+                    f"a {length}-byte frame is over the advertised SETTINGS_MAX_FRAME_SIZE "
+                    f"{max_frame}",
+                )
+            end = pos + 9 + length
             if end > n:
                 self._need = end - pos
                 break
@@ -216,29 +329,26 @@ class Peer(asyncio.Protocol):
             elif ftype == HEADERS:
                 self._on_headers_frame(sid, flags, payload)
             elif ftype == CONTINUATION:
-                if self._hblock is None or sid != self._hsid:
-                    raise ProtocolViolation(PROTOCOL_ERROR, "unexpected CONTINUATION")
-                self._hblock += payload
-                if flags & END_HEADERS:
-                    block, self._hblock = bytes(self._hblock), None
-                    self._deliver_headers(sid, self._hflags, block)
+                self._on_continuation(sid, flags, payload)
             elif ftype == WINDOW_UPDATE:
-                self._on_window_update(sid, _U32.unpack(payload)[0] & 0x7FFFFFFF)
+                self._on_window_update(sid, payload)
             elif ftype == SETTINGS:
-                if not flags & ACK:
-                    self._on_settings(payload)
+                self._on_settings(sid, flags, payload)
             elif ftype == PING:
-                if not flags & ACK:
-                    self.write(frame(PING, ACK, 0, payload))
+                self._on_ping(sid, flags, payload)
             elif ftype == RST_STREAM:
-                self._forget(sid)
-                self.on_reset(sid, _U32.unpack(payload)[0])
+                self._on_rst_stream(sid, payload)
             elif ftype == GOAWAY:
+                if sid or length < 8:
+                    raise ProtocolViolation(PROTOCOL_ERROR, "malformed GOAWAY")
                 last, code = struct.unpack_from(">LL", payload)
                 self.on_goaway(last & 0x7FFFFFFF, code, payload[8:])
             elif ftype == PUSH_PROMISE:
                 raise ProtocolViolation(PROTOCOL_ERROR, "PUSH_PROMISE is not enabled")
-            # PRIORITY and unknown frame types are ignored, as RFC 9113 says
+            else:  # PRIORITY and unknown frame types are ignored, as RFC 9113 says
+                if ftype == PRIORITY and (sid == 0 or length != 5):
+                    raise ProtocolViolation(PROTOCOL_ERROR, "malformed PRIORITY")
+                self._control()
         return pos
 
     def head_incomplete(self) -> bool:
@@ -248,79 +358,273 @@ class Peer(asyncio.Protocol):
             bool(buf) and (len(buf) < 9 or buf[3] in (HEADERS, CONTINUATION))
         )
 
+    # --- frames in ---------------------------------------------------------------------
+    def _peers(self, sid: int) -> bool:
+        """`sid` is a stream id the peer opens (odd ones from a client)."""
+        return (sid & 1) == (1 if self.expect_preface else 0)
+
+    def _idle(self, sid: int) -> bool:
+        return sid > (self._peer_sid if self._peers(sid) else self._our_sid)
+
     def _on_data_frame(self, sid: int, flags: int, payload: bytes) -> None:
         size = len(payload)
+        if sid == 0:
+            raise ProtocolViolation(PROTOCOL_ERROR, "DATA on stream 0")
+        if size > self._in_conn:
+            raise ProtocolViolation(FLOW_CONTROL_ERROR, "DATA past the connection window")
+        self._in_conn -= size
+        if self.credit_connection_on_arrival:
+            self._credit_conn(size)
+        pad = 0
         if flags & PADDED:
+            if size == 0 or payload[0] >= size:
+                raise ProtocolViolation(PROTOCOL_ERROR, "DATA padding longer than the frame")
+            pad = payload[0] + 1
             payload = payload[1 : size - payload[0]]
-        # Credit the connection at once (what a stream may hold is limited per stream) and
-        # the stream when half its window is used and more may come.
-        self._recv_conn += size
-        if self._recv_conn >= CONN_WINDOW >> 1:
-            self.write(frame(WINDOW_UPDATE, 0, 0, _U32.pack(self._recv_conn)))
-            self._recv_conn = 0
+        window = self._in.get(sid)
+        if window is None:  # closed, reset, or never opened
+            if self._idle(sid):
+                raise ProtocolViolation(PROTOCOL_ERROR, f"DATA on idle stream {sid}")
+            self.credit(sid, size)  # dropped: the connection window gets it back
+            return
+        if size > window:
+            raise ProtocolViolation(FLOW_CONTROL_ERROR, f"DATA past stream {sid}'s window")
         end = bool(flags & END_STREAM)
-        if end:
-            self._recv.pop(sid, None)
+        if size == 0 and not end:
+            self._empty_frame()
         else:
-            got = self._recv.get(sid, 0) + size
-            if got >= STREAM_WINDOW >> 1:
-                self.write(frame(WINDOW_UPDATE, 0, sid, _U32.pack(got)))
-                got = 0
-            self._recv[sid] = got
+            self._empty = 0
+        if end:
+            del self._in[sid]
+            self._owed.pop(sid, None)
+        else:
+            self._in[sid] = window - size
+        if pad:
+            self.credit(sid, pad)
         self.on_data(sid, payload, end)
 
     def _on_headers_frame(self, sid: int, flags: int, payload: bytes) -> None:
+        if sid == 0:
+            raise ProtocolViolation(PROTOCOL_ERROR, "HEADERS on stream 0")
         if flags & (PADDED | PRIORITY_FLAG):
             start, stop = 0, len(payload)
             if flags & PADDED:
+                if not payload:
+                    raise ProtocolViolation(PROTOCOL_ERROR, "HEADERS padding missing")
                 start, stop = 1, stop - payload[0]
             if flags & PRIORITY_FLAG:
                 start += 5
+            if stop < start:
+                raise ProtocolViolation(PROTOCOL_ERROR, "HEADERS padding longer than the frame")
             payload = payload[start:stop]
+        if len(payload) > self.limits.max_header_list:
+            raise ProtocolViolation(ENHANCE_YOUR_CALM, "header block over max_header_list")
         if flags & END_HEADERS:
+            self._empty = 0
             self._deliver_headers(sid, flags, payload)
         else:
-            self._hblock, self._hsid, self._hflags = bytearray(payload), sid, flags
+            if payload:
+                self._empty = 0
+            else:
+                self._empty_frame()
+            self._hblock, self._hsid, self._hflags, self._hframes = (
+                bytearray(payload),
+                sid,
+                flags,
+                0,
+            )
+
+    def _on_continuation(self, sid: int, flags: int, payload: bytes) -> None:
+        block = self._hblock
+        if block is None or sid != self._hsid:
+            raise ProtocolViolation(PROTOCOL_ERROR, "unexpected CONTINUATION")
+        self._hframes += 1
+        if self._hframes > self.limits.max_continuations:
+            raise ProtocolViolation(ENHANCE_YOUR_CALM, "too many CONTINUATION frames")
+        if len(block) + len(payload) > self.limits.max_header_list:
+            raise ProtocolViolation(ENHANCE_YOUR_CALM, "header block over max_header_list")
+        if payload:
+            self._empty = 0
+        elif not flags & END_HEADERS:
+            self._empty_frame()
+        block += payload
+        if flags & END_HEADERS:
+            self._hblock = None
+            self._deliver_headers(sid, self._hflags, bytes(block))
 
     def _deliver_headers(self, sid: int, flags: int, block: bytes) -> None:
+        # Decoded even for a stream we will refuse: HPACK state is per connection.
         try:
             headers = self.decoder.decode(block)
+        except hpack.OversizedHeaderListError as exc:
+            raise ProtocolViolation(ENHANCE_YOUR_CALM, f"header list too large: {exc}") from exc
         except hpack.HPACKError as exc:
             raise ProtocolViolation(COMPRESSION_ERROR, f"bad header block: {exc}") from exc
         end = bool(flags & END_STREAM)
-        if end:
-            self._recv.pop(sid, None)
+        if self._peers(sid):
+            if not self.expect_preface:
+                raise ProtocolViolation(PROTOCOL_ERROR, "server-initiated streams are disabled")
+            if sid > self._peer_sid:  # a new stream
+                self._peer_sid = sid
+                if not end:
+                    self._in[sid] = self.limits.stream_window
+            elif end:
+                self._in.pop(sid, None)
+                self._owed.pop(sid, None)
+        else:
+            if sid > self._our_sid:
+                raise ProtocolViolation(PROTOCOL_ERROR, f"HEADERS on idle stream {sid}")
+            if end:
+                self._in.pop(sid, None)
+                self._owed.pop(sid, None)
         self.on_headers(sid, headers, end)
 
-    def _on_settings(self, payload: bytes) -> None:
+    def _on_settings(self, sid: int, flags: int, payload: bytes) -> None:
+        if sid:
+            raise ProtocolViolation(PROTOCOL_ERROR, "SETTINGS on a stream")
+        self._control()
+        if flags & ACK:
+            if payload:
+                raise ProtocolViolation(FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
+            return
+        if len(payload) % 6:
+            raise ProtocolViolation(FRAME_SIZE_ERROR, "SETTINGS length not a multiple of 6")
         delta = 0
-        for i in range(0, len(payload) - 5, 6):
+        for i in range(0, len(payload), 6):
             key, value = _SETTING.unpack_from(payload, i)
-            if key == 0x4:
-                if value > 0x7FFFFFFF:
-                    raise ProtocolViolation(FLOW_CONTROL_ERROR, "window too large")
-                delta = value - self.initial_window
+            if key == S_INITIAL_WINDOW_SIZE:
+                if value > MAX_WINDOW:
+                    raise ProtocolViolation(
+                        FLOW_CONTROL_ERROR, f"SETTINGS_INITIAL_WINDOW_SIZE {value} > 2^31-1"
+                    )
+                delta += value - self.initial_window
                 self.initial_window = value
-            elif key == 0x5:
+            elif key == S_MAX_FRAME_SIZE:
+                if not MIN_MAX_FRAME <= value <= MAX_MAX_FRAME:
+                    raise ProtocolViolation(
+                        PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value} not in [2^14, 2^24-1]"
+                    )
                 self.max_frame = value
-            elif key == 0x3:
+            elif key == S_MAX_CONCURRENT_STREAMS:
                 self.max_streams = value
-        self.write(frame(SETTINGS, ACK, 0))
+            elif key == S_ENABLE_PUSH and (value > 1 or (value == 1 and not self.expect_preface)):
+                raise ProtocolViolation(PROTOCOL_ERROR, f"SETTINGS_ENABLE_PUSH {value}")
+            # HEADER_TABLE_SIZE: our encoder uses no dynamic table; unknown ids are ignored
         if delta:
-            for sid in self.windows:
-                self.windows[sid] += delta
-            if delta > 0:
-                self._drain_all()
+            for s, w in self.windows.items():
+                if w + delta > MAX_WINDOW:
+                    raise ProtocolViolation(FLOW_CONTROL_ERROR, f"stream {s}'s window > 2^31-1")
+                self.windows[s] = w + delta
+        self._write_control(frame(SETTINGS, ACK, 0))
+        if delta > 0:
+            self._drain_all()
         self.on_settings()
 
-    def _on_window_update(self, sid: int, inc: int) -> None:
+    def _on_ping(self, sid: int, flags: int, payload: bytes) -> None:
+        if sid:
+            raise ProtocolViolation(PROTOCOL_ERROR, "PING on a stream")
+        if len(payload) != 8:
+            raise ProtocolViolation(FRAME_SIZE_ERROR, "PING payload not 8 bytes")
+        self._control()
+        if not flags & ACK:
+            self._write_control(frame(PING, ACK, 0, payload))
+
+    def _on_rst_stream(self, sid: int, payload: bytes) -> None:
+        if sid == 0 or len(payload) != 4:
+            raise ProtocolViolation(
+                PROTOCOL_ERROR if sid == 0 else FRAME_SIZE_ERROR, "malformed RST_STREAM"
+            )
+        if self._idle(sid):
+            raise ProtocolViolation(PROTOCOL_ERROR, f"RST_STREAM on idle stream {sid}")
+        self.count_reset()
+        self._forget(sid)
+        self.on_reset(sid, _U32.unpack(payload)[0])
+
+    def _on_window_update(self, sid: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise ProtocolViolation(FRAME_SIZE_ERROR, "WINDOW_UPDATE payload not 4 bytes")
+        inc = _U32.unpack(payload)[0] & 0x7FFFFFFF
+        if inc == 0:
+            raise ProtocolViolation(PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
         if sid == 0:
             self.send_window += inc
+            if self.send_window > MAX_WINDOW:
+                raise ProtocolViolation(FLOW_CONTROL_ERROR, "connection window > 2^31-1")
             self._drain_all()
         elif sid in self.windows:
-            self.windows[sid] += inc
+            window = self.windows[sid] + inc
+            if window > MAX_WINDOW:
+                raise ProtocolViolation(FLOW_CONTROL_ERROR, f"stream {sid}'s window > 2^31-1")
+            self.windows[sid] = window
             if sid in self.blocked:
                 self._drain(sid)
+        elif self._idle(sid):
+            raise ProtocolViolation(PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {sid}")
+
+    # --- floods ------------------------------------------------------------------------
+    def _control(self) -> None:
+        self._controls += 1
+        if self._controls > self.limits.max_control_frames_per_s:
+            now = time.monotonic()
+            if now - self._controls_t < 1.0:
+                raise ProtocolViolation(
+                    ENHANCE_YOUR_CALM, "too many PING/SETTINGS/PRIORITY frames per second"
+                )
+            self._controls, self._controls_t = 1, now
+
+    def count_reset(self) -> None:
+        """A stream reset by the peer or refused by us (rapid reset, CVE-2023-44487)."""
+        self._resets += 1
+        if self._resets > self.limits.max_resets_per_s:
+            now = time.monotonic()
+            if now - self._resets_t < 1.0:
+                raise ProtocolViolation(ENHANCE_YOUR_CALM, "too many streams reset per second")
+            self._resets, self._resets_t = 1, now
+
+    def _empty_frame(self) -> None:
+        self._empty += 1
+        if self._empty > self.limits.max_empty_frames:
+            raise ProtocolViolation(ENHANCE_YOUR_CALM, "consecutive frames without payload")
+
+    def _write_control(self, data: bytes) -> None:
+        """Answers to the peer's frames: bounded while the peer does not read them."""
+        if self.paused:
+            self._out_controls += 1
+            if self._out_controls > self.limits.max_outbound_control_frames:
+                raise ProtocolViolation(ENHANCE_YOUR_CALM, "the peer does not read its answers")
+        self.write(data)
+
+    # --- flow control in -------------------------------------------------------------
+    def credit(self, sid: int, n: int) -> None:
+        """`n` bytes of DATA received on `sid` were consumed: let the peer send as much again."""
+        if n <= 0:
+            return
+        if sid in self._in:
+            owed = self._owed.get(sid, 0) + n
+            if owed >= self.limits.stream_window >> 1:
+                self._in[sid] += owed
+                self.write(frame(WINDOW_UPDATE, 0, sid, _U32.pack(owed)))
+                owed = 0
+            self._owed[sid] = owed
+        if not self.credit_connection_on_arrival:
+            self._credit_conn(n)
+
+    def _credit_conn(self, n: int) -> None:
+        owed = self._owed_conn + n
+        if owed >= self.limits.connection_window >> 1:
+            self._in_conn += owed
+            self.write(frame(WINDOW_UPDATE, 0, 0, _U32.pack(owed)))
+            owed = 0
+        self._owed_conn = owed
+
+    def after_read(self, fn: Callable[[], None]) -> None:
+        """Run `fn` once every frame of the current read is handled: a call whose stream is
+        reset in the same read (rapid reset) never reaches a replica."""
+        self._after.append(fn)
+
+    def backlogged(self, sid: int) -> bool:
+        """Data for `sid` waits here for the peer's window or for the transport."""
+        return sid in self.blocked
 
     # --- sending ---------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -328,7 +632,11 @@ class Peer(asyncio.Protocol):
             self.transport.write(data)
 
     def open_stream(self, sid: int) -> None:
+        """We may send on `sid` now (a stream the peer opened, or our own new one)."""
         self.windows[sid] = self.initial_window
+        if not self._peers(sid):
+            self._our_sid = sid
+            self._in[sid] = self.limits.stream_window
 
     def send_message(
         self, sid: int, block: bytes | None, data: bytes, trailers: bytes | None, end: bool
@@ -338,6 +646,7 @@ class Peer(asyncio.Protocol):
         n = len(data)
         if (
             sid not in self.blocked
+            and not self.paused
             and n <= self.max_frame
             and n <= self.send_window
             and n <= self.windows.get(sid, -1)
@@ -351,6 +660,7 @@ class Peer(asyncio.Protocol):
                 out += frame(DATA, 0, sid, data)
                 out += frame(HEADERS, END_HEADERS | (END_STREAM if end else 0), sid, trailers)
             self.write(out)
+            self.progress = True
             self.send_window -= n
             if end:
                 self.windows.pop(sid, None)
@@ -367,6 +677,9 @@ class Peer(asyncio.Protocol):
         q = self.blocked.get(sid)
         if q is not None:
             q.append((HEADERS, block, end))
+            return
+        if self.paused:
+            self.blocked[sid] = deque(((HEADERS, block, end),))
             return
         self.write(self._headers_frames(sid, block, end))
         if end:
@@ -398,6 +711,9 @@ class Peer(asyncio.Protocol):
         window = self.windows.get(sid)
         if window is None:
             return None  # stream gone (reset): drop
+        if self.paused:
+            return data
+        self.progress = True
         win = min(self.send_window, window)
         if n == 0:
             self.write(frame(DATA, END_STREAM if end else 0, sid))
@@ -432,10 +748,21 @@ class Peer(asyncio.Protocol):
         return data[off:]
 
     def _drain(self, sid: int) -> None:
-        q = self.blocked[sid]
+        q = self.blocked.get(sid)
+        if q is None:
+            return
         while q:
             kind, payload, end = q[0]
+            if kind == RST_STREAM:
+                if self.paused:
+                    return
+                q.popleft()
+                self.windows.pop(sid, None)
+                self.write(rst(sid, NO_ERROR))
+                continue
             if kind == HEADERS:
+                if self.paused:
+                    return
                 q.popleft()
                 self.write(self._headers_frames(sid, payload, end))
                 if end:
@@ -447,28 +774,60 @@ class Peer(asyncio.Protocol):
                 return
             q.popleft()
         del self.blocked[sid]
+        self.on_drained(sid)
 
     def _drain_all(self) -> None:
         for sid in list(self.blocked):
-            if self.send_window <= 0:
+            if self.send_window <= 0 or self.paused:
                 return
             self._drain(sid)
 
+    def stop_reading(self, sid: int) -> None:
+        """RST_STREAM NO_ERROR once what is queued for `sid` went out: the peer may stop
+        sending (we answered early); whatever still arrives is dropped and credited."""
+        if sid not in self._in:
+            return
+        del self._in[sid]
+        self._owed.pop(sid, None)
+        q = self.blocked.get(sid)
+        if q is not None:
+            q.append((RST_STREAM, b"", True))
+        else:
+            self._write_control(rst(sid, NO_ERROR))
+
     def reset_stream(self, sid: int, code: int) -> None:
         self._forget(sid)
-        self.write(rst(sid, code))
+        self._write_control(rst(sid, code))
 
     def _forget(self, sid: int) -> None:
         self.windows.pop(sid, None)
         self.blocked.pop(sid, None)
-        self._recv.pop(sid, None)
+        self._in.pop(sid, None)
+        self._owed.pop(sid, None)
 
     def fail_connection(self, code: int, message: str) -> None:
-        if self.closed or self.transport is None:
+        """GOAWAY with `code`, then close: abort when the peer is not reading anyway, else
+        half-close and drop what still arrives for `LINGER_S` (closing a socket with unread
+        input sends a TCP reset, which would discard the GOAWAY at the peer: nginx's
+        lingering close)."""
+        t = self.transport
+        if self.closed or t is None:
             return
-        self.transport.write(frame(GOAWAY, 0, 0, struct.pack(">LL", 0, code) + message.encode()))
+        last = struct.pack(">LL", self._peer_sid, code)
+        t.write(frame(GOAWAY, 0, 0, last + message.encode()[:256]))
         self.closed = True
-        self.transport.close()
+        if self.paused:
+            t.abort()
+            return
+        if getattr(t, "can_write_eof", lambda: False)():
+            try:
+                t.write_eof()
+            except OSError:  # the peer is gone already
+                t.close()
+            else:
+                asyncio.get_running_loop().call_later(LINGER_S, t.close)
+        else:
+            t.close()
 
     # --- for subclasses ----------------------------------------------------------------
     def on_headers(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
@@ -488,3 +847,6 @@ class Peer(asyncio.Protocol):
 
     def on_settings(self) -> None:
         pass
+
+    def on_drained(self, sid: int) -> None:
+        """What waited to be sent on `sid` has all gone out."""

@@ -14,33 +14,7 @@ from adapters.gateway.h2wire import DATA, END_STREAM, HEADERS, SETTINGS, WINDOW_
 from adapters.gateway.metrics import GatewayMetrics
 from adapters.gateway.router import Router
 from controlplane.replicas import Replica
-
-
-class _Transport:
-    """Collects what the peer writes (httpx MockTransport-style fake)."""
-
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def frames(self) -> list[tuple[int, int, int, bytes]]:
-        got, pos, buf = [], 0, bytes(self.out)
-        if buf.startswith(h2wire.PREFACE):
-            pos = len(h2wire.PREFACE)
-        while pos < len(buf):
-            n = int.from_bytes(buf[pos : pos + 3], "big")
-            ftype, flags = buf[pos + 3], buf[pos + 4]
-            sid = int.from_bytes(buf[pos + 5 : pos + 9], "big")
-            got.append((ftype, flags, sid, buf[pos + 9 : pos + 9 + n]))
-            pos += 9 + n
-        self.out.clear()
-        return got
+from tests.gateway.hostile_h2 import FakeTransport
 
 
 class _Recorder(Peer):
@@ -55,13 +29,14 @@ class _Recorder(Peer):
 
     def on_data(self, sid: int, data: bytes, end: bool) -> None:
         self.events.append(("data", sid, data, end))
+        self.credit(sid, len(data))  # consumed at once
 
     def on_reset(self, sid: int, code: int) -> None:
         self.events.append(("reset", sid, code, True))
 
 
-def _peer() -> tuple[_Recorder, _Transport]:
-    p, t = _Recorder(), _Transport()
+def _peer() -> tuple[_Recorder, FakeTransport]:
+    p, t = _Recorder(), FakeTransport()
     p.connection_made(t)  # type: ignore[arg-type]
     t.frames()  # our SETTINGS and connection WINDOW_UPDATE
     p.data_received(h2wire.PREFACE + h2wire.frame(SETTINGS, 0, 0))
@@ -125,6 +100,7 @@ def test_a_larger_initial_window_in_settings_unblocks_streams() -> None:
 
 def test_received_data_is_credited_back() -> None:
     p, t = _peer()
+    p.data_received(h2wire.frame(HEADERS, 0x4, 1, hpack.Encoder().encode([(":path", "/")])))
     chunk = b"y" * (1 << 20)
     for _ in range(9):  # 9 MiB on one stream: past half its window
         p.data_received(h2wire.frame(DATA, 0, 1, chunk))
@@ -133,7 +109,7 @@ def test_received_data_is_credited_back() -> None:
 
 
 def test_garbage_instead_of_a_preface_closes_the_connection() -> None:
-    p, t = _Recorder(), _Transport()
+    p, t = _Recorder(), FakeTransport()
     p.connection_made(t)  # type: ignore[arg-type]
     p.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert t.closed
@@ -150,3 +126,58 @@ def test_client_admin_key_is_dropped_and_the_replicas_added_for_model_config() -
         got = [tuple(h) for h in hpack.Decoder().decode(block, raw=True)]
         assert got[0] == (b":path", b"/x")
         assert [v for n, v in got if n == b"triton-grpc-protocol-admin-key"] == expected
+
+
+class _Hoarder(_Recorder):
+    """Consumes nothing: what it is sent stays uncredited."""
+
+    def on_data(self, sid: int, data: bytes, end: bool) -> None:
+        self.events.append(("data", sid, data, end))
+
+    def on_drained(self, sid: int) -> None:
+        self.events.append(("drained", sid, b"", True))
+
+
+def test_data_is_credited_only_when_consumed_and_never_past_the_window() -> None:
+    p, t = _Hoarder(), FakeTransport()
+    p.connection_made(t)  # type: ignore[arg-type]
+    p.data_received(h2wire.PREFACE + h2wire.frame(SETTINGS, 0, 0))
+    p.data_received(h2wire.frame(HEADERS, 0x4, 1, hpack.Encoder().encode([(":path", "/")])))
+    t.frames()
+    chunk = b"y" * (1 << 20)
+    for _ in range(16):  # exactly the 16 MiB stream window
+        p.data_received(h2wire.frame(DATA, 0, 1, chunk))
+    assert not [f for f in t.frames() if f[0] == WINDOW_UPDATE]  # nothing consumed
+    p.data_received(h2wire.frame(DATA, 0, 1, b"z"))
+    assert t.closed  # one byte past the window
+    goaway = next(f for f in t.frames() if f[0] == h2wire.GOAWAY)
+    assert struct.unpack(">LL", goaway[3][:8])[1] == h2wire.FLOW_CONTROL_ERROR
+
+
+def test_paused_writes_queue_and_drain_on_resume() -> None:
+    p, t = _Hoarder(), FakeTransport()
+    p.connection_made(t)  # type: ignore[arg-type]
+    p.data_received(h2wire.PREFACE + h2wire.frame(SETTINGS, 0, 0))
+    p.data_received(h2wire.frame(HEADERS, 0x4, 1, hpack.Encoder().encode([(":path", "/")])))
+    p.open_stream(1)
+    t.frames()
+    p.pause_writing()
+    p.send_message(1, b"H", b"x" * 100, b"T", True)
+    assert t.frames() == [] and p.backlogged(1)
+    p.resume_writing()
+    got = t.frames()
+    assert [f[0] for f in got] == [HEADERS, DATA, HEADERS]
+    assert ("drained", 1, b"", True) in p.events
+
+
+def test_unanswered_pings_while_paused_close_the_connection() -> None:
+    p, t = _Hoarder(), FakeTransport()
+    p.connection_made(t)  # type: ignore[arg-type]
+    p.data_received(h2wire.PREFACE + h2wire.frame(SETTINGS, 0, 0))
+    p.pause_writing()
+    ping = h2wire.frame(h2wire.PING, 0, 0, b"12345678")
+    for _ in range(p.limits.max_outbound_control_frames + 1):
+        if t.closed:
+            break
+        p.data_received(ping)
+    assert t.closed

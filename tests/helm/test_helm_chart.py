@@ -60,6 +60,20 @@ GATEWAY_CONFIG: dict[str, Any] = {
     "signalIntervalS": 2,
     "signalMaxAgeS": 10,
     "adminHeaderGrpc": "x-admin-key",
+    "h2MaxConcurrentStreams": 64,
+    "h2InitialStreamWindowBytes": 1 << 20,
+    "h2InitialConnectionWindowBytes": 8 << 20,
+    "h2MaxFrameBytes": 1 << 16,
+    "h2MaxHeaderListBytes": 32 << 10,
+    "h2MaxContinuationFrames": 8,
+    "h2MaxResetsPerS": 100,
+    "h2MaxControlFramesPerS": 500,
+    "h2MaxConsecutiveEmptyFrames": 2,
+    "h2MaxOutboundControlFrames": 500,
+    "h2MaxConnectionBufferBytes": 64 << 20,
+    "h2StreamIdleTimeoutS": 120,
+    "h2HpackCacheEntries": 32,
+    "h2HpackCacheBytes": 1 << 17,
 }
 
 VARIATIONS: dict[str, dict[str, Any]] = {
