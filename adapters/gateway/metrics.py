@@ -164,7 +164,7 @@ class GatewayMetrics:
             ("cold_holds", "Requests held while a cold model loaded.", self.cold_holds, ("model", "outcome")),
             ("rejections", "Requests refused by the gateway itself.", self.rejections, ("model", "reason")),
             ("rejected_connections", "Client connections closed at once (max_client_connections).", self.rejected_connections, ("protocol",)),
-            ("closed_connections", "Client connections closed for a slow head or idleness.", self.closed_connections, ("protocol", "reason")),
+            ("closed_connections", "Client connections closed by the gateway (header_timeout, idle_timeout, flood, protocol_error, write_stall).", self.closed_connections, ("protocol", "reason")),
         ):  # fmt: skip
             family(f"tritonfleet_gateway_{name}_total", "counter", help_)
             for k, v in sorted(data.items()):
