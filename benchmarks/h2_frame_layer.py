@@ -8,7 +8,8 @@ read the client's HEADERS (HPACK with a dynamic table, as grpc clients send it) 
 trailers). Input arrives `--per-read` calls per `data_received` (a concurrency of 4 reads
 about that). Both run in this process, CPU only: microseconds of CPU per call, median of 5
 repetitions. Then both are fed the attacks of `tests/gateway/hostile_h2.py` as bytes, to see
-what each bounds on its own. Needs `pip install h2` (not a dependency of tritonfleet).
+what each bounds on its own. hyper-h2 comes with the dev extra (`./scripts/setup`); it is not
+a dependency of tritonfleet itself.
 """
 
 from __future__ import annotations
