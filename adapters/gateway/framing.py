@@ -143,12 +143,13 @@ def parse_request_head(head: bytes) -> RequestHead:
     if hosts > 1:
         raise FramingError(400, "more than one Host header")
     keep_alive = b"close" not in tokens and (version == b"HTTP/1.1" or b"keep-alive" in tokens)
+    lines = rest.split(b"\r\n")[1:]
+    if len(lines) != len(fields):
+        # One raw line per field llhttp reported, or the head is not what it looks like (an
+        # empty line inside it, say): never forward what cannot be mapped line for line.
+        raise FramingError(400, "malformed request head: header lines and fields disagree")
     if version != b"HTTP/1.1" or _REWRITE.search(rest.lower()) is not None:
-        kept = [
-            line
-            for line, (name, _) in zip(rest.split(b"\r\n")[1:], fields, strict=True)
-            if name not in _HOP
-        ]
+        kept = [line for line, (name, _) in zip(lines, fields, strict=True) if name not in _HOP]
         upstream = b"%s %s HTTP/1.1\r\n%s\r\n" % (
             method,
             target,
