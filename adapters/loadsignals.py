@@ -17,7 +17,6 @@ import logging
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import httpx
 
@@ -202,7 +201,9 @@ class PrometheusSignals:
             )
         return out
 
-    def _read(self, names: Sequence[str], stable_s: float, panic_s: float, now: float) -> Any:
+    def _read(
+        self, stable_s: float, panic_s: float, now: float
+    ) -> tuple[dict[str, Window], dict[str, Window], dict[str, float], dict[str, float]]:
         stable, panic = self._window(stable_s, now), self._window(panic_s, now)
         capacity = self._query(_CAPACITY.format(w=f"{max(5, math.ceil(panic_s * 2))}s"))
         inflight = self._query(_INFLIGHT)
@@ -212,7 +213,7 @@ class PrometheusSignals:
         self, models: Models, stable_s: float, panic_s: float, now: float
     ) -> Mapping[str, Measured]:
         stable, panic, capacity, inflight = await asyncio.to_thread(
-            self._read, list(models), stable_s, panic_s, now
+            self._read, stable_s, panic_s, now
         )
         out = {}
         for name, (spec, _) in models.items():

@@ -243,10 +243,6 @@ class Autopilot:
             return None
         return pilot.last.desired
 
-    def sheds_surplus(self, model: str) -> bool:
-        """Replicas above the target are drained and unloaded (load-driven models only)."""
-        return self.wanted(model) is not None
-
     def admission(self, model: str) -> int | None:
         spec = self._specs.get(model)
         if spec is None:
@@ -340,7 +336,7 @@ def decision_view(d: Decision) -> dict[str, Any]:
 
 def shortfall(targets: Mapping[str, int], placed: Mapping[str, int]) -> int:
     """The most replicas any one model still misses (what one more server per replica fixes)."""
-    return max((t - placed.get(m, 0) for m, t in targets.items()), default=0, key=lambda v: v)
+    return max((t - placed.get(m, 0) for m, t in targets.items()), default=0)
 
 
 __all__ = [
