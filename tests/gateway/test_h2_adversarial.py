@@ -75,7 +75,11 @@ LIMITS: dict[str, Any] = {
     "h2_stream_idle_timeout_s": 1.0,
     "h2_max_connection_buffer_bytes": 1 << 20,
 }
-WORST_PROBE_S = 0.1  # a well-behaved call answers within this while an attack runs
+# A well-behaved call answers within this while an attack runs. The bugs this guards against
+# stalled every client for seconds (6 s for the varint bomb, 3 s for the PING flood); the
+# bound sits far above scheduler noise on a loaded 2-core CI box. Typical latencies are
+# measured by benchmarks/gateway_hostile_h2.py, not here.
+WORST_PROBE_S = 1.0
 
 
 # --- against a real gateway in front of real Triton ---------------------------------------
@@ -129,7 +133,7 @@ def test_protobuf_varint_bomb_is_refused_at_once_while_others_are_served(gw: Gat
         elapsed, r = _run(go)
         time.sleep(0.3)
     assert r.status == INVALID_ARGUMENT and "varint" in r.message
-    assert elapsed < 0.5
+    assert elapsed < 2.0  # the old parser took about 6 s
     assert not probe.errors and probe.latencies
     assert probe.worst_s < WORST_PROBE_S
 
@@ -249,7 +253,7 @@ def test_a_header_block_is_bounded(gw: Gateway) -> None:
     c, elapsed = _run(go)
     assert c.goaway is not None and c.goaway[0] == ENHANCE_YOUR_CALM
     assert b"max_header_list" in c.goaway[1]
-    assert elapsed < 1.0
+    assert elapsed < 3.0  # the flood runs for 5 s unless the gateway closes it
 
     async def few() -> int | None:  # many empty CONTINUATIONs: bounded in frames too
         async with _raw(gw) as c:
@@ -487,7 +491,7 @@ def test_field1_string_is_linear_on_bombs() -> None:
         t = time.perf_counter()
         with pytest.raises(Malformed):
             field1_string(bomb)
-        assert time.perf_counter() - t < 0.05  # was ~6 s for the first bomb
+        assert time.perf_counter() - t < 1.0  # was ~6 s for the first bomb (quadratic)
 
 
 @given(

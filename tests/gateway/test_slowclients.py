@@ -185,8 +185,8 @@ def test_connections_over_the_limit_are_closed() -> None:
             kept = [await _connect(gw.http_port) for _ in range(2)]
             await asyncio.sleep(0.05)
             r, _ = await _connect(gw.http_port)
-            data, elapsed = await _closed_within(r, 1)
-            assert data == b"" and elapsed < 0.5
+            data, elapsed = await _closed_within(r, 3)
+            assert data == b"" and elapsed < 2.0
             for r, w in kept:
                 w.write(LIVE)
                 assert (await _response(r)).startswith(b"HTTP/1.1 200")
@@ -195,8 +195,8 @@ def test_connections_over_the_limit_are_closed() -> None:
                 await _connect(gw.grpc_port)
             await asyncio.sleep(0.05)
             r, _ = await _connect(gw.grpc_port)
-            data, elapsed = await _closed_within(r, 1)
-            assert data == b"" and elapsed < 0.5
+            data, elapsed = await _closed_within(r, 3)
+            assert data == b"" and elapsed < 2.0
             text = gw.metrics.render().decode()
             assert 'rejected_connections_total{protocol="http"} 1' in text
             assert 'rejected_connections_total{protocol="grpc"} 1' in text

@@ -273,7 +273,7 @@ def test_silent_server_times_out_and_the_connection_is_replaced() -> None:
             took = time.perf_counter() - t
             # two connections time out; the two queued requests time out waiting for them
             assert [k for k, _ in results] == ["timeout"] * 4
-            assert 0.15 <= took < 1.0
+            assert 0.15 <= took < 3.0
             assert pool.connections == 0  # timed-out connections are dropped, not reused
             answer.set()
             assert (await pool.request(REQ))[0] is None
