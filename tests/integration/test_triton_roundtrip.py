@@ -65,9 +65,12 @@ def test_generated_models_load_infer_and_unload_on_two_servers(
 
             for server in servers:
                 await control.unload(server, "batch_sleep")
-            await asyncio.sleep(0.5)
-            for server in servers:
-                assert "batch_sleep" not in await control.loaded(server)
+
+            async def unloaded_everywhere() -> bool:
+                return all(["batch_sleep" not in await control.loaded(s) for s in servers])
+
+            # Triton finishes an unload in the background: wait for it, with a deadline.
+            await eventually(unloaded_everywhere, 30)
         finally:
             await control.close()
             await fleet.stop()
@@ -118,9 +121,12 @@ def test_sigkilled_server_is_seen_gone_and_restarted(
         try:
             victim = fleet.snapshot().servers[0]
             os.killpg(victim.pid, signal.SIGKILL)
-            await asyncio.sleep(0.3)
-            snap = await fleet.refresh()
-            assert snap.by_id(victim.id).health is ServerHealth.DOWN
+
+            async def victim_down() -> bool:
+                return (await fleet.refresh()).by_id(victim.id).health is ServerHealth.DOWN
+
+            await eventually(victim_down, 30)
+            snap = fleet.snapshot()
             assert snap.by_id("local-1").health is ServerHealth.LIVE
             await fleet.restart(victim.id)
             again = fleet.snapshot().by_id(victim.id)
@@ -133,9 +139,11 @@ def test_sigkilled_server_is_seen_gone_and_restarted(
         try:
             victim = fleet.snapshot().servers[0]
             os.killpg(victim.pid, signal.SIGKILL)
-            await asyncio.sleep(0.3)
-            snap = await fleet.refresh()  # notices the death: DOWN now, restarting behind
-            assert snap.servers[0].health is not ServerHealth.LIVE
+
+            async def noticed() -> bool:  # DOWN now, restarting behind
+                return (await fleet.refresh()).servers[0].health is not ServerHealth.LIVE
+
+            await eventually(noticed, 30)
 
             async def back_live() -> bool:
                 return (await fleet.refresh()).servers[0].health is ServerHealth.LIVE
