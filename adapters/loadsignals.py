@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 
 import httpx
 
+from adapters import promtext
 from controlplane import signals
 from controlplane.autopilot import Measured
 from controlplane.fleet import Server
@@ -56,7 +57,7 @@ class TritonCapacity:
             log.debug("scraping %s failed: %s", server.metrics_url, exc)
             return
         hist = self._history.setdefault(server.id, deque(maxlen=256))
-        hist.append((now, signals.model_totals(r.text)))
+        hist.append((now, signals.model_totals(promtext.samples(r.text, signals.MODEL_FAMILIES))))
         while hist and hist[0][0] < now - 4 * self._span_s:
             hist.popleft()
 

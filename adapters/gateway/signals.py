@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from adapters import promtext
 from adapters.gateway.config import GatewayConfig
 from adapters.gateway.router import Router
 from controlplane import signals
@@ -42,7 +43,7 @@ async def _scrape(router: Router, config: GatewayConfig) -> None:
             except httpx.HTTPError as exc:
                 log.debug("scraping %s (%s) failed: %s", url, server_id, exc)
                 return
-            cur = signals.totals(r.text)
+            cur = signals.totals(promtext.samples(r.text, signals.SERVER_FAMILIES))
             router.set_signal(server_id, signals.derive(prev.get(server_id), cur, time.monotonic()))
             prev[server_id] = cur
 

@@ -10,6 +10,7 @@ from adapters.gateway.framing import (
     parse_request_head,
     parse_response_head,
 )
+from adapters.promtext import samples
 from controlplane import signals
 
 
@@ -108,14 +109,14 @@ nv_inference_request_summary_us{model="a",version="1",quantile="0.5"} 1200
 
 
 def test_signal_totals_and_derivation() -> None:
-    t0 = signals.totals(METRICS)
+    t0 = signals.totals(samples(METRICS))
     assert (t0.pending, t0.queue_us, t0.success, t0.cpu) == (4, 5000, 10, 0.5)
     t1 = signals.Totals(pending=1, queue_us=9000, request_us=40000, success=20, cpu=0.7)
     s = signals.derive(t0, t1, at=3.0)
     assert s.pending == 1 and s.at == 3.0
     assert s.queue_s == pytest.approx(0.0004) and s.latency_s == pytest.approx(0.002)
     assert signals.derive(None, t1, at=1.0).queue_s == 0.0
-    assert signals.totals("garbage\nnv_cpu_utilization notanumber\n").cpu == 0.0
+    assert signals.totals(samples("garbage\nnv_cpu_utilization notanumber\n")).cpu == 0.0
 
 
 def test_prometheus_results_map_to_servers_by_instance() -> None:

