@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from adapters import promtext
+from adapters.templatefiles import TemplateFiles
 from adapters.tritonbin import locate
 from adapters.tritoncontrol import GrpcTritonControl
 from adapters.tritonschema import ProtobufSchema
@@ -62,7 +63,7 @@ async def real_page(models: int, workdir: Path) -> str:
     control = GrpcTritonControl()
     try:
         server = fleet.snapshot().servers[0]
-        renderer = Renderer(ProtobufSchema())
+        renderer = Renderer(ProtobufSchema(), TemplateFiles())
         body = {
             "inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1] * 4}]
         }

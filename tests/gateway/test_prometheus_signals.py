@@ -20,6 +20,7 @@ from adapters.gateway.config import GatewayConfig
 from adapters.gateway.directory import StaticDirectory
 from adapters.gateway.metrics import GatewayMetrics
 from adapters.gateway.router import Router
+from adapters.templatefiles import TemplateFiles
 from adapters.tritonbin import TritonInstall
 from adapters.tritoncontrol import GrpcTritonControl
 from adapters.tritonschema import ProtobufSchema
@@ -42,7 +43,7 @@ def test_prometheus_signals_from_a_real_prometheus(
             server = fleet.snapshot().servers[0]
             control = GrpcTritonControl()
             spec = ModelSpec.model_validate(python_spec("m"))
-            config = Renderer(ProtobufSchema()).render(spec).json()
+            config = Renderer(ProtobufSchema(), TemplateFiles()).render(spec).json()
             await control.load(server, "m", config, {"1/model.py": DOUBLE_PY.encode()})
             await control.close()
             await asyncio.to_thread(_with_prometheus, server, tmp_path)

@@ -15,6 +15,7 @@ import pytest
 import tritonclient.http as httpclient
 
 from adapters.localfleet import LocalFleet, LocalFleetConfig
+from adapters.templatefiles import TemplateFiles
 from adapters.tritonbin import TritonInstall, locate
 from adapters.tritoncontrol import GrpcTritonControl
 from adapters.tritonschema import ProtobufSchema
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.triton
 def test_generated_models_load_infer_and_unload_on_two_servers(
     triton_install: TritonInstall, tmp_path: Path
 ) -> None:
-    renderer = Renderer(ProtobufSchema())
+    renderer = Renderer(ProtobufSchema(), TemplateFiles())
     schema = ProtobufSchema()
 
     async def scenario() -> None:
@@ -79,7 +80,7 @@ def test_generated_models_load_infer_and_unload_on_two_servers(
 
 
 def test_bytes_model_and_broken_model(triton_install: TritonInstall, tmp_path: Path) -> None:
-    renderer = Renderer(ProtobufSchema())
+    renderer = Renderer(ProtobufSchema(), TemplateFiles())
 
     async def scenario() -> None:
         fleet = await start_fleet(triton_install, tmp_path, servers=1, admin_key=None)

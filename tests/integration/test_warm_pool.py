@@ -18,6 +18,7 @@ import pytest
 
 from adapters.artifactfiles import LocalArtifactFiles
 from adapters.sqlitestore import SqliteStore
+from adapters.templatefiles import TemplateFiles
 from adapters.tritonbin import TritonInstall
 from adapters.tritoncontrol import GrpcTritonControl
 from adapters.tritonschema import ProtobufSchema
@@ -51,7 +52,9 @@ def test_floors_eviction_failover_and_broken_model(
             auto_restart=False,
         )
         store = await SqliteStore(tmp_path / "db.sqlite").open()
-        registry = Registry(store, Renderer(ProtobufSchema()), ArtifactPolicy(None), clock)
+        registry = Registry(
+            store, Renderer(ProtobufSchema(), TemplateFiles()), ArtifactPolicy(None), clock
+        )
         control = GrpcTritonControl()
         rec = Reconciler(
             fleet,

@@ -13,7 +13,7 @@ from controlplane import signals
 from controlplane.signals import MetricSample, ModelTotals
 from loadgen import servermetrics
 
-# What Triton 2.51 writes, with the cases a hand parser gets wrong added.
+# What Triton 2.51 writes, plus the cases a hand parser gets wrong.
 PAGE = r"""# HELP nv_inference_count Number of inferences performed (does not include cached requests)
 # TYPE nv_inference_count counter
 nv_inference_count{model="plain",version="1"} 40 1700000000000
