@@ -11,20 +11,21 @@ from dataclasses import replace
 import pytest
 from pydantic import ValidationError
 
+from adapters.memstore import MemoryStore
 from controlplane.autopilot import Autopilot, FleetBounds, Measured
 from controlplane.autoscale import ScalerConfig
-from controlplane.fakes import (
+from controlplane.loadstats import Window
+from controlplane.reconciler import Reconciler, ReconcilerConfig
+from controlplane.replicas import DirectoryWire
+from controlplane.spec import ModelSpec
+from controlplane.store import ModelRecord
+from tests.fakes import (
     FakeFleet,
     FakeInflight,
     FakeLoadSignals,
     FakeTritonControl,
     InlineArtifacts,
 )
-from controlplane.loadstats import Window
-from controlplane.reconciler import Reconciler, ReconcilerConfig
-from controlplane.replicas import DirectoryWire
-from controlplane.spec import ModelSpec
-from controlplane.store import MemoryStore, ModelRecord
 from tests.support import eventually, python_spec
 from tests.unit.test_reconciler import Clock
 
