@@ -1,6 +1,6 @@
 """Prometheus text exposition → `MetricSample`s for the core, through prometheus_client's parser.
 
-The core aggregates samples (`controlplane.signals`) but never parses what a server sent: the
+The core sums samples (`controlplane.tritonmetrics`) but never parses what a server sent: the
 parsing of an outside page lives here. prometheus_client reads escaped label values, NaN/±Inf
 and timestamps as the format defines them; it stops at the first malformed line, so a page
 that does not parse whole is read again line by line, keeping every line that does (one bad
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from controlplane.signals import MetricSample
+from controlplane.tritonmetrics import MetricSample
 
 
 def samples(text: str, families: tuple[str, ...] | None = None) -> list[MetricSample]:

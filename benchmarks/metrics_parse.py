@@ -26,7 +26,7 @@ from adapters.templatefiles import TemplateFiles
 from adapters.tritonbin import locate
 from adapters.tritoncontrol import GrpcTritonControl
 from adapters.tritonschema import ProtobufSchema
-from controlplane import signals
+from controlplane import tritonmetrics
 from controlplane.configgen import Renderer
 from controlplane.spec import ModelSpec
 from tests.support import DOUBLE_PY, python_spec, start_fleet
@@ -92,15 +92,17 @@ def main() -> None:
         text = asyncio.run(real_page(models, Path(tmp)))
     lines = text.count("\n")
     parsed = promtext.samples(text)
-    assert signals.totals(parsed).success == 3 * models, signals.totals(parsed)
+    assert tritonmetrics.totals(parsed).success == 3 * models, tritonmetrics.totals(parsed)
 
     def best(fn: object) -> float:
         return min(timeit.repeat(fn, number=repeat, repeat=5)) / repeat  # type: ignore[arg-type]
 
     old = best(lambda: legacy_totals(text))
-    new = best(lambda: signals.totals(promtext.samples(text, signals.SERVER_FAMILIES)))
-    whole = best(lambda: signals.totals(promtext.samples(text)))
-    new_model = best(lambda: signals.model_totals(promtext.samples(text, signals.MODEL_FAMILIES)))
+    new = best(lambda: tritonmetrics.totals(promtext.samples(text, tritonmetrics.SERVER_FAMILIES)))
+    whole = best(lambda: tritonmetrics.totals(promtext.samples(text)))
+    new_model = best(
+        lambda: tritonmetrics.model_totals(promtext.samples(text, tritonmetrics.MODEL_FAMILIES))
+    )
     print(f"page: {len(text)} bytes, {lines} lines, {len(parsed)} samples, {models} models")
     print(f"hand parser (old):              {old * 1e6:8.1f} us per page")
     print(f"prometheus_client, whole page:  {whole * 1e6:8.1f} us per page ({whole / old:.1f}x)")

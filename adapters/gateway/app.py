@@ -80,7 +80,7 @@ class Gateway:
             self._grpc = door
         self._tasks.append(loop.create_task(self.router.sweep()))
         self._tasks.append(loop.create_task(self._sweep_clients()))
-        from adapters.gateway.signals import feed
+        from adapters.gateway.signalfeed import feed
 
         self._tasks.append(loop.create_task(feed(self.router, self.config)))
         log.info(

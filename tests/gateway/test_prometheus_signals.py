@@ -1,6 +1,6 @@
 """Signals through a real Prometheus (Debian's prometheus 2.42) scraping a real Triton.
 
-The gateway's own feed (`adapters.gateway.signals.feed` with `prometheus_url` set) runs its real
+The gateway's own feed (`adapters.gateway.signalfeed.feed` with `prometheus_url` set) runs its real
 PromQL queries through prometheus-api-client against a Prometheus started here on a free
 loopback port, into a real `Router`; nothing of the feed is copied or replaced.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from adapters.gateway import signals
+from adapters.gateway import signalfeed
 from adapters.gateway.config import GatewayConfig
 from adapters.gateway.directory import StaticDirectory
 from adapters.gateway.metrics import GatewayMetrics
@@ -65,7 +65,7 @@ def _with_prometheus(server: Server, tmp_path: Path) -> None:
 
 
 async def _feed_until_latency(server: Server, prometheus_url: str) -> ServerSignal:
-    """Run the gateway's own feed (`signals.feed` with `prometheus_url` set) into a real
+    """Run the gateway's own feed (`signalfeed.feed` with `prometheus_url` set) into a real
     router until it has set a latency for `server`, sending requests meanwhile."""
     config = GatewayConfig(prometheus_url=prometheus_url, signal_interval_s=0.5)
     router = Router(StaticDirectory(), config, GatewayMetrics())
@@ -82,7 +82,7 @@ async def _feed_until_latency(server: Server, prometheus_url: str) -> ServerSign
         st = router.servers.get(server.id)
         return st is not None and st.signal is not None and st.signal.latency_s > 0
 
-    feed = asyncio.create_task(signals.feed(router, config))
+    feed = asyncio.create_task(signalfeed.feed(router, config))
     try:
         # Rates need two scrapes with traffic between them: keep sending until there are.
         async def sent_and_seen() -> bool:

@@ -9,12 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.promtext import samples
-from controlplane import signals
-from controlplane.signals import MetricSample, ModelTotals
+from controlplane import tritonmetrics
+from controlplane.tritonmetrics import MetricSample, ModelTotals
 from loadgen import servermetrics
 
 # What Triton 2.51 writes, plus the cases a hand parser gets wrong.
-PAGE = r"""# HELP nv_inference_count Number of inferences performed (does not include cached requests)
+PAGE = r"""# HELP nv_inference_count Number of inferences performed
 # TYPE nv_inference_count counter
 nv_inference_count{model="plain",version="1"} 40 1700000000000
 nv_inference_count{model="quo\"te}, x=\"y",version="1"} 7
@@ -48,28 +48,32 @@ def test_timestamps_escapes_and_special_values_are_read_as_the_format_defines() 
 
 def test_core_sums_skip_non_finite_values_and_histogram_series() -> None:
     parsed = samples(PAGE)
-    per_model = signals.model_totals(parsed)
+    per_model = tritonmetrics.model_totals(parsed)
     assert per_model["plain"] == ModelTotals(inferences=40, executions=10)
     assert per_model['quo"te}, x="y'].inferences == 7
     assert "nan" not in per_model and "inf" not in per_model
-    t = signals.totals(parsed)
+    t = tritonmetrics.totals(parsed)
     # a histogram's _bucket/_sum/_count are not the counter of the same base name
     assert (t.pending, t.request_us, t.cpu) == (3, 0, 0)
-    assert signals.totals([MetricSample("nv_inference_request_duration_us", {}, 5.0)]).request_us
+    assert tritonmetrics.totals(
+        [MetricSample("nv_inference_request_duration_us", {}, 5.0)]
+    ).request_us
 
 
 def test_reading_only_the_families_the_core_sums_gives_the_same_sums() -> None:
-    assert signals.model_totals(samples(PAGE, signals.MODEL_FAMILIES)) == signals.model_totals(
-        samples(PAGE)
-    )
-    assert signals.totals(samples(PAGE, signals.SERVER_FAMILIES)) == signals.totals(samples(PAGE))
-    kept = {s.name for s in samples(PAGE, signals.SERVER_FAMILIES)}
+    assert tritonmetrics.model_totals(
+        samples(PAGE, tritonmetrics.MODEL_FAMILIES)
+    ) == tritonmetrics.model_totals(samples(PAGE))
+    assert tritonmetrics.totals(
+        samples(PAGE, tritonmetrics.SERVER_FAMILIES)
+    ) == tritonmetrics.totals(samples(PAGE))
+    kept = {s.name for s in samples(PAGE, tritonmetrics.SERVER_FAMILIES)}
     assert "nv_inference_count" not in kept and "nv_cpu_utilization" in kept
 
 
 def test_a_malformed_line_costs_that_line_not_the_page() -> None:
     text = PAGE + 'nv_inference_count{model="plain" 1\ngarbage here\n'
-    assert signals.model_totals(samples(text))["plain"].inferences == 40
+    assert tritonmetrics.model_totals(samples(text))["plain"].inferences == 40
     assert servermetrics.parse(text)["plain", "1"]["nv_inference_count"] == 40
 
 
@@ -89,9 +93,9 @@ _LINE_BITS = st.sampled_from(
 @given(st.lists(_LINE_BITS, max_size=60).map("".join) | st.text(max_size=500))
 def test_any_text_is_read_without_raising(text: str) -> None:
     parsed = samples(text)
-    assert samples(text, signals.MODEL_FAMILIES) is not None
+    assert samples(text, tritonmetrics.MODEL_FAMILIES) is not None
     assert all(isinstance(s.value, float | int) for s in parsed)
-    for t in signals.model_totals(parsed).values():
+    for t in tritonmetrics.model_totals(parsed).values():
         assert math.isfinite(t.inferences)
     for series in servermetrics.parse(text).values():
         assert all(math.isfinite(v) for v in series.values())
