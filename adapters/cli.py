@@ -152,14 +152,17 @@ def cmd_models_ensure(args: argparse.Namespace) -> int:
 def cmd_config_render(args: argparse.Namespace) -> int:
     spec = _spec(args.file)
     if args.offline:
+        from adapters.memstore import MemoryStore
+        from adapters.templatefiles import TemplateFiles
         from adapters.tritonschema import ProtobufSchema
         from controlplane.artifacts import ArtifactPolicy
         from controlplane.configgen import Renderer
         from controlplane.registry import Registry
         from controlplane.spec import ModelSpec
-        from controlplane.store import MemoryStore
 
-        registry = Registry(MemoryStore(), Renderer(ProtobufSchema()), ArtifactPolicy(None), float)
+        registry = Registry(
+            MemoryStore(), Renderer(ProtobufSchema(), TemplateFiles()), ArtifactPolicy(None), float
+        )
         print(registry.render(ModelSpec.model_validate(spec)).pbtxt, end="")
         return 0
     print(_call(args, "POST", "/v1/config/render", json=spec).text, end="")

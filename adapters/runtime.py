@@ -29,6 +29,7 @@ from adapters.nvml import inventory
 from adapters.procmem import ProcessTreeMeter
 from adapters.sqlitestore import SqliteStore
 from adapters.staticfleet import StaticFleet, load_servers, parse_servers
+from adapters.templatefiles import TemplateFiles
 from adapters.tritonbin import check_python_stub, locate
 from adapters.tritoncontrol import GrpcTritonControl
 from adapters.tritonschema import ProtobufSchema
@@ -207,7 +208,9 @@ class Runtime:
         policy = ArtifactPolicy(
             PurePosixPath(str(s.model_root.resolve())) if s.model_root else None
         )
-        self.registry = Registry(self.store, Renderer(ProtobufSchema()), policy, time.time)
+        self.registry = Registry(
+            self.store, Renderer(ProtobufSchema(), TemplateFiles()), policy, time.time
+        )
         self.fleet = build_fleet(s)
         await self.fleet.start()
         self.control = GrpcTritonControl()

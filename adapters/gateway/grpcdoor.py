@@ -44,7 +44,7 @@ __all__ = ["GrpcDoor", "field1_string"]
 
 
 class _Attempt:
-    """The router's handle on one gRPC attempt; gRPC deadlines time it out, not the sweep."""
+    """The router's handle on one gRPC attempt; gRPC deadlines time it out, not the timeout watch."""
 
     __slots__ = ()
 

@@ -49,7 +49,7 @@ from adapters.gateway.h2calls import (
     status_headers,
     trailers_only,
 )
-from adapters.gateway.h2upstream import UpstreamPool
+from adapters.gateway.h2upstream import H2UpstreamPool
 from adapters.gateway.h2wire import (
     ENHANCE_YOUR_CALM,
     NO_ERROR,
@@ -74,7 +74,7 @@ class H2Door:
         self.router = router
         self.metrics = metrics
         self.config = config
-        self.pool = UpstreamPool(config.connect_timeout_s)
+        self.pool = H2UpstreamPool(config.connect_timeout_s)
         self.server: asyncio.Server | None = None
         self.clients: set[ClientConnection] = set()
         self.limits = limits_of(config)
@@ -101,8 +101,8 @@ class H2Door:
             self.server = None
         self.pool.close()
 
-    def sweep(self, now: float) -> None:
-        """Close slow and idle client connections, end idle streams (the gateway's sweep)."""
+    def reap(self, now: float) -> None:
+        """Close slow and idle client connections, end idle streams (the gateway's reaper)."""
         header_t = self.config.header_timeout_s
         idle_t = self.config.idle_timeout_s
         stream_t = self.config.h2_stream_idle_timeout_s
@@ -179,7 +179,7 @@ class ClientConnection(Peer):
         self.door = door
         self.streams: dict[int, Unary | Relay | Local] = {}
         self.last_sid = 0
-        # slow/idle client detection (`H2Door.sweep`)
+        # slow/idle client detection (`H2Door.reap`)
         self.ready = False  # the client's preface and first SETTINGS arrived
         self.seen_at = 0.0
         self.head_from = 0.0
