@@ -41,6 +41,7 @@ from controlplane.fleet import FleetDriver
 from controlplane.reconciler import Reconciler, ReconcilerConfig
 from controlplane.registry import Registry
 from controlplane.settings import FleetKind, Settings
+from controlplane.tenants import TenantRegistry
 from model_repo_templates import EXAMPLES_DIR
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,7 @@ class Runtime:
     store: SqliteStore | None = None
     control: GrpcTritonControl | None = None
     registry: Registry | None = None
+    tenants: TenantRegistry | None = None
     reconciler: Reconciler | None = None
     api_server: uvicorn.Server | None = None
     api_url: str = ""
@@ -207,7 +209,15 @@ class Runtime:
         policy = ArtifactPolicy(
             PurePosixPath(str(s.model_root.resolve())) if s.model_root else None
         )
-        self.registry = Registry(self.store, Renderer(ProtobufSchema()), policy, time.time)
+        self.tenants = await TenantRegistry(self.store, time.time).load()
+        if self.tenants.list() and s.api_token is None:
+            log.warning(
+                "tenants exist but no --api-token is set: a call without a token acts as the "
+                "admin, so tenant isolation holds only for callers that send their token"
+            )
+        self.registry = Registry(
+            self.store, Renderer(ProtobufSchema()), policy, time.time, self.tenants
+        )
         self.fleet = build_fleet(s)
         await self.fleet.start()
         self.control = GrpcTritonControl()
@@ -239,6 +249,7 @@ class Runtime:
                 registry=self.registry,
                 fleet=self.reconciler,
                 api_token=s.api_token,
+                tenants=self.tenants,
                 max_body_bytes=s.max_body_bytes,
                 ensure_timeout_s=s.ensure_timeout_s,
             )

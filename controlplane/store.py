@@ -8,11 +8,13 @@ changed model from an unchanged one.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from controlplane.errors import Conflict, NotFound
 from controlplane.spec import ModelSpec
+from controlplane.tenants import Tenant
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class ModelRecord:
     config_json: str
     created_at: float
     updated_at: float
+    tenant: str | None = None  # the owner; None: registered by the admin for no tenant
 
     @property
     def served_key(self) -> str:
@@ -76,6 +79,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._records: dict[str, ModelRecord] = {}
         self._footprints: dict[str, Footprint] = {}
+        self._tenants: dict[str, Tenant] = {}
 
     async def get(self, name: str) -> ModelRecord:
         try:
@@ -117,6 +121,15 @@ class MemoryStore:
 
     async def footprints(self) -> dict[str, Footprint]:
         return dict(self._footprints)
+
+    async def tenants(self) -> Sequence[Tenant]:
+        return sorted(self._tenants.values(), key=lambda t: t.name)
+
+    async def put_tenant(self, tenant: Tenant, *, create: bool) -> Tenant:
+        if create and tenant.name in self._tenants:
+            raise Conflict(f"tenant {tenant.name!r} exists; revoke or rotate its token instead")
+        self._tenants[tenant.name] = tenant
+        return tenant
 
     async def close(self) -> None:
         return None
