@@ -250,3 +250,12 @@ def test_open_mode_without_admin_token(tmp_path: Path) -> None:
         assert api("GET", "/v1/models", "wrong").status_code == 401
     finally:
         api.close()
+
+
+def test_tags_are_stored_and_bad_tags_are_422_naming_tags(api: TenantApi) -> None:
+    tags = {"team": "search", "cost_center": "42"}
+    r = api.admin("POST", "/v1/models", json={**python_spec("tagged"), "tags": tags})
+    assert r.status_code == 201 and r.json()["spec"]["tags"] == tags
+    r = api.admin("PUT", "/v1/models/tagged", json={**python_spec("tagged"), "tags": {"a b": "x"}})
+    assert r.status_code == 422 and _fields(r) == ["tags"] and "'a b'" in r.text
+    assert api.admin("GET", "/v1/models/tagged").json()["spec"]["tags"] == tags
