@@ -38,6 +38,7 @@ from controlplane.autoscale import ScalerConfig
 from controlplane.configgen import Renderer
 from controlplane.errors import FleetError
 from controlplane.fleet import FleetDriver
+from controlplane.placement import QuotaView
 from controlplane.reconciler import Reconciler, ReconcilerConfig
 from controlplane.registry import Registry
 from controlplane.settings import FleetKind, Settings
@@ -236,8 +237,10 @@ class Runtime:
             ),
             meter=ProcessTreeMeter() if isinstance(self.fleet, LocalFleet) else None,
             autopilot=autopilot(s),
+            quotas=self._quotas,
         )
         reconciler = self.reconciler
+        self.tenants.subscribe(reconciler.wake)
 
         async def _changed(_: str) -> None:
             reconciler.wake()
@@ -283,6 +286,16 @@ class Runtime:
         if s.autopilot:
             self._attach_signals()
         return self
+
+    def _quotas(self) -> dict[str, QuotaView]:
+        """Each tenant's caps for the planner (revoked tenants keep theirs)."""
+        if self.tenants is None:
+            return {}
+        return {
+            t.name: QuotaView(t.quota.replicas, t.quota.memory_bytes)
+            for t in self.tenants.list()
+            if t.quota.replicas is not None or t.quota.memory_bytes is not None
+        }
 
     def _attach_signals(self) -> None:
         """The in-process gateway's request log when there is one, else Prometheus, else none."""

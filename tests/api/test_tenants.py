@@ -259,3 +259,38 @@ def test_tags_are_stored_and_bad_tags_are_422_naming_tags(api: TenantApi) -> Non
     r = api.admin("PUT", "/v1/models/tagged", json={**python_spec("tagged"), "tags": {"a b": "x"}})
     assert r.status_code == 422 and _fields(r) == ["tags"] and "'a b'" in r.text
     assert api.admin("GET", "/v1/models/tagged").json()["spec"]["tags"] == tags
+
+
+def test_registration_over_quota_is_refused_naming_the_quota(api: TenantApi) -> None:
+    t = api.create_tenant("q", models=2, replicas=3, memory_bytes=200 << 20)
+    r = api(
+        "POST", "/v1/models", t, json=python_spec("q.a", min_replicas=2, max_replicas=2)
+    )  # 128 MiB
+    assert r.status_code == 201, r.text
+    r = api("POST", "/v1/models", t, json=python_spec("q.b", min_replicas=2, max_replicas=2))
+    assert r.status_code == 403, r.text
+    body = r.json()
+    assert body["error"] == "tenant 'q' quota exceeded"
+    details = {d["field"]: d["message"] for d in body["detail"]}
+    assert (
+        "2 warm-floor replica(s) held + 2 asked > quota.replicas 3"
+        in details["policy.min_replicas"]
+    )
+    assert f"> quota.memory_bytes {200 << 20}" in details["policy.memory_bytes"]
+    assert api("GET", "/v1/models/q.b", t).status_code == 404  # nothing stored
+    # An update is held to the quota too; the stored model is unchanged.
+    r = api("PUT", "/v1/models/q.a", t, json=python_spec("q.a", min_replicas=4, max_replicas=4))
+    assert r.status_code == 403 and "policy.min_replicas" in _fields(r)
+    assert api("GET", "/v1/models/q.a", t).json()["generation"] == 1
+    assert api("POST", "/v1/models", t, json=python_spec("q.b")).status_code == 201
+    r = api("POST", "/v1/models", t, json=python_spec("q.c"))
+    assert r.status_code == 403 and _fields(r) == ["quota.models"]
+    assert "2 model(s) registered, the quota allows 2" in r.text
+    # The admin raises the quota; the tenant can register again.
+    r = api.admin("PUT", "/v1/tenants/q/quota", json={"models": 3})
+    assert r.status_code == 200 and r.json()["quota"]["models"] == 3
+    assert api("POST", "/v1/models", t, json=python_spec("q.c")).status_code == 201
+    r = api.admin("PUT", "/v1/tenants/q/quota", json={"models": -3})
+    assert r.status_code == 422 and _fields(r) == ["models"], r.text
+    held = api.admin("GET", "/v1/tenants/q").json()["holding"]
+    assert held == {"models": 3, "replicas": 2, "memory_bytes": 128 << 20}
