@@ -287,6 +287,38 @@ def cmd_tenants_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_usage(args: argparse.Namespace) -> int:
+    params = {"by": args.by}
+    if args.from_:
+        params["from"] = args.from_
+    if args.to:
+        params["to"] = args.to
+    if args.format == "csv":
+        print(_call(args, "GET", "/v1/usage", params={**params, "format": "csv"}).text, end="")
+        return 0
+    body = _call(args, "GET", "/v1/usage", params=params).json()
+    if args.format == "json":
+        print(json.dumps(body, indent=2))
+        return 0
+    start = time.strftime("%Y-%m-%d %H:%M", time.gmtime(body["from"]))
+    end = time.strftime("%Y-%m-%d %H:%M", time.gmtime(body["to"]))
+    print(f"usage {start} .. {end} UTC, by {body['by']}")
+    rows = [
+        [
+            str(r[body["by"]]),
+            f"{r['replica_s'] / 3600:.3f}",
+            f"{r['memory_gib_h']:.3f}",
+            "-" if r["gpu_s"] is None else f"{r['gpu_s'] / 3600:.3f}",
+            str(r["requests"]),
+            f"{r['compute_s']:.1f}",
+        ]
+        for r in body["rows"]
+    ]
+    header = [body["by"].upper(), "REPLICA-H", "MEM GIB-H", "GPU-H", "REQUESTS", "COMPUTE S"]
+    print(_table(rows, header) if rows else "no usage in this range")
+    return 0
+
+
 def cmd_loadgen(args: argparse.Namespace) -> int:
     try:
         from loadgen.cli import main as loadgen_main
@@ -315,6 +347,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         "slo_p95_ms",
         "slo_p99_ms",
         "server_idle_s",
+        "usage_flush_interval_s",
+        "usage_retention_days",
         *_GATEWAY_SETTINGS,
     ):
         value = getattr(args, key, None)
@@ -687,6 +721,18 @@ def _parser() -> argparse.ArgumentParser:
             default=None,
             help="stop an empty highest-ordinal server after this long (elastic fleet)",
         )
+        sp.add_argument(
+            "--usage-flush-interval-s",
+            type=float,
+            default=None,
+            help="chargeback: write accrued usage to SQLite this often (default 5)",
+        )
+        sp.add_argument(
+            "--usage-retention-days",
+            type=float,
+            default=None,
+            help="chargeback: prune per-minute usage older than this (default 400)",
+        )
         sp.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG")
 
     up = sub.add_parser("up", help="start a local fleet, the control API and the examples")
@@ -808,6 +854,23 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--json", action="store_true", help="print JSON")
         api_opts(sp)
         sp.set_defaults(func=fn)
+
+    usage = sub.add_parser("usage", help="chargeback: usage per tenant, tag or model")
+    usage.add_argument(
+        "--from",
+        dest="from_",
+        default=None,
+        help="start: epoch seconds or ISO-8601, UTC unless it says (default: 24 h before --to)",
+    )
+    usage.add_argument("--to", default=None, help="end (default: now)")
+    usage.add_argument(
+        "--by", choices=["tenant", "tag", "model"], default="tenant", help="group rows by"
+    )
+    usage.add_argument(
+        "--format", choices=["table", "json", "csv"], default="table", help="output format"
+    )
+    api_opts(usage)
+    usage.set_defaults(func=cmd_usage)
 
     lg = sub.add_parser(
         "loadgen", help="load generator and SLO gate (see `loadgen --help`)", add_help=False

@@ -32,6 +32,7 @@ from adapters.staticfleet import StaticFleet, load_servers, parse_servers
 from adapters.tritonbin import check_python_stub, locate
 from adapters.tritoncontrol import GrpcTritonControl
 from adapters.tritonschema import ProtobufSchema
+from adapters.usagerecorder import UsageRecorder
 from controlplane.artifacts import ArtifactPolicy
 from controlplane.autopilot import Autopilot, FleetBounds
 from controlplane.autoscale import ScalerConfig
@@ -200,6 +201,7 @@ class Runtime:
     api_url: str = ""
     gateway: Gateway | None = None
     capacity: TritonCapacity | None = None
+    usage: UsageRecorder | None = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     async def start(self) -> Runtime:
@@ -247,12 +249,23 @@ class Runtime:
 
         self.registry.subscribe(_changed)
         self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconciler"))
+        # One scraper of Triton's /metrics for the autopilot and chargeback (never two).
+        self.capacity = TritonCapacity()
+        self.usage = UsageRecorder(
+            self.reconciler,
+            self.store,
+            self.capacity,
+            flush_interval_s=s.usage_flush_interval_s,
+            retention_s=s.usage_retention_days * 86400,
+        )
+        self._tasks.append(asyncio.create_task(self.usage.run(), name="usage"))
         app = create_app(
             ApiContext(
                 registry=self.registry,
                 fleet=self.reconciler,
                 api_token=s.api_token,
                 tenants=self.tenants,
+                usage=self.usage,
                 max_body_bytes=s.max_body_bytes,
                 ensure_timeout_s=s.ensure_timeout_s,
             )
@@ -302,7 +315,7 @@ class Runtime:
         assert self.reconciler is not None
         s = self.settings
         if self.gateway is not None:
-            self.capacity = TritonCapacity()
+            assert self.capacity is not None
             self.reconciler.autopilot.attach(
                 GatewaySignals(
                     self.gateway.metrics.log, self.gateway.router.model_inflight, self.capacity
@@ -324,9 +337,15 @@ class Runtime:
         if self.api_server is not None:
             self.api_server.should_exit = True
         for task in self._tasks:
-            if task.get_name() == "reconciler":
+            if task.get_name() in ("reconciler", "usage"):
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.usage is not None and self.store is not None:
+            try:
+                self.usage.observe()
+                await self.usage.flush()  # a graceful stop loses nothing
+            except Exception:
+                log.exception("usage: the last flush failed")
         if self.reconciler is not None:
             await self.reconciler.close()
         if self.control is not None:

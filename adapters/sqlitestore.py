@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +22,7 @@ from controlplane.errors import Conflict, NotFound
 from controlplane.spec import ModelSpec
 from controlplane.store import Footprint, ModelRecord
 from controlplane.tenants import Quota, Tenant
+from controlplane.usage import UsageRow
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -43,6 +44,19 @@ CREATE TABLE IF NOT EXISTS footprints (
     measured_at REAL NOT NULL,
     generation INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS usage (
+    bucket INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    tenant TEXT,
+    tags_json TEXT NOT NULL,
+    replica_s REAL NOT NULL,
+    memory_byte_s REAL NOT NULL,
+    gpu_s REAL,
+    requests REAL NOT NULL,
+    compute_us REAL NOT NULL,
+    PRIMARY KEY (bucket, model)
+);
+CREATE INDEX IF NOT EXISTS usage_by_tenant ON usage (tenant, bucket);
 CREATE TABLE IF NOT EXISTS tenants (
     name TEXT PRIMARY KEY,
     token_sha256 TEXT NOT NULL UNIQUE,
@@ -292,6 +306,65 @@ class SqliteStore:
             return tenant
 
         return await self._run(q)
+
+    async def add_usage(self, rows: Sequence[UsageRow]) -> None:
+        """Add `rows` to what is stored for their (bucket, model), in one transaction."""
+
+        def q() -> None:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (bucket, model) DO UPDATE SET "
+                    "tenant = excluded.tenant, tags_json = excluded.tags_json, "
+                    "replica_s = replica_s + excluded.replica_s, "
+                    "memory_byte_s = memory_byte_s + excluded.memory_byte_s, "
+                    "gpu_s = CASE WHEN excluded.gpu_s IS NULL THEN gpu_s "
+                    "ELSE coalesce(gpu_s, 0) + excluded.gpu_s END, "
+                    "requests = requests + excluded.requests, "
+                    "compute_us = compute_us + excluded.compute_us",
+                    [
+                        (
+                            r.bucket,
+                            r.model,
+                            r.tenant,
+                            json.dumps(dict(r.tags), sort_keys=True),
+                            r.replica_s,
+                            r.memory_byte_s,
+                            r.gpu_s,
+                            r.requests,
+                            r.compute_us,
+                        )
+                        for r in rows
+                    ],
+                )
+
+        if rows:
+            await self._run(q)
+
+    async def usage(self, from_s: float, to_s: float, tenant: str | None = None) -> list[UsageRow]:
+        """Rows of the buckets that start in [from_s, to_s); only `tenant`'s when given."""
+
+        def q() -> list[UsageRow]:
+            sql = (
+                "SELECT bucket, model, tenant, tags_json, replica_s, memory_byte_s, gpu_s, "
+                "requests, compute_us FROM usage WHERE bucket >= ? AND bucket < ?"
+            )
+            params: tuple[Any, ...] = (from_s, to_s)
+            if tenant is not None:
+                sql += " AND tenant = ?"
+                params += (tenant,)
+            return [
+                UsageRow(b, m, t, json.loads(tags), rs, mem, gpu, req, comp)
+                for b, m, t, tags, rs, mem, gpu, req, comp in self._db.execute(sql, params)
+            ]
+
+        return await self._run(q)
+
+    async def prune_usage(self, before_s: float) -> int:
+        return await self._run(
+            lambda: self._db.execute("DELETE FROM usage WHERE bucket < ?", (before_s,)).rowcount
+        )
 
     async def close(self) -> None:
         def q() -> None:

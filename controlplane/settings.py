@@ -258,6 +258,16 @@ class Settings(BaseSettings):
     store_path: Path | None = Field(
         default=None, description="SQLite file of the registry; default <data_dir>/tritonfleet.db"
     )
+    usage_flush_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Chargeback: accrued usage is written to SQLite this often (a crash loses "
+        "at most this much)",
+    )
+    usage_retention_days: float = Field(
+        default=400.0, gt=0, description="Chargeback: per-minute usage older than this is pruned"
+    )
 
     k8s_namespace: str | None = Field(default=None, description="Kubernetes fleet: namespace")
     k8s_statefulset: str | None = Field(default=None, description="Triton StatefulSet name")

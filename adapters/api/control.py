@@ -10,11 +10,15 @@ other model is a 404); no token reads the models of no tenant and changes nothin
 
 from __future__ import annotations
 
+import csv
 import hmac
+import io
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import yaml
@@ -41,6 +45,7 @@ from controlplane.tenants import (
     TenantCreate,
     TenantRegistry,
 )
+from controlplane.usage import BUCKET_S, GroupBy, UsageRow
 
 
 class FleetView(Protocol):
@@ -69,12 +74,23 @@ class FleetView(Protocol):
         ...
 
 
+class UsageSource(Protocol):
+    """What the API asks of chargeback (`adapters.usagerecorder.UsageRecorder`)."""
+
+    async def report(
+        self, from_s: float, to_s: float, by: GroupBy, tenant: str | None
+    ) -> list[dict[str, object]]: ...
+
+    def totals(self) -> dict[str, UsageRow]: ...
+
+
 @dataclass
 class ApiContext:
     registry: Registry
     fleet: FleetView | None = None
     api_token: str | None = None
     tenants: TenantRegistry | None = None
+    usage: UsageSource | None = None
     max_body_bytes: int = 8 * 1024 * 1024
     ensure_timeout_s: float = 30.0
 
@@ -158,6 +174,71 @@ class _FleetCollector(Collector):
         for model, n in sorted(scaling["desired"].items()):
             desired.add_metric([model], n)
         yield desired
+
+
+class _UsageCollector(Collector):
+    """Chargeback counters since this process started, by tenant and model (both bounded:
+    tags are not labels, a tag set is unbounded)."""
+
+    _FAMILIES = (
+        ("replica_seconds", "Seconds of READY replicas", lambda r: r.replica_s),
+        ("memory_byte_seconds", "Replica memory (bytes) times seconds", lambda r: r.memory_byte_s),
+        ("gpu_seconds", "GPU-seconds, split by memory share on GPU servers", lambda r: r.gpu_s),
+        ("requests", "Successful inference requests (Triton)", lambda r: r.requests),
+        ("compute_seconds", "Triton compute time", lambda r: r.compute_us / 1e6),
+    )
+
+    def __init__(self, usage: UsageSource) -> None:
+        self._usage = usage
+
+    def collect(self) -> Iterator[Metric]:
+        totals = sorted(self._usage.totals().items())
+        for name, doc, value in self._FAMILIES:
+            family = CounterMetricFamily(
+                f"tritonfleet_usage_{name}",
+                doc + ", by tenant and model",
+                labels=["tenant", "model"],
+            )
+            for model, row in totals:
+                v = value(row)
+                if v is not None:
+                    family.add_metric([row.tenant or "", model], v)
+            yield family
+
+
+def _instant(raw: str | None, field: str, default: float) -> float:
+    """Seconds since the epoch from epoch seconds or an ISO-8601 time (UTC unless it says)."""
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            parsed = datetime.fromisoformat(raw[:64].replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise InvalidSpec(
+                [FieldProblem(field, "must be seconds since the epoch or an ISO-8601 time")],
+                subject="usage query",
+            ) from exc
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        value = parsed.timestamp()
+    if not math.isfinite(value) or not 0 <= value < 1e11:
+        raise InvalidSpec(
+            [FieldProblem(field, "must be a time between 1970 and the year 5000")],
+            subject="usage query",
+        )
+    return value
+
+
+def _csv(rows: list[dict[str, object]], key: str) -> str:
+    out = io.StringIO()
+    columns = [key, "replica_s", "memory_gib_h", "gpu_s", "requests", "compute_s"]
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if row[c] is None else row[c] for c in columns])
+    return out.getvalue()
 
 
 def record_view(record: ModelRecord) -> dict[str, Any]:
@@ -254,6 +335,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     models_gauge = Gauge("tritonfleet_models_registered", "Registered models", registry=metrics)
     if ctx.fleet is not None:
         metrics.register(_FleetCollector(ctx.fleet))
+    if ctx.usage is not None:
+        metrics.register(_UsageCollector(ctx.usage))
 
     @app.middleware("http")
     async def _count(
@@ -409,6 +492,55 @@ def create_app(ctx: ApiContext) -> FastAPI:
             status,
             status_code=200 if ready else 503,
             headers=None if ready else {"Retry-After": "2"},
+        )
+
+    # --- chargeback ---------------------------------------------------------------------------
+    @app.get("/v1/usage", response_model=None)
+    async def usage(
+        request: Request,
+        from_: str | None = Query(
+            None, alias="from", max_length=64, description="Start: epoch seconds or ISO-8601"
+        ),
+        to: str | None = Query(None, max_length=64, description="End (default: now)"),
+        by: GroupBy = Query(GroupBy.TENANT, description="Group by tenant, tag or model"),
+        format: str | None = Query(None, pattern="^(json|csv)$", description="json or csv"),
+        who: Principal = Depends(caller),
+    ) -> Response:
+        """Usage per tenant, tag or model over [from, to), in one-minute buckets (a bucket
+        counts when it starts in the range). A tenant token sees its own models' usage only."""
+        if who == ANONYMOUS:
+            raise Unauthorized("usage needs a token: the admin token or a tenant token")
+        now = time.time()
+        to_s = _instant(to, "to", now)
+        from_s = _instant(from_, "from", to_s - 86400)
+        if from_s >= to_s:
+            raise InvalidSpec(
+                [FieldProblem("from", f"must be before 'to' (from={from_s:.0f}, to={to_s:.0f})")],
+                subject="usage query",
+            )
+        if to_s - from_s > 400 * 86400:
+            raise InvalidSpec(
+                [FieldProblem("from", "the range may span at most 400 days")],
+                subject="usage query",
+            )
+        if ctx.usage is None:
+            raise NotSupported("usage accounting is not enabled in this control plane")
+        start = math.floor(from_s / BUCKET_S) * BUCKET_S
+        rows = await ctx.usage.report(start, to_s, by, None if who.admin else who.tenant)
+        wants_csv = format == "csv" or (
+            format is None and "text/csv" in request.headers.get("accept", "")
+        )
+        if wants_csv:
+            return Response(_csv(rows, by.value), media_type="text/csv; charset=utf-8")
+        return JSONResponse(
+            {
+                "from": start,
+                "to": to_s,
+                "by": by.value,
+                "bucket_s": BUCKET_S,
+                "tenant": None if who.admin else who.tenant,
+                "rows": rows,
+            }
         )
 
     # --- tenants (admin only) --------------------------------------------------------------
