@@ -511,7 +511,7 @@ async def _gateway(settings: Settings, control_url: str) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await directory.start()
-    gateway = Gateway(gateway_config(settings), directory)
+    gateway = Gateway(gateway_config(settings), directory, admin_token=settings.api_token)
     try:
         try:
             await gateway.start()

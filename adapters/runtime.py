@@ -286,7 +286,12 @@ class Runtime:
         port = self.api_server.servers[0].sockets[0].getsockname()[1]
         self.api_url = f"http://{s.api_host}:{port}"
         if s.gateway_enabled:
-            self.gateway = Gateway(gateway_config(s), self.reconciler)
+            self.gateway = Gateway(
+                gateway_config(s),
+                self.reconciler,
+                tenants=self.tenants.index,
+                admin_token=s.api_token,
+            )
             try:
                 await self.gateway.start()
             except OSError as exc:

@@ -140,6 +140,11 @@ class Settings(BaseSettings):
     # builds it from `gateway_values()`; a test checks that every GatewayConfig field has one
     # and that the defaults agree). GatewayConfig validates the values; its errors name these.
     gateway_host: str = Field(default="127.0.0.1", description="Gateway bind address")
+    gateway_auth: Literal["off", "tenants"] = Field(
+        default="off",
+        description="Gateway auth: 'tenants' needs a tenant's (or the admin's) bearer token on "
+        "model routes (401 without, 404 for another tenant's model, 429 over its rate limit)",
+    )
     gateway_http_port: int = Field(default=8000, ge=0, le=65535, description="Gateway HTTP port")
     gateway_grpc_port: int | None = Field(
         default=8001, ge=0, le=65535, description="Gateway gRPC port (none: no gRPC door)"

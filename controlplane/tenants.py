@@ -26,6 +26,7 @@ from typing import Protocol
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from controlplane.errors import Conflict, FieldProblem, InvalidSpec, NotFound, PermanentError
+from controlplane.replicas import TenantAccess
 from controlplane.spec import ModelSpec
 
 TENANT_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
@@ -165,12 +166,21 @@ class TenantIndex:
     def __init__(self, tenants: Iterable[Tenant] = ()) -> None:
         self.by_name: dict[str, Tenant] = {}
         self.by_hash: dict[str, Tenant] = {}
+        self.access: dict[str, TenantAccess] = {}
         self.replace(tenants)
 
     def replace(self, tenants: Iterable[Tenant]) -> None:
         by_name = {t.name: t for t in tenants}
         self.by_name = by_name
         self.by_hash = {t.token_sha256: t for t in by_name.values() if t.active}
+        self.access = {
+            digest: TenantAccess(t.name, t.quota.requests_per_s, t.quota.burst)
+            for digest, t in self.by_hash.items()
+        }
+
+    def tenant_by_token(self, token_sha256: str) -> TenantAccess | None:
+        """`TenantLookup` for an in-process gateway: one dict lookup."""
+        return self.access.get(token_sha256)
 
     def authenticate(self, token: str) -> Tenant | None:
         digest = hash_token(token)

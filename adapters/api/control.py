@@ -457,9 +457,13 @@ def create_app(ctx: ApiContext) -> FastAPI:
         admin token when one is set: it carries the tenants' token hashes)."""
         if not who.admin:
             raise Unauthorized("GET /v1/replicas needs the admin token (it is the gateway's)")
+        tenants = {
+            digest: {"name": a.name, "requests_per_s": a.requests_per_s, "burst": a.burst}
+            for digest, a in (ctx.tenants.index.access if ctx.tenants else {}).items()
+        }
         if ctx.fleet is None:
-            return JSONResponse({"models": {}})
-        return JSONResponse(ctx.fleet.directory())
+            return JSONResponse({"models": {}, "tenants": tenants})
+        return JSONResponse({**ctx.fleet.directory(), "tenants": tenants})
 
     @app.get("/v1/models/{name}/status")
     async def model_status(name: str, who: Principal = Depends(caller)) -> dict[str, Any]:
