@@ -665,7 +665,10 @@ def _parser() -> argparse.ArgumentParser:
             help="SQLite store, server logs and records (default .tritonfleet)",
         )
         sp.add_argument(
-            "--api-token", default=None, help="bearer token the control API requires on changes"
+            "--api-token",
+            default=None,
+            help="the admin token: required on changes, manages tenants (env "
+            "TRITONFLEET_API_TOKEN)",
         )
         sp.add_argument(
             "--admin-key",

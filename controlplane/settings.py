@@ -33,7 +33,9 @@ class Settings(BaseSettings):
     api_host: str = Field(default="127.0.0.1", description="Control API bind address")
     api_port: int = Field(default=8080, ge=0, le=65535, description="Control API port (0 = any)")
     api_token: str | None = Field(
-        default=None, description="Bearer token required by mutating control-API calls"
+        default=None,
+        description="The admin token: required by control-API changes (a tenant token also "
+        "works, scoped to its models), and the only one that manages tenants",
     )
     max_body_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, description="Largest control-API request body accepted"

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from adapters.cli import main
 from adapters.tritonbin import TritonInstall
 from tests.integration.test_crash_safety import Up
 from tests.support import python_spec, wait_until
@@ -40,7 +41,10 @@ def _ready_replicas(api: str) -> int:
 
 
 def test_replica_seconds_within_2_percent_and_survive_sigkill(
-    triton_install: TritonInstall, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    triton_install: TritonInstall,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("TRITONFLEET_RECONCILE_INTERVAL_S", str(TICK_S))
     data = tmp_path / "data"
@@ -70,5 +74,12 @@ def test_replica_seconds_within_2_percent_and_survive_sigkill(
         # Lost at most a flush interval and a tick of 2 replicas (plus request latency).
         assert u_after >= u_kill - 2 * (FLUSH_S + 2 * TICK_S) - 0.5, (u_after, u_kill)
         assert u_after <= u_kill + 2 * (t_after - t1) + 1, "nothing counted twice"
+        # The CLI's table and its field-naming refusal, against this control plane.
+        code = main(["usage", "--by", "model", "--api", again.api])
+        out = capsys.readouterr()
+        assert code == 0 and "REPLICA-H" in out.out and "acct" in out.out, out
+        code = main(["usage", "--from", "last tuesday", "--api", again.api])
+        out = capsys.readouterr()
+        assert code == 2 and "from: must be seconds since the epoch" in out.err, out
     finally:
         again.stop()
