@@ -115,11 +115,15 @@ def cmd_models_list(args: argparse.Namespace) -> int:
             str(m["generation"]),
             str(m["spec"]["policy"]["min_replicas"]),
             str(m["spec"]["policy"]["max_replicas"]),
+            m.get("tenant") or "-",
+            ",".join(f"{k}={v}" for k, v in sorted(m["spec"].get("tags", {}).items())) or "-",
         ]
         for m in models
     ]
     print(
-        _table(rows, ["NAME", "BACKEND", "GEN", "MIN", "MAX"]) if rows else "no models registered"
+        _table(rows, ["NAME", "BACKEND", "GEN", "MIN", "MAX", "TENANT", "TAGS"])
+        if rows
+        else "no models registered"
     )
     return 0
 
