@@ -455,8 +455,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def replicas(who: Principal = Depends(caller)) -> JSONResponse:
         """Where each registered model is ready now: what a separate gateway polls (with the
         admin token when one is set: it carries the tenants' token hashes)."""
-        if not who.admin:
+        if who == ANONYMOUS:
             raise Unauthorized("GET /v1/replicas needs the admin token (it is the gateway's)")
+        if not who.admin:
+            raise Forbidden("GET /v1/replicas needs the admin token (it is the gateway's)")
         tenants = {
             digest: {"name": a.name, "requests_per_s": a.requests_per_s, "burst": a.burst}
             for digest, a in (ctx.tenants.index.access if ctx.tenants else {}).items()

@@ -190,3 +190,15 @@ def test_iso_times_and_a_restart_keeps_what_was_flushed(world: World, tmp_path: 
         fresh.report(T0 - 60, T0 + 3600, __import__("controlplane.usage").usage.GroupBy.MODEL, None)
     )
     assert after == before
+
+
+def test_a_tenant_sees_the_fleet_with_only_its_own_models(world: World) -> None:
+    def placed(token: str) -> set[str]:
+        headers = {"Authorization": f"Bearer {token}"}
+        fleet = world.run(world.client.get("/v1/fleet", headers=headers)).json()
+        assert len(fleet["servers"]) == 2  # every server, with its memory in use
+        return {m["name"] for s in fleet["servers"] for m in s["models"]}
+
+    assert placed(world.tokens["blue"]) == {"blue.m"}
+    assert placed(world.tokens["red"]) == {"red.m"}
+    assert placed(ADMIN) == {"red.m", "blue.m"}
