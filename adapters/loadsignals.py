@@ -47,6 +47,23 @@ class TritonCapacity:
     async def close(self) -> None:
         await self._http.aclose()
 
+    def latest(self) -> dict[str, dict[str, tritonmetrics.ModelTotals]]:
+        """The last scrape of each server: {server id: {model: totals}} (chargeback reads it)."""
+        return {sid: hist[-1][1] for sid, hist in self._history.items() if hist}
+
+    async def refresh(self, servers: Sequence[Server], now: float, max_age_s: float) -> None:
+        """Scrape the servers whose last scrape is older than `max_age_s` (the autopilot's
+        scrapes count: usage accounting adds none while the autopilot scrapes anyway)."""
+        stale = [
+            s
+            for s in servers
+            if not (hist := self._history.get(s.id)) or hist[-1][0] < now - max_age_s
+        ]
+        await asyncio.gather(*(self._scrape(s, now) for s in stale))
+        live = {s.id for s in servers}
+        for sid in [k for k in self._history if k not in live]:
+            del self._history[sid]
+
     async def _scrape(self, server: Server, now: float) -> None:
         if not server.metrics_url:
             return

@@ -7,10 +7,13 @@ and the core's tests run the reconciler over one. `tritonfleet up` and `controlp
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 from controlplane.errors import Conflict, NotFound
 from controlplane.store import Footprint, ModelRecord
+from controlplane.tenants import Tenant
+from controlplane.usage import UsageRow
 
 
 class MemoryStore:
@@ -19,6 +22,8 @@ class MemoryStore:
     def __init__(self) -> None:
         self._records: dict[str, ModelRecord] = {}
         self._footprints: dict[str, Footprint] = {}
+        self._tenants: dict[str, Tenant] = {}
+        self._usage: dict[tuple[int, str], UsageRow] = {}
 
     async def get(self, name: str) -> ModelRecord:
         try:
@@ -60,6 +65,37 @@ class MemoryStore:
 
     async def footprints(self) -> dict[str, Footprint]:
         return dict(self._footprints)
+
+    async def tenants(self) -> Sequence[Tenant]:
+        return sorted(self._tenants.values(), key=lambda t: t.name)
+
+    async def put_tenant(self, tenant: Tenant, *, create: bool) -> Tenant:
+        if create and tenant.name in self._tenants:
+            raise Conflict(f"tenant {tenant.name!r} exists; revoke or rotate its token instead")
+        self._tenants[tenant.name] = tenant
+        return tenant
+
+    async def add_usage(self, rows: Sequence[UsageRow]) -> None:
+        for row in rows:
+            key = (row.bucket, row.model)
+            if key not in self._usage:
+                self._usage[key] = UsageRow(row.bucket, row.model, row.tenant, row.tags)
+            self._usage[key].add(row)
+
+    async def usage(
+        self, from_s: float, to_s: float, tenant: str | None = None
+    ) -> Sequence[UsageRow]:
+        return [
+            replace(r, tags=dict(r.tags))
+            for r in self._usage.values()
+            if from_s <= r.bucket < to_s and (tenant is None or r.tenant == tenant)
+        ]
+
+    async def prune_usage(self, before_s: float) -> int:
+        old = [k for k in self._usage if k[0] < before_s]
+        for k in old:
+            del self._usage[k]
+        return len(old)
 
     async def close(self) -> None:
         return None

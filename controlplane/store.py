@@ -23,6 +23,7 @@ class ModelRecord:
     config_json: str
     created_at: float
     updated_at: float
+    tenant: str | None = None  # the owner; None: registered by the admin for no tenant
 
     @property
     def served_key(self) -> str:

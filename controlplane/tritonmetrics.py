@@ -81,6 +81,7 @@ _MODEL_FAMILIES = {
     "nv_inference_exec_count": "executions",
     "nv_inference_compute_infer_duration_us": "compute_us",
     "nv_inference_queue_duration_us": "queue_us",
+    "nv_inference_request_success": "requests",
 }
 
 
@@ -95,6 +96,7 @@ class ModelTotals:
     executions: float = 0.0
     compute_us: float = 0.0
     queue_us: float = 0.0
+    requests: float = 0.0  # successful requests (chargeback)
 
 
 def model_totals(samples: Iterable[MetricSample]) -> dict[str, ModelTotals]:

@@ -16,7 +16,8 @@ from adapters.gateway.config import GatewayConfig
 from adapters.gateway.http import HttpDoor
 from adapters.gateway.metrics import GatewayMetrics
 from adapters.gateway.router import Router
-from controlplane.replicas import ReplicaDirectory
+from controlplane.replicas import ReplicaDirectory, TenantLookup
+from controlplane.tenants import hash_token
 
 if TYPE_CHECKING:
     from adapters.gateway.grpcdoor import GrpcDoor
@@ -26,10 +27,23 @@ log = logging.getLogger(__name__)
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig, directory: ReplicaDirectory) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        directory: ReplicaDirectory,
+        *,
+        tenants: TenantLookup | None = None,
+        admin_token: str | None = None,
+    ) -> None:
         self.config = config
         self.metrics = GatewayMetrics()
-        self.router = Router(directory, config, self.metrics)
+        self.router = Router(
+            directory,
+            config,
+            self.metrics,
+            tenants=tenants,
+            admin_token_sha256=hash_token(admin_token) if admin_token else None,
+        )
         self.http = HttpDoor(
             self.router,
             self.metrics,

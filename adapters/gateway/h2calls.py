@@ -235,7 +235,8 @@ class Unary:
             return
         self.body = body
         try:
-            self.rt = admit(door.router, door.metrics, model)
+            token = self.client.token_of(self.headers) if door.router.gate.enabled else None
+            self.rt = admit(door.router, door.metrics, model, token)
         except Refusal as r:
             self._local(r.code, r.details, admitted=False)
             return
@@ -504,7 +505,8 @@ class Relay:
         door = self.client.door
         try:
             self.model = model = field1_string(first)
-            admit(door.router, door.metrics, model)
+            token = self.client.token_of(self.headers) if door.router.gate.enabled else None
+            admit(door.router, door.metrics, model, token)
         except Refusal as r:
             self._fail(r.code, r.details)
             return

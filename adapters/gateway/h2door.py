@@ -60,6 +60,7 @@ from adapters.gateway.h2wire import (
 )
 from adapters.gateway.metrics import GatewayMetrics
 from adapters.gateway.router import Router
+from adapters.gateway.tenancy import token_hash
 from controlplane.replicas import Replica
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,17 @@ class ClientConnection(Peer):
         self.head_from = 0.0
         self.stall_from = 0.0
         self.buffer_cap = door.config.h2_max_connection_buffer_bytes
+        # The last `authorization` value and its hash: a client sends the same token on
+        # every call of a connection, so it is hashed once per connection.
+        self._auth: tuple[bytes | None, str | None] = (None, None)
+
+    def token_of(self, headers: list[tuple[bytes, bytes]]) -> str | None:
+        value = next((v for n, v in headers if n == b"authorization"), None)
+        if value is None:
+            return None
+        if self._auth[0] != value:
+            self._auth = (value, token_hash(value))
+        return self._auth[1]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         door = self.door

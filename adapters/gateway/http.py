@@ -47,7 +47,7 @@ MAX_ROUTE_TARGET_BYTES = 256  # longer targets are routed every time, not rememb
 _HEADS: HeadCache[RequestHead] = HeadCache()
 _MODEL_ACTIONS = frozenset((b"", b"ready", b"config", b"infer", b"stats"))
 _REASONS = {
-    200: b"OK", 400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found",
+    200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
     405: b"Method Not Allowed", 408: b"Request Timeout", 411: b"Length Required", 413: b"Payload Too Large",
     414: b"URI Too Long", 429: b"Too Many Requests", 431: b"Request Header Fields Too Large",
     502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout",
@@ -168,10 +168,14 @@ class HttpDoor:
 _REFUSAL = RequestHead(b"", b"", 0, False, False, b"")  # a refusal queued behind replies owed
 
 
+_DENIED = {401: "unauthenticated", 404: "unknown_model", 429: "rate_limited"}
+
+
 class _Request:
-    __slots__ = ("body", "head", "keep_alive", "method", "size", "url")
+    __slots__ = ("body", "head", "keep_alive", "method", "size", "token", "url")
 
     def __init__(self, head: RequestHead, body: bytes) -> None:
+        self.token = head.token_sha256
         self.method = head.method
         self.url = head.target
         self.head = head.upstream_head
@@ -478,6 +482,18 @@ class _Http1Client(asyncio.Protocol):
     def _forward(self, model: str, action: bytes, req: _Request) -> None:
         router = self.door.router
         rt = router.directory.routing(model)
+        if router.gate.enabled:
+            denied = router.gate.check(model, rt, req.token)
+            if denied is not None:
+                self.door.metrics.rejections[model, _DENIED[denied.status]] += 1
+                extra = (
+                    b"Retry-After: %d\r\n" % denied.retry_after_s if denied.retry_after_s else b""
+                )
+                if denied.status == 401:
+                    extra += b'WWW-Authenticate: Bearer realm="tritonfleet"\r\n'
+                return self.respond(
+                    error_response(denied.status, denied.message, extra=extra), req.keep_alive
+                )
         if rt is None:
             self.door.metrics.rejections[model, "unknown_model"] += 1
             return self.respond(

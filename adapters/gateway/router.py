@@ -17,12 +17,13 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 from adapters.gateway.config import GatewayConfig
 from adapters.gateway.metrics import GatewayMetrics
+from adapters.gateway.tenancy import TenantGate
 from controlplane import routing
-from controlplane.replicas import ModelRouting, Replica, ReplicaDirectory
+from controlplane.replicas import ModelRouting, Replica, ReplicaDirectory, TenantLookup
 from controlplane.routing import OutlierRule, ReplicaStats, RetryBudget, ServerSignal
 
 log = logging.getLogger(__name__)
@@ -69,8 +70,15 @@ class Router:
         *,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        tenants: TenantLookup | None = None,
+        admin_token_sha256: str | None = None,
     ) -> None:
         self.directory = directory
+        if tenants is None and hasattr(directory, "tenant_by_token"):
+            tenants = cast(TenantLookup, directory)  # a gateway apart: the remote directory
+        self.gate = TenantGate(
+            config.auth == "tenants", tenants, admin_token_sha256=admin_token_sha256, clock=clock
+        )
         self.config = config
         self.metrics = metrics
         self.policy = routing.make(config.policy)
