@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from loadgen.errors import TargetError, UsageError
 
@@ -129,7 +130,7 @@ def resolve_shape(
 
 def random_tensor(
     datatype: str, shape: tuple[int, ...], rng: np.random.Generator, string_length: int = 16
-) -> np.ndarray:
+) -> NDArray[Any]:
     """Random data of a Triton datatype; BYTES elements are ASCII strings."""
     if datatype not in _NP:
         raise UsageError(
@@ -160,7 +161,7 @@ def build_sets(
     rng: np.random.Generator,
     string_length: int = 16,
     data_file: Path | None = None,
-) -> list[dict[str, np.ndarray]]:
+) -> list[dict[str, NDArray[Any]]]:
     """`count` input sets (or the file's sets), each mapping input name → array."""
     if data_file is not None:
         return _from_file(sig, data_file, batch_size, shapes)
@@ -183,7 +184,7 @@ def _from_file(
     path: Path,
     batch_size: int,
     shapes: Mapping[str, tuple[int, ...]],
-) -> list[dict[str, np.ndarray]]:
+) -> list[dict[str, NDArray[Any]]]:
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -196,14 +197,31 @@ def _from_file(
     out = []
     for i, entry in enumerate(entries):
         tensors = {}
+        if not isinstance(entry, dict):
+            raise UsageError("--input-data", f"{path}: data[{i}] must be an object of inputs")
         for s in sig.inputs:
             if s.name not in entry:
                 raise UsageError("--input-data", f"{path}: data[{i}] lacks input {s.name}")
             value = entry[s.name]
             content = value.get("content") if isinstance(value, dict) else value
+            if not isinstance(content, list):
+                raise UsageError(
+                    "--input-data",
+                    f"{path}: data[{i}].{s.name} must be a list of values"
+                    " or {'content': [...], 'shape': [...]}",
+                )
+            given = value.get("shape") if isinstance(value, dict) else None
+            if given is not None and not (
+                isinstance(given, list)
+                and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in given)
+            ):
+                raise UsageError(
+                    "--input-data",
+                    f"{path}: data[{i}].{s.name}.shape must be a list of non-negative integers",
+                )
             shape = (
-                tuple(value["shape"])
-                if isinstance(value, dict) and "shape" in value
+                tuple(given)
+                if given is not None
                 else resolve_shape(s, 0, 1, {**shapes})
                 if sig.max_batch_size == 0
                 else resolve_shape(s, sig.max_batch_size, 1, shapes)[1:]
@@ -211,11 +229,17 @@ def _from_file(
             dtype = _NP.get(s.datatype)
             if dtype is None:
                 raise UsageError("--input-data", f"{s.name}: datatype {s.datatype} unsupported")
-            flat = (
-                np.array([str(v).encode() for v in content], dtype=np.object_)
-                if s.datatype == "BYTES"
-                else np.asarray(content, dtype=dtype)
-            )
+            try:
+                flat = (
+                    np.array([str(v).encode() for v in content], dtype=np.object_)
+                    if s.datatype == "BYTES"
+                    else np.asarray(content, dtype=dtype)
+                )
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise UsageError(
+                    "--input-data",
+                    f"{path}: data[{i}].{s.name} holds values that are not {s.datatype}: {exc}",
+                ) from exc
             try:
                 arr = flat.reshape(shape)
             except ValueError as exc:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import numpy as np
+from numpy.typing import NDArray
 
 from loadgen.precisetimer import PreciseTimer
 from loadgen.recorder import DROPPED, Recorder
@@ -54,7 +54,7 @@ class RunPlan:
     warmup_s: float
     schedule: Callable[[], Iterable[Chunk]] | None = None  # open loop
     concurrency: int = 0  # closed loop
-    closed_mix: np.ndarray | None = None  # closed loop: model index per request, cycled
+    closed_mix: NDArray[Any] | None = None  # closed loop: model index per request, cycled
     max_inflight: int = 10_000
     # How the open-loop dispatcher waits for the next due time. `spin` (default): a loop timer
     # to 1.5 ms before, then `call_soon` turns; it never waits for the kernel to wake it: the

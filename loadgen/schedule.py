@@ -20,8 +20,10 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from loadgen.errors import UsageError
 
@@ -41,12 +43,12 @@ class Segment:
     end_rps: float
     duration_s: float
 
-    def count(self, t: np.ndarray | float) -> np.ndarray | float:
+    def count(self, t: NDArray[Any] | float) -> NDArray[Any] | float:
         """Expected arrivals from the segment's start to `t` seconds into it."""
         slope = (self.end_rps - self.start_rps) / self.duration_s
         return self.start_rps * t + slope * t * t / 2
 
-    def invert(self, u: np.ndarray) -> np.ndarray:
+    def invert(self, u: NDArray[Any]) -> NDArray[Any]:
         """Times within the segment at which the expected arrival count reaches `u`."""
         slope = (self.end_rps - self.start_rps) / self.duration_s
         if abs(slope) < 1e-12:
@@ -138,8 +140,8 @@ def parse_duration(text: str, flag: str) -> float:
 class Chunk:
     """Arrivals due within one slice of the run: offsets in seconds and model indices."""
 
-    offsets_s: np.ndarray
-    models: np.ndarray
+    offsets_s: NDArray[Any]
+    models: NDArray[Any]
 
 
 class ModelMix:
@@ -159,7 +161,7 @@ class ModelMix:
         """The i-th model (0-based) gets weight 1/(i+1)^s; s=0 is uniform."""
         return cls(names, [1.0 / (i + 1) ** s for i in range(len(names))])
 
-    def assign(self, n: int, rng: np.random.Generator) -> np.ndarray:
+    def assign(self, n: int, rng: np.random.Generator) -> NDArray[Any]:
         if len(self.names) == 1:
             return np.zeros(n, dtype=np.int32)
         return rng.choice(len(self.names), size=n, p=self.probabilities).astype(np.int32)
@@ -216,9 +218,9 @@ def arrivals(
 class Trace:
     """A recorded arrival sequence: offsets (s, from the first row) and model names."""
 
-    offsets_s: np.ndarray
+    offsets_s: NDArray[Any]
     models: tuple[str, ...]
-    model_index: np.ndarray
+    model_index: NDArray[Any]
 
     @property
     def duration_s(self) -> float:

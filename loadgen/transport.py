@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 from yarl import URL
 
 from loadgen import leanhttp
@@ -60,7 +61,9 @@ Callback = Callable[[str | None, bytes], None]
 class Transport(Protocol):
     async def describe(self, model: str, version: str) -> ModelSignature: ...
 
-    def prepare(self, sig: ModelSignature, sets: Sequence[dict[str, np.ndarray]]) -> list[Any]: ...
+    def prepare(
+        self, sig: ModelSignature, sets: Sequence[dict[str, NDArray[Any]]]
+    ) -> list[Any]: ...
 
     async def infer(self, prepared: Any) -> str | None: ...
 
@@ -85,7 +88,7 @@ def open_transport(target: Target) -> Transport:
 
 
 def infer_bodies(
-    sig: ModelSignature, sets: Sequence[dict[str, np.ndarray]], *, binary: bool
+    sig: ModelSignature, sets: Sequence[dict[str, NDArray[Any]]], *, binary: bool
 ) -> list[tuple[bytes, int | None]]:
     """KServe v2 infer bodies, one per input set: `(body, json_header_size)`; the size is
     None for a pure JSON body (no binary tensors)."""
@@ -179,7 +182,7 @@ class HttpTransport(_TaskSubmit):
             await client.close()
         return ModelSignature.from_metadata(meta, cfg, version)
 
-    def prepare(self, sig: ModelSignature, sets: Sequence[dict[str, np.ndarray]]) -> list[Any]:
+    def prepare(self, sig: ModelSignature, sets: Sequence[dict[str, NDArray[Any]]]) -> list[Any]:
         url = URL(self._base + LeanHttpTransport.request_path(sig))  # parsed once
         prepared = []
         for body, json_size in infer_bodies(sig, sets, binary=self._target.binary_data):
@@ -259,7 +262,7 @@ class GrpcTransport(_TaskSubmit):
             await client.close()
         return ModelSignature.from_metadata(meta, cfg, version)
 
-    def prepare(self, sig: ModelSignature, sets: Sequence[dict[str, np.ndarray]]) -> list[Any]:
+    def prepare(self, sig: ModelSignature, sets: Sequence[dict[str, NDArray[Any]]]) -> list[Any]:
         from tritonclient.grpc import service_pb2
         from tritonclient.utils import serialize_byte_tensor
 
@@ -329,7 +332,7 @@ class LeanHttpTransport(HttpTransport):
             path += f"/versions/{sig.version}"
         return path + "/infer"
 
-    def prepare(self, sig: ModelSignature, sets: Sequence[dict[str, np.ndarray]]) -> list[Any]:
+    def prepare(self, sig: ModelSignature, sets: Sequence[dict[str, NDArray[Any]]]) -> list[Any]:
         path = self.request_path(sig)
         prepared = []
         for body, json_size in infer_bodies(sig, sets, binary=self._target.binary_data):
