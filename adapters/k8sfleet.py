@@ -244,7 +244,7 @@ class K8sFleet:
         from kubernetes import config as kube_config
 
         configuration = client.Configuration()
-        kube_config.load_incluster_config(client_configuration=configuration)
+        kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]  # the kubernetes client is untyped
         return cls(config, client.ApiClient(configuration))
 
     # ------------------------------------------------------------------ FleetDriver
@@ -314,7 +314,8 @@ class K8sFleet:
         self._wake.set()
         current = self._watch
         if current is not None:
-            current.stop()  # shuts the streaming socket down so the worker thread returns
+            # shuts the streaming socket down so the worker thread returns
+            current.stop()  # type: ignore[no-untyped-call]  # the kubernetes client is untyped
         task, self._task = self._task, None
         if task is None:
             return
@@ -367,12 +368,12 @@ class K8sFleet:
 
     def _watch_once(self) -> None:
         """Stream events from the last resourceVersion until the server closes (worker thread)."""
-        stream = watch.Watch()
+        stream = watch.Watch()  # type: ignore[no-untyped-call]  # the kubernetes client is untyped
         self._watch = stream
         try:
             if self._stopping.is_set():
                 return
-            events = stream.stream(
+            events = stream.stream(  # type: ignore[no-untyped-call]
                 self._core.list_namespaced_pod,
                 self.config.namespace,
                 label_selector=self.config.label_selector,
@@ -387,7 +388,7 @@ class K8sFleet:
                 self._apply(event)
                 self.last_error = None
                 if self._stopping.is_set():
-                    stream.stop()
+                    stream.stop()  # type: ignore[no-untyped-call]  # the kubernetes client is untyped
         except ApiException as exc:
             if exc.status == 410:
                 raise _WatchExpired(str(exc.reason)) from exc

@@ -13,6 +13,7 @@ import os
 import random
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -182,8 +183,9 @@ def autopilot(s: Settings) -> Autopilot:
 class EmbeddedServer(uvicorn.Server):
     """uvicorn inside our own event loop: signals are ours to handle, not uvicorn's."""
 
-    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
     def install_signal_handlers(self) -> None:
         return None

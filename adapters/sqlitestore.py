@@ -8,6 +8,7 @@ the event loop never blocks on disk and no connection is shared across threads.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import logging
 import sqlite3
@@ -274,7 +275,7 @@ class SqliteStore:
             }
         )
 
-    async def tenants(self) -> list[Tenant]:
+    async def tenants(self) -> builtins.list[Tenant]:
         return await self._run(
             lambda: [
                 _tenant(r)
@@ -342,7 +343,9 @@ class SqliteStore:
         if rows:
             await self._run(q)
 
-    async def usage(self, from_s: float, to_s: float, tenant: str | None = None) -> list[UsageRow]:
+    async def usage(
+        self, from_s: float, to_s: float, tenant: str | None = None
+    ) -> builtins.list[UsageRow]:
         """Rows of the buckets that start in [from_s, to_s); only `tenant`'s when given."""
 
         def q() -> list[UsageRow]:

@@ -22,10 +22,12 @@ class ProtobufSchema:
                 [FieldProblem(f"line {exc.GetLine()}:{exc.GetColumn()}", str(exc))],
                 subject="config.pbtxt",
             ) from exc
-        return json_format.MessageToDict(message, preserving_proto_field_name=True)
+        out: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
+        return out
 
     def parse_json(self, text: str) -> dict[str, Any]:
         """Parse Triton's JSON form (what `GET /v2/models/<m>/config` returns)."""
         message = model_config_pb2.ModelConfig()
         json_format.Parse(text, message, ignore_unknown_fields=True)
-        return json_format.MessageToDict(message, preserving_proto_field_name=True)
+        out: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
+        return out

@@ -180,7 +180,7 @@ class _UsageCollector(Collector):
     """Chargeback counters since this process started, by tenant and model (both bounded:
     tags are not labels, a tag set is unbounded)."""
 
-    _FAMILIES = (
+    _FAMILIES: tuple[tuple[str, str, Callable[[UsageRow], float | None]], ...] = (
         ("replica_seconds", "Seconds of READY replicas", lambda r: r.replica_s),
         ("memory_byte_seconds", "Replica memory (bytes) times seconds", lambda r: r.memory_byte_s),
         ("gpu_seconds", "GPU-seconds, split by memory share on GPU servers", lambda r: r.gpu_s),
