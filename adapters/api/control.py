@@ -2,6 +2,7 @@
 
 Built by `create_app(context)`; there is no module-level app. Mutating calls need
 `Authorization: Bearer <token>` when a token is configured. Errors are mapped in `errors.py`.
+The dashboard (`/ui`, `/v1/latency`, `/v1/events`) is added by `dashboard.install`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import yaml
@@ -22,8 +23,11 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from adapters.api import errors
+from adapters.api import dashboard, errors
+from adapters.api.dashboard import UiConfig
+from controlplane import visibility
 from controlplane.errors import FieldProblem, InvalidSpec, Unauthorized
+from controlplane.events import EventFeed
 from controlplane.registry import Registry
 from controlplane.spec import ModelSpec, check_model_name
 from controlplane.store import ModelRecord
@@ -54,6 +58,22 @@ class FleetView(Protocol):
         """`actions`: {(model, action): count}; `desired`: {model: replicas wanted}."""
         ...
 
+    def latency(
+        self, sees: Callable[[str], bool], since: float | None, limit: int
+    ) -> dict[str, Any]:
+        """Per visible model: state, SLO targets, measurements after `since` (newest `limit`)."""
+        ...
+
+    @property
+    def events(self) -> EventFeed:
+        """The decision feed the dashboard streams."""
+        ...
+
+
+async def everyone(_: Request) -> visibility.Viewer:
+    """Reads are open and there is one admin token: every caller sees every model."""
+    return visibility.EVERYONE
+
 
 @dataclass
 class ApiContext:
@@ -62,6 +82,9 @@ class ApiContext:
     api_token: str | None = None
     max_body_bytes: int = 8 * 1024 * 1024
     ensure_timeout_s: float = 30.0
+    ui: UiConfig = field(default_factory=UiConfig)
+    # Who a read request is (from its token): the read routes filter what they answer by it.
+    viewer: Callable[[Request], Awaitable[visibility.Viewer]] = everyone
 
 
 class BodyLimit:
@@ -208,6 +231,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     ) -> Response:
         start = time.perf_counter()
         response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
         requests_total.labels(request.method, path, str(response.status_code)).inc()
@@ -268,10 +292,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return registry.render(await _spec_from(request)).pbtxt
 
     @app.get("/v1/fleet")
-    async def fleet() -> JSONResponse:
+    async def fleet(request: Request) -> JSONResponse:
         if ctx.fleet is None:
             return JSONResponse({"servers": [], "note": "no fleet attached"})
-        return JSONResponse(ctx.fleet.fleet_status())
+        return JSONResponse(visibility.fleet(ctx.fleet.fleet_status(), await ctx.viewer(request)))
 
     @app.get("/v1/replicas")
     async def replicas() -> JSONResponse:
@@ -312,4 +336,5 @@ def create_app(ctx: ApiContext) -> FastAPI:
             headers=None if ready else {"Retry-After": "2"},
         )
 
+    dashboard.install(app, ctx)
     return app
