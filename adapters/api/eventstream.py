@@ -101,6 +101,8 @@ class EventStream(Response):
                 "X-Content-Type-Options": "nosniff",
             },
         )
+        # A stream has no length: drop the Content-Length: 0 a bodiless Response declares.
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self._feed = feed
         self._cursor = cursor
         self._visible = visible

@@ -145,7 +145,7 @@ def test_the_loop_publishes_decisions_placements_outcomes_and_fleet_changes() ->
         m = body["models"]["m"]
         assert m["slo"]["p95_s"] == pytest.approx(0.1) and m["slo"]["p99_s"] == pytest.approx(0.2)
         assert len(m["points"]) == 6
-        at, rate, *_rest, ready, desired = m["points"][-1]
+        at, rate, *_rest, _ready, desired = m["points"][-1]
         assert at == clock.now and rate == pytest.approx(100, rel=0.01) and desired == 2
         assert m["points"][-1][COLUMNS.index("p99_s")] == pytest.approx(0.4)
         since = rec.latency(lambda _m: True, m["points"][-2][0], 100)
