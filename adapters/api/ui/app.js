@@ -47,7 +47,13 @@
   function fmtMs(s) {
     if (s === null || s === undefined || !Number.isFinite(s)) return "–";
     const ms = s * 1000;
-    return ms >= 100 ? ms.toFixed(0) + " ms" : ms >= 10 ? ms.toFixed(1) + " ms" : ms.toFixed(2) + " ms";
+    const text = ms >= 100 ? ms.toFixed(0) : ms >= 10 ? ms.toFixed(1) : ms.toFixed(2);
+    return text.replace(/\.0+$/, "") + " ms";
+  }
+  function num(v) {
+    if (v >= 100) return Math.round(v).toLocaleString();
+    const t = v.toPrecision(3);
+    return t.includes(".") ? t.replace(/\.?0+$/, "") : t;
   }
   function fmtBytes(n) {
     if (!Number.isFinite(n)) return "?";
@@ -161,12 +167,15 @@
     svgEl.setAttribute("viewBox", "0 0 " + W + " " + H);
     svgEl.setAttribute("preserveAspectRatio", "none");
     const ati = col("at");
-    const shown = points.filter((p) => p[ati] >= now - WINDOW_S);
+    // The last WINDOW_S seconds, or less while there is less history (at least a minute).
+    const first = points.length ? points[0][ati] : now;
+    const span = Math.min(WINDOW_S, Math.max(60, now - first));
+    const shown = points.filter((p) => p[ati] >= now - span);
     let top = 0;
     for (const ln of lines) for (const p of shown) if (Number.isFinite(p[ln.i])) top = Math.max(top, p[ln.i] * ln.scale);
     for (const g of opts.guides || []) if (Number.isFinite(g.value)) top = Math.max(top, g.value * 1.15);
     top = niceMax(top);
-    const x = (t) => L + ((t - (now - WINDOW_S)) / WINDOW_S) * (W - L - R);
+    const x = (t) => L + ((t - (now - span)) / span) * (W - L - R);
     const y = (v) => T + (1 - v / top) * (H - T - B);
     svgEl.append(svg("rect", { class: "frame", x: L, y: T, width: W - L - R, height: H - T - B }));
     for (const f of [0.5]) {
@@ -176,7 +185,7 @@
     lbl(opts.label(top), { x: L - 4, y: T + 8, "text-anchor": "end" });
     lbl(opts.label(top / 2), { x: L - 4, y: y(top / 2) + 3, "text-anchor": "end" });
     lbl("0", { x: L - 4, y: H - B, "text-anchor": "end" });
-    lbl("-" + WINDOW_S / 60 + " min", { x: L, y: H - 3 });
+    lbl(span >= 120 ? "-" + Math.round(span / 60) + " min" : "-" + Math.round(span) + " s", { x: L, y: H - 3 });
     lbl("now", { x: W - R, y: H - 3, "text-anchor": "end" });
     for (const g of opts.guides || []) {
       if (!Number.isFinite(g.value)) continue;
@@ -249,7 +258,7 @@
       { i: col("p99_s"), cls: "p99", scale: 1000 },
     ], now, {
       height: 150,
-      label: (v) => v.toPrecision(3).replace(/\.?0+$/, "") + " ms",
+      label: (v) => num(v) + " ms",
       guides: [
         { value: slo.p95_s * 1000, cls: "p95", text: "SLO p95" },
         { value: slo.p99_s * 1000, cls: "p99", text: "SLO p99" },
@@ -257,7 +266,7 @@
     });
     drawChart(s.rate, s.points, [{ i: col("rate_rps"), cls: "rate", scale: 1 }], now, {
       height: 70,
-      label: (v) => v.toPrecision(3).replace(/\.?0+$/, "") + "/s",
+      label: (v) => num(v) + "/s",
     });
   }
   function renderLatency(body) {
