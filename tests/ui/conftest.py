@@ -30,8 +30,10 @@ def _missing(why: str) -> None:
     pytest.skip(why)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def chromium() -> Iterator[Any]:
+    """Per test: Playwright's sync API runs an event loop in this thread while it is open,
+    which would break every later test that calls asyncio.run()."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as exc:

@@ -106,7 +106,9 @@ class Load:
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
     def _run(self) -> None:
-        body = {"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "FP32", "data": [1.0] * 16}]}
+        body = {
+            "inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "FP32", "data": [1.0] * 16}]
+        }
         with httpx.Client(timeout=10) as client:
             while not self.stop.is_set():
                 try:
@@ -141,9 +143,10 @@ def test_dashboard_shows_the_live_fleet(
 
     def console(msg: Any) -> None:
         text = msg.text
-        if msg.type == "error" and "/v1/usage" not in (msg.location or {}).get("url", ""):
-            if "status of 404" not in text:  # the usage fetch's 404 (tenants not merged)
-                problems.append(f"console: {text}")
+        # The usage fetch's 404 (no /v1/usage before the tenants work) is expected.
+        usage_404 = "/v1/usage" in (msg.location or {}).get("url", "") and "404" in text
+        if msg.type == "error" and not usage_404:
+            problems.append(f"console: {text}")
         if "Content Security Policy" in text:
             problems.append(f"CSP: {text}")
 
