@@ -160,7 +160,7 @@ def test_dashboard_shows_the_live_fleet(
         assert page.evaluate("sessionStorage.getItem('tritonfleet.token')") == TOKEN
 
         # The fleet map: both servers, with memory in use and the models on them.
-        page.wait_for_function("document.querySelectorAll('#fleet .server').length === 2")
+        page.wait_for_function("() => document.querySelectorAll('#fleet .server').length === 2")
         chips = page.locator("#fleet .model-chip").all_text_contents()
         assert any(c.startswith(f"{MODEL} · READY") for c in chips), chips
         assert "in use" in page.locator("#fleet .server .mem-text").first.text_content()
@@ -189,7 +189,9 @@ def test_dashboard_shows_the_live_fleet(
         assert "p99 ≤ 80 ms" in (page.text_content(f"{card} .slo-text") or "")
 
         # The decision stream: what the control plane did (at least the initial loads).
-        page.wait_for_function("document.querySelectorAll('#events li[data-seq]').length >= 2")
+        page.wait_for_function(
+            "() => document.querySelectorAll('#events li[data-seq]').length >= 2"
+        )
         assert page.get_attribute("#conn", "data-state") == "live"
         kinds = set(page.locator("#events .kind").all_text_contents())
         assert kinds & {"placement", "replica"}, kinds
