@@ -115,11 +115,15 @@ def cmd_models_list(args: argparse.Namespace) -> int:
             str(m["generation"]),
             str(m["spec"]["policy"]["min_replicas"]),
             str(m["spec"]["policy"]["max_replicas"]),
+            m.get("tenant") or "-",
+            ",".join(f"{k}={v}" for k, v in sorted(m["spec"].get("tags", {}).items())) or "-",
         ]
         for m in models
     ]
     print(
-        _table(rows, ["NAME", "BACKEND", "GEN", "MIN", "MAX"]) if rows else "no models registered"
+        _table(rows, ["NAME", "BACKEND", "GEN", "MIN", "MAX", "TENANT", "TAGS"])
+        if rows
+        else "no models registered"
     )
     return 0
 
@@ -152,14 +156,17 @@ def cmd_models_ensure(args: argparse.Namespace) -> int:
 def cmd_config_render(args: argparse.Namespace) -> int:
     spec = _spec(args.file)
     if args.offline:
+        from adapters.memstore import MemoryStore
+        from adapters.templatefiles import TemplateFiles
         from adapters.tritonschema import ProtobufSchema
         from controlplane.artifacts import ArtifactPolicy
         from controlplane.configgen import Renderer
         from controlplane.registry import Registry
         from controlplane.spec import ModelSpec
-        from controlplane.store import MemoryStore
 
-        registry = Registry(MemoryStore(), Renderer(ProtobufSchema()), ArtifactPolicy(None), float)
+        registry = Registry(
+            MemoryStore(), Renderer(ProtobufSchema(), TemplateFiles()), ArtifactPolicy(None), float
+        )
         print(registry.render(ModelSpec.model_validate(spec)).pbtxt, end="")
         return 0
     print(_call(args, "POST", "/v1/config/render", json=spec).text, end="")
@@ -219,6 +226,106 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quota_body(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        key: value
+        for key in ("memory_bytes", "replicas", "models", "requests_per_s", "burst")
+        if (value := getattr(args, f"quota_{key}", None)) is not None
+    }
+
+
+def _print_token(body: dict[str, Any], verb: str) -> None:
+    print(f"{verb} tenant {body['name']}; its models are named '{body['prefix']}<name>'")
+    print("token (shown once; store it now, only its hash is kept):")
+    print(body["token"])
+
+
+def cmd_tenants_create(args: argparse.Namespace) -> int:
+    body = _call(
+        args, "POST", "/v1/tenants", json={"name": args.name, "quota": _quota_body(args)}
+    ).json()
+    _print_token(body, "created")
+    return 0
+
+
+def cmd_tenants_rotate(args: argparse.Namespace) -> int:
+    _print_token(_call(args, "POST", f"/v1/tenants/{args.name}/token").json(), "new token for")
+    return 0
+
+
+def cmd_tenants_quota(args: argparse.Namespace) -> int:
+    body = _call(args, "PUT", f"/v1/tenants/{args.name}/quota", json=_quota_body(args)).json()
+    print(f"quota of {body['name']}: {_quota_text(body['quota'])}")
+    return 0
+
+
+def cmd_tenants_revoke(args: argparse.Namespace) -> int:
+    _call(args, "DELETE", f"/v1/tenants/{args.name}")
+    print(f"revoked {args.name}: its token no longer works; its models keep serving")
+    return 0
+
+
+def _quota_text(q: dict[str, Any]) -> str:
+    parts = [f"{k}={_gib(v) if k == 'memory_bytes' else v}" for k, v in q.items() if v is not None]
+    return ", ".join(parts) or "unlimited"
+
+
+def cmd_tenants_list(args: argparse.Namespace) -> int:
+    tenants = _call(args, "GET", "/v1/tenants").json()["tenants"]
+    if args.json:
+        print(json.dumps(tenants, indent=2))
+        return 0
+    rows = [
+        [
+            t["name"],
+            "active" if t["active"] else "revoked",
+            str(t["holding"]["models"]),
+            str(t["holding"]["replicas"]),
+            _gib(t["holding"]["memory_bytes"]),
+            _quota_text(t["quota"]),
+        ]
+        for t in tenants
+    ]
+    print(
+        _table(rows, ["TENANT", "STATE", "MODELS", "FLOOR", "FLOOR MEMORY", "QUOTA"])
+        if rows
+        else "no tenants"
+    )
+    return 0
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    params = {"by": args.by}
+    if args.from_:
+        params["from"] = args.from_
+    if args.to:
+        params["to"] = args.to
+    if args.format == "csv":
+        print(_call(args, "GET", "/v1/usage", params={**params, "format": "csv"}).text, end="")
+        return 0
+    body = _call(args, "GET", "/v1/usage", params=params).json()
+    if args.format == "json":
+        print(json.dumps(body, indent=2))
+        return 0
+    start = time.strftime("%Y-%m-%d %H:%M", time.gmtime(body["from"]))
+    end = time.strftime("%Y-%m-%d %H:%M", time.gmtime(body["to"]))
+    print(f"usage {start} .. {end} UTC, by {body['by']}")
+    rows = [
+        [
+            str(r[body["by"]]),
+            f"{r['replica_s'] / 3600:.3f}",
+            f"{r['memory_gib_h']:.3f}",
+            "-" if r["gpu_s"] is None else f"{r['gpu_s'] / 3600:.3f}",
+            str(r["requests"]),
+            f"{r['compute_s']:.1f}",
+        ]
+        for r in body["rows"]
+    ]
+    header = [body["by"].upper(), "REPLICA-H", "MEM GIB-H", "GPU-H", "REQUESTS", "COMPUTE S"]
+    print(_table(rows, header) if rows else "no usage in this range")
+    return 0
+
+
 def cmd_loadgen(args: argparse.Namespace) -> int:
     try:
         from loadgen.cli import main as loadgen_main
@@ -248,6 +355,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         "slo_p99_ms",
         "server_idle_s",
         "ui_stream_max_clients",
+        "usage_flush_interval_s",
+        "usage_retention_days",
         *_GATEWAY_SETTINGS,
     ):
         value = getattr(args, key, None)
@@ -414,7 +523,7 @@ async def _gateway(settings: Settings, control_url: str) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await directory.start()
-    gateway = Gateway(gateway_config(settings), directory)
+    gateway = Gateway(gateway_config(settings), directory, admin_token=settings.api_token)
     try:
         try:
             await gateway.start()
@@ -513,7 +622,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--token",
             default=os.environ.get("TRITONFLEET_API_TOKEN"),
-            help="bearer token for mutating calls",
+            help="bearer token: the admin token, or a tenant's (env TRITONFLEET_API_TOKEN)",
         )
 
     def fleet_opts(sp: argparse.ArgumentParser) -> None:
@@ -568,7 +677,10 @@ def _parser() -> argparse.ArgumentParser:
             help="SQLite store, server logs and records (default .tritonfleet)",
         )
         sp.add_argument(
-            "--api-token", default=None, help="bearer token the control API requires on changes"
+            "--api-token",
+            default=None,
+            help="the admin token: required on changes, manages tenants (env "
+            "TRITONFLEET_API_TOKEN)",
         )
         sp.add_argument(
             "--admin-key",
@@ -635,6 +747,18 @@ def _parser() -> argparse.ArgumentParser:
             default=None,
             metavar="N",
             help="dashboard: event streams (/v1/events) open at once (default 16)",
+        )
+        sp.add_argument(
+            "--usage-flush-interval-s",
+            type=float,
+            default=None,
+            help="chargeback: write accrued usage to SQLite this often (default 5)",
+        )
+        sp.add_argument(
+            "--usage-retention-days",
+            type=float,
+            default=None,
+            help="chargeback: prune per-minute usage older than this (default 400)",
         )
         sp.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG")
 
@@ -720,6 +844,60 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", action="store_true", help="print JSON")
     api_opts(explain)
     explain.set_defaults(func=cmd_explain)
+
+    tenants = sub.add_parser(
+        "tenants", help="tenants, their tokens and quotas (admin token)"
+    ).add_subparsers(dest="tenants_command", required=True)
+
+    def quota_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--quota-memory-bytes", type=int, default=None, help="replica memory, fleet-wide"
+        )
+        sp.add_argument("--quota-replicas", type=int, default=None, help="replicas, fleet-wide")
+        sp.add_argument("--quota-models", type=int, default=None, help="registered models")
+        sp.add_argument(
+            "--quota-requests-per-s",
+            type=float,
+            default=None,
+            help="gateway rate limit, requests per second (needs gateway auth)",
+        )
+        sp.add_argument(
+            "--quota-burst", type=int, default=None, help="gateway rate limit burst (requests)"
+        )
+
+    for name, fn, help_text in (
+        ("create", cmd_tenants_create, "create a tenant and print its token once"),
+        ("list", cmd_tenants_list, "tenants, what they hold and their quotas"),
+        ("revoke", cmd_tenants_revoke, "revoke a tenant's token (its models keep serving)"),
+        ("rotate", cmd_tenants_rotate, "issue a new token (the old one stops working)"),
+        ("quota", cmd_tenants_quota, "replace a tenant's quota (unset fields: unlimited)"),
+    ):
+        sp = tenants.add_parser(name, help=help_text)
+        if name != "list":
+            sp.add_argument("name", help="tenant name (a DNS label: a-z, 0-9, '-')")
+        if name in ("create", "quota"):
+            quota_opts(sp)
+        if name == "list":
+            sp.add_argument("--json", action="store_true", help="print JSON")
+        api_opts(sp)
+        sp.set_defaults(func=fn)
+
+    usage = sub.add_parser("usage", help="chargeback: usage per tenant, tag or model")
+    usage.add_argument(
+        "--from",
+        dest="from_",
+        default=None,
+        help="start: epoch seconds or ISO-8601, UTC unless it says (default: 24 h before --to)",
+    )
+    usage.add_argument("--to", default=None, help="end (default: now)")
+    usage.add_argument(
+        "--by", choices=["tenant", "tag", "model"], default="tenant", help="group rows by"
+    )
+    usage.add_argument(
+        "--format", choices=["table", "json", "csv"], default="table", help="output format"
+    )
+    api_opts(usage)
+    usage.set_defaults(func=cmd_usage)
 
     lg = sub.add_parser(
         "loadgen", help="load generator and SLO gate (see `loadgen --help`)", add_help=False

@@ -20,7 +20,8 @@ from collections.abc import Mapping, Sequence
 
 import httpx
 
-from controlplane import signals
+from adapters import promtext
+from controlplane import tritonmetrics
 from controlplane.autopilot import Measured
 from controlplane.fleet import Server
 from controlplane.loadstats import RequestLog, Window
@@ -41,10 +42,27 @@ class TritonCapacity:
     def __init__(self, span_s: float = 10.0, timeout_s: float = 1.0) -> None:
         self._span_s = span_s
         self._http = httpx.AsyncClient(timeout=timeout_s)
-        self._history: dict[str, deque[tuple[float, dict[str, signals.ModelTotals]]]] = {}
+        self._history: dict[str, deque[tuple[float, dict[str, tritonmetrics.ModelTotals]]]] = {}
 
     async def close(self) -> None:
         await self._http.aclose()
+
+    def latest(self) -> dict[str, dict[str, tritonmetrics.ModelTotals]]:
+        """The last scrape of each server: {server id: {model: totals}} (chargeback reads it)."""
+        return {sid: hist[-1][1] for sid, hist in self._history.items() if hist}
+
+    async def refresh(self, servers: Sequence[Server], now: float, max_age_s: float) -> None:
+        """Scrape the servers whose last scrape is older than `max_age_s` (the autopilot's
+        scrapes count: usage accounting adds none while the autopilot scrapes anyway)."""
+        stale = [
+            s
+            for s in servers
+            if not (hist := self._history.get(s.id)) or hist[-1][0] < now - max_age_s
+        ]
+        await asyncio.gather(*(self._scrape(s, now) for s in stale))
+        live = {s.id for s in servers}
+        for sid in [k for k in self._history if k not in live]:
+            del self._history[sid]
 
     async def _scrape(self, server: Server, now: float) -> None:
         if not server.metrics_url:
@@ -56,21 +74,26 @@ class TritonCapacity:
             log.debug("scraping %s failed: %s", server.metrics_url, exc)
             return
         hist = self._history.setdefault(server.id, deque(maxlen=256))
-        hist.append((now, signals.model_totals(r.text)))
+        hist.append(
+            (
+                now,
+                tritonmetrics.model_totals(promtext.samples(r.text, tritonmetrics.MODEL_FAMILIES)),
+            )
+        )
         while hist and hist[0][0] < now - 4 * self._span_s:
             hist.popleft()
 
-    def _samples(self, server_id: str, model: str) -> list[signals.ExecSample]:
+    def _samples(self, server_id: str, model: str) -> list[tritonmetrics.ExecSample]:
         """Per-interval (batch, time per execution) points of `model` on one server."""
         hist = self._history.get(server_id)
-        out: list[signals.ExecSample] = []
+        out: list[tritonmetrics.ExecSample] = []
         if not hist:
             return out
         prev = None
         for _, totals in hist:
             cur = totals.get(model)
             if prev is not None and cur is not None:
-                sample = signals.exec_sample(prev, cur)
+                sample = tritonmetrics.exec_sample(prev, cur)
                 if sample is not None:
                     out.append(sample)
             prev = cur
@@ -81,9 +104,9 @@ class TritonCapacity:
         batch sizes seen (a lower bound for a batching model)."""
         instances = _instances(spec)
         if spec.max_batch_size > 1:
-            fit = signals.fit_service_time(self._samples(server_id, model))
+            fit = tritonmetrics.fit_service_time(self._samples(server_id, model))
             if fit is not None:
-                return signals.capacity_at(*fit, spec.max_batch_size, instances)
+                return tritonmetrics.capacity_at(*fit, spec.max_batch_size, instances)
         hist = self._history.get(server_id)
         if not hist or len(hist) < 2:
             return None
@@ -94,7 +117,7 @@ class TritonCapacity:
             if at >= now - self._span_s and totals is not hist[-1][1]:
                 prev = totals.get(model)
                 if prev is not None:
-                    return signals.capacity_rps(prev, cur, instances)
+                    return tritonmetrics.capacity_rps(prev, cur, instances)
         return None
 
     async def measure(self, models: Models, now: float) -> dict[str, float | None]:

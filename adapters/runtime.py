@@ -31,9 +31,11 @@ from adapters.nvml import inventory
 from adapters.procmem import ProcessTreeMeter
 from adapters.sqlitestore import SqliteStore
 from adapters.staticfleet import StaticFleet, load_servers, parse_servers
+from adapters.templatefiles import TemplateFiles
 from adapters.tritonbin import check_python_stub, locate
 from adapters.tritoncontrol import GrpcTritonControl
 from adapters.tritonschema import ProtobufSchema
+from adapters.usagerecorder import UsageRecorder
 from controlplane.artifacts import ArtifactPolicy
 from controlplane.autopilot import Autopilot, FleetBounds
 from controlplane.autoscale import ScalerConfig
@@ -41,9 +43,11 @@ from controlplane.configgen import Renderer
 from controlplane.errors import FleetError
 from controlplane.events import EventFeed
 from controlplane.fleet import FleetDriver
+from controlplane.placement import QuotaView
 from controlplane.reconciler import Reconciler, ReconcilerConfig
 from controlplane.registry import Registry
 from controlplane.settings import FleetKind, Settings
+from controlplane.tenants import TenantRegistry
 from controlplane.timeline import Timeline
 from model_repo_templates import EXAMPLES_DIR
 
@@ -211,11 +215,13 @@ class Runtime:
     store: SqliteStore | None = None
     control: GrpcTritonControl | None = None
     registry: Registry | None = None
+    tenants: TenantRegistry | None = None
     reconciler: Reconciler | None = None
     api_server: uvicorn.Server | None = None
     api_url: str = ""
     gateway: Gateway | None = None
     capacity: TritonCapacity | None = None
+    usage: UsageRecorder | None = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     async def start(self) -> Runtime:
@@ -226,7 +232,15 @@ class Runtime:
         policy = ArtifactPolicy(
             PurePosixPath(str(s.model_root.resolve())) if s.model_root else None
         )
-        self.registry = Registry(self.store, Renderer(ProtobufSchema()), policy, time.time)
+        self.tenants = await TenantRegistry(self.store, time.time).load()
+        if self.tenants.list() and s.api_token is None:
+            log.warning(
+                "tenants exist but no --api-token is set: a call without a token acts as the "
+                "admin, so tenant isolation holds only for callers that send their token"
+            )
+        self.registry = Registry(
+            self.store, Renderer(ProtobufSchema(), TemplateFiles()), policy, time.time, self.tenants
+        )
         self.fleet = build_fleet(s)
         await self.fleet.start()
         self.control = GrpcTritonControl()
@@ -245,19 +259,33 @@ class Runtime:
             ),
             meter=ProcessTreeMeter() if isinstance(self.fleet, LocalFleet) else None,
             autopilot=autopilot(s),
+            quotas=self._quotas,
         )
         reconciler = self.reconciler
+        self.tenants.subscribe(reconciler.wake)
 
         async def _changed(_: str) -> None:
             reconciler.wake()
 
         self.registry.subscribe(_changed)
         self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconciler"))
+        # One scraper of Triton's /metrics for the autopilot and chargeback (never two).
+        self.capacity = TritonCapacity()
+        self.usage = UsageRecorder(
+            self.reconciler,
+            self.store,
+            self.capacity,
+            flush_interval_s=s.usage_flush_interval_s,
+            retention_s=s.usage_retention_days * 86400,
+        )
+        self._tasks.append(asyncio.create_task(self.usage.run(), name="usage"))
         app = create_app(
             ApiContext(
                 registry=self.registry,
                 fleet=self.reconciler,
                 api_token=s.api_token,
+                tenants=self.tenants,
+                usage=self.usage,
                 max_body_bytes=s.max_body_bytes,
                 ensure_timeout_s=s.ensure_timeout_s,
                 ui=ui_config(s),
@@ -279,7 +307,12 @@ class Runtime:
         port = self.api_server.servers[0].sockets[0].getsockname()[1]
         self.api_url = f"http://{s.api_host}:{port}"
         if s.gateway_enabled:
-            self.gateway = Gateway(gateway_config(s), self.reconciler)
+            self.gateway = Gateway(
+                gateway_config(s),
+                self.reconciler,
+                tenants=self.tenants.index,
+                admin_token=s.api_token,
+            )
             try:
                 await self.gateway.start()
             except OSError as exc:
@@ -293,12 +326,22 @@ class Runtime:
             self._attach_signals()
         return self
 
+    def _quotas(self) -> dict[str, QuotaView]:
+        """Each tenant's caps for the planner (revoked tenants keep theirs)."""
+        if self.tenants is None:
+            return {}
+        return {
+            t.name: QuotaView(t.quota.replicas, t.quota.memory_bytes)
+            for t in self.tenants.list()
+            if t.quota.replicas is not None or t.quota.memory_bytes is not None
+        }
+
     def _attach_signals(self) -> None:
         """The in-process gateway's request log when there is one, else Prometheus, else none."""
         assert self.reconciler is not None
         s = self.settings
         if self.gateway is not None:
-            self.capacity = TritonCapacity()
+            assert self.capacity is not None
             self.reconciler.autopilot.attach(
                 GatewaySignals(
                     self.gateway.metrics.log, self.gateway.router.model_inflight, self.capacity
@@ -320,9 +363,15 @@ class Runtime:
         if self.api_server is not None:
             self.api_server.should_exit = True
         for task in self._tasks:
-            if task.get_name() == "reconciler":
+            if task.get_name() in ("reconciler", "usage"):
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.usage is not None and self.store is not None:
+            try:
+                self.usage.observe()
+                await self.usage.flush()  # a graceful stop loses nothing
+            except Exception:
+                log.exception("usage: the last flush failed")
         if self.reconciler is not None:
             await self.reconciler.close()
         if self.control is not None:

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +21,8 @@ from pydantic import ValidationError
 from controlplane.errors import Conflict, NotFound
 from controlplane.spec import ModelSpec
 from controlplane.store import Footprint, ModelRecord
+from controlplane.tenants import Quota, Tenant
+from controlplane.usage import UsageRow
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -42,11 +44,38 @@ CREATE TABLE IF NOT EXISTS footprints (
     measured_at REAL NOT NULL,
     generation INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS usage (
+    bucket INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    tenant TEXT,
+    tags_json TEXT NOT NULL,
+    replica_s REAL NOT NULL,
+    memory_byte_s REAL NOT NULL,
+    gpu_s REAL,
+    requests REAL NOT NULL,
+    compute_us REAL NOT NULL,
+    PRIMARY KEY (bucket, model)
+);
+CREATE INDEX IF NOT EXISTS usage_by_tenant ON usage (tenant, bucket);
+CREATE TABLE IF NOT EXISTS tenants (
+    name TEXT PRIMARY KEY,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    quota_json TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
 """
+
+# Columns added after a table first shipped: (table, column, declaration). Applied at open
+# when missing, so a store written by an older tritonfleet opens unchanged.
+_MIGRATIONS = (("models", "tenant", "TEXT"),)
+_MODEL_COLUMNS = (
+    "name, generation, spec_json, config_pbtxt, config_json, created_at, updated_at, tenant"
+)
 
 
 def _row(row: tuple[Any, ...]) -> ModelRecord:
-    name, generation, spec_json, pbtxt, cfg_json, created, updated = row
+    name, generation, spec_json, pbtxt, cfg_json, created, updated, tenant = row
     return ModelRecord(
         name=name,
         generation=generation,
@@ -55,7 +84,13 @@ def _row(row: tuple[Any, ...]) -> ModelRecord:
         config_json=cfg_json,
         created_at=created,
         updated_at=updated,
+        tenant=tenant,
     )
+
+
+def _tenant(row: tuple[Any, ...]) -> Tenant:
+    name, digest, quota_json, created, revoked = row
+    return Tenant(name, digest, Quota.model_validate_json(quota_json), created, revoked)
 
 
 class SqliteStore:
@@ -78,6 +113,10 @@ class SqliteStore:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.executescript(_SCHEMA)
+        for table, column, decl in _MIGRATIONS:
+            have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
         self._conn = conn
 
     async def _run(self, fn: Callable[[], T]) -> T:
@@ -91,7 +130,9 @@ class SqliteStore:
 
     async def get(self, name: str) -> ModelRecord:
         def q() -> ModelRecord:
-            row = self._db.execute("SELECT * FROM models WHERE name = ?", (name,)).fetchone()
+            row = self._db.execute(
+                f"SELECT {_MODEL_COLUMNS} FROM models WHERE name = ?", (name,)
+            ).fetchone()
             if row is None:
                 raise NotFound("model", name)
             return _row(row)
@@ -108,7 +149,7 @@ class SqliteStore:
                 cached = self._parsed.get(name)
                 if cached is None or cached[0] != (generation, updated):
                     row = self._db.execute(
-                        "SELECT * FROM models WHERE name = ?", (name,)
+                        f"SELECT {_MODEL_COLUMNS} FROM models WHERE name = ?", (name,)
                     ).fetchone()
                     if row is None:
                         continue  # deleted between the two reads
@@ -131,7 +172,7 @@ class SqliteStore:
         def q() -> ModelRecord:
             try:
                 self._db.execute(
-                    "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO models ({_MODEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.name,
                         record.generation,
@@ -140,6 +181,7 @@ class SqliteStore:
                         record.config_json,
                         record.created_at,
                         record.updated_at,
+                        record.tenant,
                     ),
                 )
             except sqlite3.IntegrityError as exc:
@@ -179,7 +221,7 @@ class SqliteStore:
                 # A new generation is measured anew.
                 self._db.execute("DELETE FROM footprints WHERE model = ?", (record.name,))
                 row = self._db.execute(
-                    "SELECT * FROM models WHERE name = ?", (record.name,)
+                    f"SELECT {_MODEL_COLUMNS} FROM models WHERE name = ?", (record.name,)
                 ).fetchone()
             return _row(row)
 
@@ -187,7 +229,9 @@ class SqliteStore:
 
     async def delete(self, name: str) -> ModelRecord:
         def q() -> ModelRecord:
-            row = self._db.execute("SELECT * FROM models WHERE name = ?", (name,)).fetchone()
+            row = self._db.execute(
+                f"SELECT {_MODEL_COLUMNS} FROM models WHERE name = ?", (name,)
+            ).fetchone()
             if row is None:
                 raise NotFound("model", name)
             with self._db:
@@ -228,6 +272,98 @@ class SqliteStore:
                 )
                 for r in self._db.execute("SELECT * FROM footprints")
             }
+        )
+
+    async def tenants(self) -> list[Tenant]:
+        return await self._run(
+            lambda: [
+                _tenant(r)
+                for r in self._db.execute(
+                    "SELECT name, token_sha256, quota_json, created_at, revoked_at FROM tenants "
+                    "ORDER BY name"
+                )
+            ]
+        )
+
+    async def put_tenant(self, tenant: Tenant, *, create: bool) -> Tenant:
+        def q() -> Tenant:
+            verb = "INSERT" if create else "INSERT OR REPLACE"
+            try:
+                self._db.execute(
+                    f"{verb} INTO tenants VALUES (?, ?, ?, ?, ?)",
+                    (
+                        tenant.name,
+                        tenant.token_sha256,
+                        tenant.quota.model_dump_json(),
+                        tenant.created_at,
+                        tenant.revoked_at,
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(
+                    f"tenant {tenant.name!r} exists; revoke or rotate its token instead"
+                ) from exc
+            return tenant
+
+        return await self._run(q)
+
+    async def add_usage(self, rows: Sequence[UsageRow]) -> None:
+        """Add `rows` to what is stored for their (bucket, model), in one transaction."""
+
+        def q() -> None:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (bucket, model) DO UPDATE SET "
+                    "tenant = excluded.tenant, tags_json = excluded.tags_json, "
+                    "replica_s = replica_s + excluded.replica_s, "
+                    "memory_byte_s = memory_byte_s + excluded.memory_byte_s, "
+                    "gpu_s = CASE WHEN excluded.gpu_s IS NULL THEN gpu_s "
+                    "ELSE coalesce(gpu_s, 0) + excluded.gpu_s END, "
+                    "requests = requests + excluded.requests, "
+                    "compute_us = compute_us + excluded.compute_us",
+                    [
+                        (
+                            r.bucket,
+                            r.model,
+                            r.tenant,
+                            json.dumps(dict(r.tags), sort_keys=True),
+                            r.replica_s,
+                            r.memory_byte_s,
+                            r.gpu_s,
+                            r.requests,
+                            r.compute_us,
+                        )
+                        for r in rows
+                    ],
+                )
+
+        if rows:
+            await self._run(q)
+
+    async def usage(self, from_s: float, to_s: float, tenant: str | None = None) -> list[UsageRow]:
+        """Rows of the buckets that start in [from_s, to_s); only `tenant`'s when given."""
+
+        def q() -> list[UsageRow]:
+            sql = (
+                "SELECT bucket, model, tenant, tags_json, replica_s, memory_byte_s, gpu_s, "
+                "requests, compute_us FROM usage WHERE bucket >= ? AND bucket < ?"
+            )
+            params: tuple[Any, ...] = (from_s, to_s)
+            if tenant is not None:
+                sql += " AND tenant = ?"
+                params += (tenant,)
+            return [
+                UsageRow(b, m, t, json.loads(tags), rs, mem, gpu, req, comp)
+                for b, m, t, tags, rs, mem, gpu, req, comp in self._db.execute(sql, params)
+            ]
+
+        return await self._run(q)
+
+    async def prune_usage(self, before_s: float) -> int:
+        return await self._run(
+            lambda: self._db.execute("DELETE FROM usage WHERE bucket < ?", (before_s,)).rowcount
         )
 
     async def close(self) -> None:

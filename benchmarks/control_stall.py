@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import tritonclient.grpc.aio as grpcaio
 
+from adapters.templatefiles import TemplateFiles
 from adapters.tritonbin import check_python_stub, locate
 from adapters.tritonschema import ProtobufSchema
 from controlplane.configgen import Renderer
@@ -80,7 +81,7 @@ async def phase(name: str, server, seconds: float, conc: int, control) -> dict[s
 async def main(seconds: float, conc: int) -> None:
     check_python_stub()
     install = locate(None, Path.home() / ".cache" / "tritonfleet")
-    renderer = Renderer(ProtobufSchema())
+    renderer = Renderer(ProtobufSchema(), TemplateFiles())
     cfg_a = renderer.render(ModelSpec.model_validate(python_spec("a"))).json()
     cfg_b = renderer.render(ModelSpec.model_validate(python_spec("b"))).json()
     files = {"file:1/model.py": DOUBLE_PY.encode()}

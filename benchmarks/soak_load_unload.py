@@ -22,6 +22,7 @@ from pathlib import Path
 from adapters.artifactfiles import LocalArtifactFiles
 from adapters.procmem import rss_bytes, tree_rss_bytes
 from adapters.sqlitestore import SqliteStore
+from adapters.templatefiles import TemplateFiles
 from adapters.tritonbin import check_python_stub, locate
 from adapters.tritoncontrol import GrpcTritonControl
 from adapters.tritonschema import ProtobufSchema
@@ -48,7 +49,9 @@ async def main(cycles: int, every: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         fleet = await start_fleet(install, Path(tmp) / "fleet", servers=1, admin_key="k")
         store = await SqliteStore(Path(tmp) / "db.sqlite").open()
-        registry = Registry(store, Renderer(ProtobufSchema()), ArtifactPolicy(None), time.time)
+        registry = Registry(
+            store, Renderer(ProtobufSchema(), TemplateFiles()), ArtifactPolicy(None), time.time
+        )
         control = GrpcTritonControl()
         rec = Reconciler(
             fleet,

@@ -1,7 +1,8 @@
 """Rendering a `ModelSpec` into Triton's `config.pbtxt`, and proving Triton would take it.
 
-Templates live in `model_repo_templates/` (one per backend, shared partials). After rendering,
-the text is parsed back into Triton's own `ModelConfig` protobuf through the `ConfigSchema` port
+Templates (one per backend, shared partials) come from a `TemplateSource` port (the files in
+`model_repo_templates/` through `adapters.templatefiles`), so the core reads no disk. After
+rendering, the text is parsed back into Triton's own `ModelConfig` protobuf through the `ConfigSchema` port
 (the protobuf classes ship in tritonclient, so the parse lives in an adapter) and checked by
 `configrules`. Only a config that survives both is ever stored or sent to a server.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import jinja2
@@ -19,9 +19,15 @@ import jinja2
 from controlplane import configrules
 from controlplane.errors import InvalidSpec
 from controlplane.spec import ModelSpec
-from model_repo_templates import TEMPLATE_DIR
 
-DEFAULT_TEMPLATE_DIR = TEMPLATE_DIR
+
+class TemplateSource(Protocol):
+    """Where the Jinja2 templates come from (`adapters.templatefiles.TemplateFiles`)."""
+
+    def source(self, name: str) -> str | None:
+        """The text of template `name` ("python.pbtxt.j2", "partials/tensors.j2"); None when
+        there is no such template."""
+        ...
 
 
 class ConfigSchema(Protocol):
@@ -58,12 +64,12 @@ def _pbstr(value: object) -> str:
 
 
 class Renderer:
-    """Jinja2 environment over the template directory; renders and validates specs."""
+    """Jinja2 environment over a template source; renders and validates specs."""
 
-    def __init__(self, schema: ConfigSchema, template_dir: Path = DEFAULT_TEMPLATE_DIR) -> None:
+    def __init__(self, schema: ConfigSchema, templates: TemplateSource) -> None:
         self._schema = schema
         self._env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(template_dir)),
+            loader=jinja2.FunctionLoader(templates.source),
             undefined=jinja2.StrictUndefined,
             autoescape=False,
             keep_trailing_newline=True,

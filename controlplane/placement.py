@@ -7,6 +7,11 @@ room left after it, never two replicas of one model on one server, never past a 
 capacity. When nothing fits it evicts idle replicas (above their model's warm floor and its
 current target) least-recently-used first, and only when that makes room. Every decision that
 leaves something unplaced says why.
+
+Tenant quotas (replicas, memory bytes) cap what a tenant's models may hold fleet-wide: its
+replicas are ranked by priority (warm floors first within a priority), admitted while they fit
+the quota, and the rest are left unplaced (or unloaded, when a quota shrank) with the quota in
+the reason.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class ModelView:
     blocked: bool = False  # failed recently: place no new replica (backoff)
     server_labels: Mapping[str, str] = field(default_factory=dict)
     shed_surplus: bool = False  # load-driven: replicas above the target are drained and unloaded
+    tenant: str | None = None  # the owner, whose quota (if any) caps its replicas
 
     @property
     def target(self) -> int:
@@ -46,11 +52,20 @@ class ModelView:
 
 
 @dataclass(frozen=True)
+class QuotaView:
+    """A tenant's caps, fleet-wide; None is unlimited."""
+
+    replicas: int | None = None
+    memory_bytes: int | None = None
+
+
+@dataclass(frozen=True)
 class Snapshot:
     servers: tuple[ServerView, ...]
     models: tuple[ModelView, ...]
     placement: Mapping[str, tuple[str, ...]]  # model -> servers holding (or loading) it
     now: float = 0.0
+    quotas: Mapping[str, QuotaView] = field(default_factory=dict)  # tenant -> caps
 
 
 class ActionKind(StrEnum):
@@ -77,6 +92,7 @@ class Plan:
     actions: tuple[Action, ...]
     unplaced: Mapping[str, str]  # model -> why (some of) its replicas could not be placed
     used_bytes: Mapping[str, int]
+    quota_capped: Mapping[str, int] = field(default_factory=dict)  # model -> replicas allowed
 
     @property
     def empty(self) -> bool:
@@ -193,6 +209,22 @@ def plan(snap: Snapshot) -> Plan:
                 )
             )
 
+    target = {
+        m.name: 0 if m.blocked else min(m.max_replicas, max(m.min_replicas, m.wanted))
+        for m in snap.models
+    }  # ModelView.target, inlined: this runs for every model on every plan
+
+    # 1c. Tenant quotas: cap targets, and unload what a shrunken quota no longer allows.
+    capped: dict[str, int] = {}
+    if snap.quotas:
+        capped = _apply_quotas(snap, kept, target, unplaced)
+        for name, allowed in capped.items():
+            holding = kept.get(name, [])
+            holding.sort(key=lambda s: order.get(s, -1))
+            while len(holding) > allowed:
+                server = holding.pop()
+                actions.append(Action(ActionKind.UNLOAD, name, server, unplaced[name], drain=True))
+
     used = dict.fromkeys(live, 0)
     on_server: dict[str, list[str]] = {s: [] for s in live}
     for name, replicas in kept.items():
@@ -206,10 +238,6 @@ def plan(snap: Snapshot) -> Plan:
         max((servers[s].capacity_bytes for s in live), default=0),
     )
 
-    target = {
-        m.name: 0 if m.blocked else min(m.max_replicas, max(m.min_replicas, m.wanted))
-        for m in snap.models
-    }  # ModelView.target, inlined: this runs for every model on every plan
     biggest = free.biggest
 
     def evictable(victim: str, for_model: ModelView) -> bool:
@@ -296,7 +324,64 @@ def plan(snap: Snapshot) -> Plan:
         )
 
     placement = {n: tuple(r) for n, r in kept.items() if r}
-    return Plan(placement=placement, actions=tuple(actions), unplaced=unplaced, used_bytes=used)
+    return Plan(
+        placement=placement,
+        actions=tuple(actions),
+        unplaced=unplaced,
+        used_bytes=used,
+        quota_capped=capped,
+    )
+
+
+def _apply_quotas(
+    snap: Snapshot, kept: Mapping[str, list[str]], target: dict[str, int], unplaced: dict[str, str]
+) -> dict[str, int]:
+    """Lower `target` of models whose tenant is over quota; return {model: replicas allowed}
+    for those, with the reason in `unplaced`. Higher priority first, warm floors before demand
+    within a priority, replicas already placed before new ones, then by name: so the lowest-
+    priority replicas are the ones left out, and a plan is stable from tick to tick."""
+    by_tenant: dict[str, list[ModelView]] = {}
+    for model in snap.models:
+        if model.tenant is not None and model.tenant in snap.quotas:
+            by_tenant.setdefault(model.tenant, []).append(model)
+    capped: dict[str, int] = {}
+    for tenant, models in by_tenant.items():
+        quota = snap.quotas[tenant]
+        slots = []
+        for m in models:
+            held = len(kept.get(m.name, ()))
+            for k in range(max(target[m.name], held)):
+                floor = k < m.min_replicas
+                slots.append((-m.priority, not floor, k >= held, m.name, k, m))
+        slots.sort(key=lambda t: t[:5])
+        replicas = memory = 0
+        allowed = dict.fromkeys((m.name for m in models), 0)
+        for *_, m in slots:
+            fits_replicas = quota.replicas is None or replicas + 1 <= quota.replicas
+            fits_memory = (
+                quota.memory_bytes is None or memory + m.memory_bytes <= quota.memory_bytes
+            )
+            if fits_replicas and fits_memory:
+                replicas += 1
+                memory += m.memory_bytes
+                allowed[m.name] += 1
+        for m in models:
+            want = max(target[m.name], len(kept.get(m.name, ())))
+            if allowed[m.name] >= want:
+                continue
+            capped[m.name] = allowed[m.name]
+            target[m.name] = min(target[m.name], allowed[m.name])
+            limits = []
+            if quota.replicas is not None:
+                limits.append(f"replicas {replicas}/{quota.replicas}")
+            if quota.memory_bytes is not None:
+                limits.append(f"memory {memory}/{quota.memory_bytes} bytes")
+            unplaced[m.name] = (
+                f"tenant {tenant!r} quota: {allowed[m.name]} of {want} replica(s) allowed "
+                f"(in use: {', '.join(limits)}; lower-priority replicas are left out first); "
+                "raise the quota or this model's priority"
+            )
+    return capped
 
 
 def _make_room(

@@ -92,8 +92,10 @@ class Reconciler:
         meter: MemoryMeter | None = None,
         autopilot: Autopilot | None = None,
         inflight: InflightProbe | None = None,
+        quotas: Callable[[], Mapping[str, placement.QuotaView]] | None = None,
     ) -> None:
         self._fleet = fleet
+        self._quotas = quotas or dict
         self._control = control
         self._store = store
         self._clock = clock
@@ -374,6 +376,7 @@ class Reconciler:
                     last_used=st.last_used,
                     blocked=self.actuator.blocked(name, now),
                     server_labels=policy.server_labels,
+                    tenant=record.tenant,
                 )
             )
         current: dict[str, list[str]] = {}
@@ -387,6 +390,7 @@ class Reconciler:
             models=tuple(models),
             placement={k: tuple(v) for k, v in current.items()},
             now=now,
+            quotas=self._quotas(),
         )
 
     # --- the autopilot and the fleet's size ----------------------------------------------
@@ -403,7 +407,12 @@ class Reconciler:
         """Grow the fleet when wanted replicas found no server; shrink it when the top is empty."""
         if not self.autopilot.enabled or (self._scaling is not None and not self._scaling.done()):
             return
-        targets = {m.name: m.target for m in snap.models if not m.blocked}
+        capped = result.quota_capped  # a quota, not the fleet's size, holds these back
+        targets = {
+            m.name: min(m.target, capped.get(m.name, m.target))
+            for m in snap.models
+            if not m.blocked
+        }
         placed = {m: len(r) for m, r in result.placement.items()}
         short = autopilot_mod.shortfall(
             {m: t for m, t in targets.items() if m in result.unplaced}, placed
@@ -468,7 +477,8 @@ class Reconciler:
         return self.views.fleet_status()
 
     def counters(self) -> dict[str, float]:
-        return self.views.counters()
+        # Ticks finished: lets a test in another process wait for N ticks, not a sleep.
+        return {**self.views.counters(), "tritonfleet_reconciler_ticks_total": self._ticks_done}
 
     def latency(
         self, sees: Callable[[str], bool], since: float | None, limit: int

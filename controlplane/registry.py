@@ -6,14 +6,16 @@ passes Triton's schema and rules, so a bad request can never damage what is regi
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from controlplane.artifacts import ArtifactPolicy
 from controlplane.configgen import RenderedConfig, Renderer
-from controlplane.errors import FieldProblem, InvalidSpec
+from controlplane.errors import FieldProblem, InvalidSpec, NotFound
 from controlplane.spec import ModelSpec
 from controlplane.store import ModelRecord, ModelStore
+from controlplane.tenants import ADMIN, Principal, TenantRegistry, check_quota, owner_for
 
 Listener = Callable[[str], Awaitable[None]]
 
@@ -25,12 +27,17 @@ class Registry:
         renderer: Renderer,
         artifacts: ArtifactPolicy,
         clock: Callable[[], float],
+        tenants: TenantRegistry | None = None,
     ) -> None:
         self._store = store
         self._renderer = renderer
         self._artifacts = artifacts
         self._clock = clock
         self._listeners: list[Listener] = []
+        self.tenants = tenants
+        # Quota checks read the tenant's models, then write: one writer at a time, or two
+        # registrations could each pass the check the other breaks.
+        self._writing = asyncio.Lock()
 
     @property
     def store(self) -> ModelStore:
@@ -47,23 +54,36 @@ class Registry:
             raise InvalidSpec(problems)
         return self._renderer.render(spec)
 
-    async def register(self, spec: ModelSpec) -> ModelRecord:
+    async def register(self, spec: ModelSpec, principal: Principal = ADMIN) -> ModelRecord:
+        owner = owner_for(spec, principal, self.tenants.index) if self.tenants else None
         rendered = self.render(spec)
-        now = self._clock()
-        record = ModelRecord(
-            name=spec.name,
-            generation=1,
-            spec=spec,
-            config_pbtxt=rendered.pbtxt,
-            config_json=rendered.json(),
-            created_at=now,
-            updated_at=now,
-        )
-        created = await self._store.create(record)
+        async with self._writing:
+            await self._check_quota(owner, principal, spec)
+            now = self._clock()
+            record = ModelRecord(
+                name=spec.name,
+                generation=1,
+                spec=spec,
+                config_pbtxt=rendered.pbtxt,
+                config_json=rendered.json(),
+                created_at=now,
+                updated_at=now,
+                tenant=owner,
+            )
+            created = await self._store.create(record)
         await self._notify(spec.name)
         return created
 
-    async def update(self, name: str, spec: ModelSpec) -> ModelRecord:
+    async def _check_quota(self, owner: str | None, principal: Principal, spec: ModelSpec) -> None:
+        """Tenants are held to their quota; the admin may register past it (the planner still
+        caps what runs)."""
+        if owner is None or principal.admin or self.tenants is None:
+            return
+        tenant = self.tenants.get(owner)
+        others = [r.spec for r in await self._store.list() if r.tenant == owner]
+        check_quota(tenant, [s for s in others if s.name != spec.name], spec)
+
+    async def update(self, name: str, spec: ModelSpec, principal: Principal = ADMIN) -> ModelRecord:
         if spec.name != name:
             raise InvalidSpec(
                 [
@@ -74,30 +94,43 @@ class Registry:
                     )
                 ]
             )
-        current = await self._store.get(name)
+        current = await self.get(name, principal)
+        if self.tenants is not None and not principal.admin:
+            owner_for(spec, principal, self.tenants.index)  # ensemble steps stay in the prefix
         rendered = self.render(spec)
-        record = replace(
-            current,
-            generation=current.generation + 1,
-            spec=spec,
-            config_pbtxt=rendered.pbtxt,
-            config_json=rendered.json(),
-            updated_at=self._clock(),
-        )
-        updated = await self._store.update(record, expected_generation=current.generation)
+        async with self._writing:
+            await self._check_quota(current.tenant, principal, spec)
+            record = replace(
+                current,
+                generation=current.generation + 1,
+                spec=spec,
+                config_pbtxt=rendered.pbtxt,
+                config_json=rendered.json(),
+                updated_at=self._clock(),
+            )
+            updated = await self._store.update(record, expected_generation=current.generation)
         await self._notify(name)
         return updated
 
-    async def delete(self, name: str) -> ModelRecord:
+    async def delete(self, name: str, principal: Principal = ADMIN) -> ModelRecord:
+        await self.get(name, principal)
         removed = await self._store.delete(name)
         await self._notify(name)
         return removed
 
-    async def get(self, name: str) -> ModelRecord:
-        return await self._store.get(name)
+    async def get(self, name: str, principal: Principal = ADMIN) -> ModelRecord:
+        """The model; `NotFound` also when it belongs to someone `principal` may not see (a 404
+        never tells a tenant that another tenant's model exists)."""
+        record = await self._store.get(name)
+        if not principal.sees(record.tenant):
+            raise NotFound("model", name)
+        return record
 
-    async def list(self) -> list[ModelRecord]:
-        return await self._store.list()
+    async def list(self, principal: Principal = ADMIN) -> list[ModelRecord]:
+        records = await self._store.list()
+        if principal.admin:
+            return records
+        return [r for r in records if principal.sees(r.tenant)]
 
     async def _notify(self, name: str) -> None:
         for listener in self._listeners:

@@ -50,6 +50,22 @@ class ModelRouting:
     name: str
     sequence: bool = False  # sequence-batched models are never retried on another replica
     max_queue: int | None = None  # admission limit of requests in flight through the gateway
+    tenant: str | None = None  # the owner: with gateway auth, only its token (or the admin's)
+
+
+@dataclass(frozen=True)
+class TenantAccess:
+    """What the gateway knows of a tenant: its name and its rate limit (never its token)."""
+
+    name: str
+    requests_per_s: float | None = None
+    burst: int | None = None
+
+
+class TenantLookup(Protocol):
+    def tenant_by_token(self, token_sha256: str) -> TenantAccess | None:
+        """The live tenant whose token hashes to `token_sha256`; None if none. No I/O."""
+        ...
 
 
 class ReplicaDirectory(Protocol):
@@ -83,6 +99,18 @@ class ModelWire(BaseModel):
     sequence: bool = False
     max_inflight: int | None = Field(default=None, ge=1)
     replicas: list[ReplicaWire] = Field(default_factory=list)
+    tenant: str | None = None
+
+
+class TenantWire(BaseModel):
+    """One live tenant in `GET /v1/replicas`, keyed by the SHA-256 of its token: the gateway
+    authenticates without ever holding a token."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str
+    requests_per_s: float | None = None
+    burst: int | None = None
 
 
 class DirectoryWire(BaseModel):
@@ -92,9 +120,18 @@ class DirectoryWire(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     models: dict[str, ModelWire] = Field(default_factory=dict)
+    tenants: dict[str, TenantWire] = Field(default_factory=dict)  # token SHA-256 -> tenant
 
     def routing(self) -> dict[str, ModelRouting]:
         return {
-            name: ModelRouting(name=name, sequence=m.sequence, max_queue=m.max_inflight)
+            name: ModelRouting(
+                name=name, sequence=m.sequence, max_queue=m.max_inflight, tenant=m.tenant
+            )
             for name, m in self.models.items()
+        }
+
+    def access(self) -> dict[str, TenantAccess]:
+        return {
+            digest: TenantAccess(t.name, t.requests_per_s, t.burst)
+            for digest, t in self.tenants.items()
         }

@@ -33,7 +33,9 @@ class Settings(BaseSettings):
     api_host: str = Field(default="127.0.0.1", description="Control API bind address")
     api_port: int = Field(default=8080, ge=0, le=65535, description="Control API port (0 = any)")
     api_token: str | None = Field(
-        default=None, description="Bearer token required by mutating control-API calls"
+        default=None,
+        description="The admin token: required by control-API changes (a tenant token also "
+        "works, scoped to its models), and the only one that manages tenants",
     )
     max_body_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, description="Largest control-API request body accepted"
@@ -176,6 +178,11 @@ class Settings(BaseSettings):
     # builds it from `gateway_values()`; a test checks that every GatewayConfig field has one
     # and that the defaults agree). GatewayConfig validates the values; its errors name these.
     gateway_host: str = Field(default="127.0.0.1", description="Gateway bind address")
+    gateway_auth: Literal["off", "tenants"] = Field(
+        default="off",
+        description="Gateway auth: 'tenants' needs a tenant's (or the admin's) bearer token on "
+        "model routes (401 without, 404 for another tenant's model, 429 over its rate limit)",
+    )
     gateway_http_port: int = Field(default=8000, ge=0, le=65535, description="Gateway HTTP port")
     gateway_grpc_port: int | None = Field(
         default=8001, ge=0, le=65535, description="Gateway gRPC port (none: no gRPC door)"
@@ -293,6 +300,16 @@ class Settings(BaseSettings):
 
     store_path: Path | None = Field(
         default=None, description="SQLite file of the registry; default <data_dir>/tritonfleet.db"
+    )
+    usage_flush_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Chargeback: accrued usage is written to SQLite this often (a crash loses "
+        "at most this much)",
+    )
+    usage_retention_days: float = Field(
+        default=400.0, gt=0, description="Chargeback: per-minute usage older than this is pruned"
     )
 
     k8s_namespace: str | None = Field(default=None, description="Kubernetes fleet: namespace")

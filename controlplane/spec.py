@@ -44,6 +44,36 @@ def check_model_name(name: str) -> str:
 
 ModelName = Annotated[str, Field(description="Model name; " + NAME_PATTERN)]
 
+# Tags are validated like Kubernetes labels, so they can become labels anywhere unchanged.
+_LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+MAX_TAGS = 64
+_LABEL_RULE = (
+    "at most 63 characters of letters, digits, '-', '_' and '.', starting and ending with a "
+    "letter or digit"
+)
+
+
+def check_tags(tags: dict[str, str]) -> dict[str, str]:
+    """Raise ValueError naming the first bad key or value (Kubernetes label syntax)."""
+    if len(tags) > MAX_TAGS:
+        raise ValueError(f"has {len(tags)} tags; use at most {MAX_TAGS}")
+    for key, value in tags.items():
+        prefix, slash, name = key.rpartition("/")
+        shown = key if len(key) <= 80 else key[:80] + "…"
+        if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN_RE.fullmatch(prefix)):
+            raise ValueError(
+                f"key {shown!r}: the prefix before '/' must be a DNS subdomain (lowercase "
+                "letters, digits, '-' and '.', at most 253 characters), e.g. 'example.com/team'"
+            )
+        if not _LABEL_NAME_RE.fullmatch(name):
+            raise ValueError(f"key {shown!r}: the name must be {_LABEL_RULE}")
+        if value and not _LABEL_NAME_RE.fullmatch(value):
+            raise ValueError(
+                f"value of {shown!r}: must be empty or {_LABEL_RULE} (quote numbers in YAML)"
+            )
+    return tags
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -515,11 +545,21 @@ class ModelSpec(_Strict):
     slo: Slo | None = Field(default=None, description="Latency/error objective (autopilot)")
     admission: Admission = Field(default_factory=Admission)
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="Free-form labels for chargeback and filtering (Kubernetes label syntax), "
+        "e.g. {team: search, cost_center: '42'}",
+    )
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return check_model_name(v)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: dict[str, str]) -> dict[str, str]:
+        return check_tags(v)
 
     @field_validator("backend", mode="before")
     @classmethod

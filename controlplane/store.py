@@ -1,4 +1,4 @@
-"""The model-store port: where registrations live, plus an in-memory fake for tests.
+"""The model-store port: where registrations live (`adapters.sqlitestore`, `adapters.memstore`).
 
 A record is one registered model at one generation: the spec the user gave and the config
 rendered from it. `PUT` makes a new generation; the reconciler uses the generation to tell a
@@ -8,10 +8,9 @@ changed model from an unchanged one.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
-from controlplane.errors import Conflict, NotFound
 from controlplane.spec import ModelSpec
 
 
@@ -24,6 +23,7 @@ class ModelRecord:
     config_json: str
     created_at: float
     updated_at: float
+    tenant: str | None = None  # the owner; None: registered by the admin for no tenant
 
     @property
     def served_key(self) -> str:
@@ -68,55 +68,3 @@ class ModelStore(Protocol):
     async def footprints(self) -> dict[str, Footprint]: ...
 
     async def close(self) -> None: ...
-
-
-class MemoryStore:
-    """In-memory `ModelStore` for unit tests."""
-
-    def __init__(self) -> None:
-        self._records: dict[str, ModelRecord] = {}
-        self._footprints: dict[str, Footprint] = {}
-
-    async def get(self, name: str) -> ModelRecord:
-        try:
-            return self._records[name]
-        except KeyError:
-            raise NotFound("model", name) from None
-
-    async def list(self) -> list[ModelRecord]:
-        return sorted(self._records.values(), key=lambda r: r.name)
-
-    async def create(self, record: ModelRecord) -> ModelRecord:
-        if record.name in self._records:
-            raise Conflict(f"model {record.name!r} is already registered; use PUT to change it")
-        self._records[record.name] = record
-        return record
-
-    async def update(self, record: ModelRecord, expected_generation: int) -> ModelRecord:
-        current = await self.get(record.name)
-        if current.generation != expected_generation:
-            raise Conflict(
-                f"model {record.name!r} changed meanwhile (generation {current.generation}); retry"
-            )
-        self._records[record.name] = replace(record, created_at=current.created_at)
-        self._footprints.pop(record.name, None)  # a new generation is measured anew
-        return self._records[record.name]
-
-    async def delete(self, name: str) -> ModelRecord:
-        record = await self.get(name)
-        del self._records[name]
-        self._footprints.pop(name, None)
-        return record
-
-    async def put_footprint(self, footprint: Footprint) -> bool:
-        record = self._records.get(footprint.model)
-        if record is None or record.generation != footprint.generation:
-            return False
-        self._footprints[footprint.model] = footprint
-        return True
-
-    async def footprints(self) -> dict[str, Footprint]:
-        return dict(self._footprints)
-
-    async def close(self) -> None:
-        return None

@@ -70,6 +70,7 @@ class FleetViews:
             name=model,
             sequence=record.spec.sequence_batching is not None,
             max_queue=self._autopilot.admission(model),
+            tenant=record.tenant,
         )
 
     def touch(self, model: str) -> None:
@@ -175,6 +176,7 @@ class FleetViews:
                         )
                         for r in self.replicas(name)
                     ],
+                    tenant=record.tenant,
                 )
                 for name, record in self._state.records.items()
             }

@@ -1,17 +1,17 @@
-"""Who sees which models: the one place the read endpoints ask before they answer.
+"""Who sees which models, as the dashboard's read routes ask it before they answer.
 
-Every read the dashboard makes (`/v1/fleet`, `/v1/latency`, `/v1/events`) is filtered here, on
-the server, by the `Viewer` the request's token resolves to; the page never filters. Today
-every caller is `EVERYONE` (the control API has one admin token and open reads); a tenant
-token resolves to an `Owner` of its models, who sees only those (servers stay visible, with
-other tenants' models left out of them; fleet-wide events carry no model and stay visible).
+Every read the dashboard makes (`/v1/latency`, `/v1/events`; `/v1/fleet` filters the same way
+in the control API) is filtered on the server by the `Viewer` the request's token resolves to;
+the page never filters. The admin token (or an API without one) is `EVERYONE`; a tenant token
+is an `Owner` of its models, and so is a caller without a token when an admin token is set
+(the models of no tenant), as `controlplane.tenants.Principal` decides. Fleet-wide events
+carry no model and stay visible.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 
 class Viewer(Protocol):
@@ -39,15 +39,4 @@ class Owner:
 EVERYONE = Everyone()
 
 
-def fleet(status: Mapping[str, Any], viewer: Viewer) -> dict[str, Any]:
-    """`fleet_status` with the models `viewer` may not see left out of every server."""
-    out = dict(status)
-    out["servers"] = [
-        {**s, "models": [m for m in s.get("models", []) if viewer.sees(m["name"])]}
-        for s in status.get("servers", [])
-    ]
-    out["unplaced"] = {m: r for m, r in status.get("unplaced", {}).items() if viewer.sees(m)}
-    return out
-
-
-__all__ = ["EVERYONE", "Everyone", "Owner", "Viewer", "fleet"]
+__all__ = ["EVERYONE", "Everyone", "Owner", "Viewer"]

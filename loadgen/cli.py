@@ -25,7 +25,7 @@ from loadgen.runner import Mode
 from loadgen.schedule import Arrival, Profile, load_trace, parse_duration, parse_profile
 from loadgen.session import InputConfig, LoadConfig, prepare, run_once, sweep
 from loadgen.sweep import SweepSearch
-from loadgen.transport import Client, Protocol_, Target, open_transport
+from loadgen.transport import ClientLibrary, Protocol_, Target, open_transport
 
 EXIT_OK, EXIT_SLO, EXIT_USAGE, EXIT_TARGET = 0, 1, 2, 3
 
@@ -76,8 +76,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     t.add_argument("--protocol", choices=[x.value for x in Protocol_], default="http")
     t.add_argument(
         "--client",
-        choices=[c.value for c in Client],
-        default=Client.LEAN.value,
+        choices=[c.value for c in ClientLibrary],
+        default=ClientLibrary.LEAN.value,
         help="HTTP client: lean (raw asyncio, default) or tritonclient (aiohttp); gRPC always "
         "uses tritonclient's grpc.aio stub",
     )
@@ -192,7 +192,7 @@ def config_from_args(ns: argparse.Namespace) -> LoadConfig:
             timeout_s=timeout,
             max_connections=min(ns.max_inflight, 4096),
             binary_data=not ns.json_data,
-            client=Client(ns.client),
+            client=ClientLibrary(ns.client),
         ),
         models=tuple(models),
         mode=mode,

@@ -11,7 +11,7 @@ is kept, plus the body of an error response (the server's message).
 * `Pool` holds the connections to one endpoint: an idle stack, opened on demand up to `limit`
   (one request in flight per connection, no pipelining); past the limit requests wait in FIFO
   order for a connection.
-* Timeouts cost nothing per request: each connection stores its deadline and a sweeper, run a
+* Timeouts cost nothing per request: each connection stores its deadline and one expiry timer, run a
   few times per timeout period (at least every 50 ms), aborts connections whose deadline has
   passed and fails queued requests that waited too long. A timed-out connection is closed, since
   its late response would otherwise be read as the answer to the next request.
@@ -73,7 +73,7 @@ def split_hostport(hostport: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-class _Conn(asyncio.Protocol):
+class _LeanConn(asyncio.Protocol):
     __slots__ = (
         "_body",
         "_status",
@@ -174,11 +174,11 @@ class Pool:
         self.limit = max(1, limit)
         self.timeout_s = timeout_s
         self._loop = loop
-        self._idle: list[_Conn] = []
-        self._conns: set[_Conn] = set()
+        self._idle: list[_LeanConn] = []
+        self._conns: set[_LeanConn] = set()
         self._opening = 0
         self._waiting: collections.deque[tuple[bytes, Callback, float]] = collections.deque()
-        self._sweeper: asyncio.TimerHandle | None = None
+        self._expiry: asyncio.TimerHandle | None = None
         self._closed = False
         self.opened = 0  # connections opened so far (tests, diagnostics)
 
@@ -201,8 +201,8 @@ class Pool:
         if self._closed:
             self._call(cb, "connection", b"client closed")
             return
-        if self._sweeper is None:
-            self._start_sweeper()
+        if self._expiry is None:
+            self._start_expiry()
         if len(self._conns) + self._opening < self.limit:
             self._open(data, cb, deadline)
         else:
@@ -217,7 +217,7 @@ class Pool:
         try:
             remaining = deadline - time.monotonic()
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _Conn(self), self.host, self.port),
+                loop.create_connection(lambda: _LeanConn(self), self.host, self.port),
                 max(remaining, 0.0),
             )
         except TimeoutError:
@@ -243,7 +243,7 @@ class Pool:
         while self._waiting and len(self._conns) + self._opening < self.limit:
             self._open(*self._waiting.popleft())
 
-    def _release(self, conn: _Conn) -> None:
+    def _release(self, conn: _LeanConn) -> None:
         waiting = self._waiting
         if waiting:
             data, cb, deadline = waiting.popleft()
@@ -251,7 +251,7 @@ class Pool:
         else:
             self._idle.append(conn)
 
-    def _lost(self, conn: _Conn) -> None:
+    def _lost(self, conn: _LeanConn) -> None:
         self._conns.discard(conn)
         with contextlib.suppress(ValueError):
             self._idle.remove(conn)
@@ -268,11 +268,11 @@ class Pool:
             logging.getLogger(__name__).exception("loadgen request callback failed")
 
     # -- timeouts -------------------------------------------------------------------------
-    def _start_sweeper(self) -> None:
+    def _start_expiry(self) -> None:
         period = min(0.05, max(self.timeout_s / 4, 0.001))
-        self._sweeper = self._get_loop().call_later(period, self._sweep, period)
+        self._expiry = self._get_loop().call_later(period, self._expire, period)
 
-    def _sweep(self, period: float) -> None:
+    def _expire(self, period: float) -> None:
         now = time.monotonic()
         for conn in [c for c in self._conns if c.cb is not None and c.deadline <= now]:
             conn.abort("timeout", b"no response within the timeout")
@@ -280,7 +280,7 @@ class Pool:
         while waiting and waiting[0][2] <= now:
             _, cb, _ = waiting.popleft()
             self._call(cb, "timeout", b"no connection became free within the timeout")
-        self._sweeper = self._get_loop().call_later(period, self._sweep, period)
+        self._expiry = self._get_loop().call_later(period, self._expire, period)
 
     async def request(self, data: bytes) -> tuple[str | None, bytes]:
         """`submit` as a coroutine (for one-off requests, not the hot path)."""
@@ -295,9 +295,9 @@ class Pool:
 
     async def close(self) -> None:
         self._closed = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         while self._waiting:
             _, cb, _ = self._waiting.popleft()
             self._call(cb, "connection", b"client closed")

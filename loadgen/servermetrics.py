@@ -3,14 +3,17 @@
 Counters are scraped at the start and the end of the measured window; the difference divided
 by the request count gives the server-side average queue and compute time per request, which
 sits next to loadgen's client-side latency in the report (the gap is network, HTTP/gRPC
-framing and client overhead). Parsing is pure; only `scrape()` does I/O.
+framing and client overhead). Parsing (prometheus_client's parser) is pure; only `Scraper`
+does I/O.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+
+from prometheus_client.parser import text_string_to_metric_families
 
 COUNTERS = (
     "nv_inference_request_success",
@@ -24,27 +27,43 @@ COUNTERS = (
     "nv_inference_compute_output_duration_us",
 )
 
-_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}\s+([-+0-9.eE]+|NaN)")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
 # (model, version) -> counter name -> value
 Sample = dict[tuple[str, str], dict[str, float]]
 
 
 def parse(text: str) -> Sample:
-    """Per-model counters from Prometheus text exposition; unknown series are skipped."""
+    """Per-model counters from Prometheus text exposition; unknown series, malformed lines
+    and NaN/±Inf values are skipped."""
     out: Sample = {}
-    for line in text.splitlines():
-        if not line.startswith("nv_inference_"):
+    for name, labels, value in _samples(text):
+        if name not in COUNTERS or not math.isfinite(value):
             continue
-        m = _LINE.match(line)
-        if not m or m.group(1) not in COUNTERS:
-            continue
-        labels = dict(_LABEL.findall(m.group(2)))
         key = (labels.get("model", ""), labels.get("version", ""))
         series = out.setdefault(key, {})
-        series[m.group(1)] = series.get(m.group(1), 0.0) + float(m.group(3))
+        series[name] = series.get(name, 0.0) + value
     return out
+
+
+def _samples(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """prometheus_client's parser stops at the first malformed line: then read line by line."""
+    try:
+        return list(_parse(text))
+    except ValueError:
+        out: list[tuple[str, dict[str, str], float]] = []
+        for line in text.splitlines():
+            try:
+                out.extend(_parse(line))
+            except ValueError:
+                continue
+        return out
+
+
+def _parse(text: str) -> Iterator[tuple[str, dict[str, str], float]]:
+    for family in text_string_to_metric_families(text):
+        # a counter's samples come back as `x_total`; Triton's names are the family names
+        total = family.name + "_total" if family.type == "counter" else None
+        for s in family.samples:
+            yield (family.name if s.name == total else s.name), s.labels, s.value
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ class Protocol_(enum.StrEnum):
     GRPC = "grpc"
 
 
-class Client(enum.StrEnum):
+class ClientLibrary(enum.StrEnum):
     LEAN = "lean"  # HTTP: loadgen.leanhttp (raw asyncio + httptools); gRPC: as TRITONCLIENT
     TRITONCLIENT = "tritonclient"  # the clients tritonclient's asyncio API runs on
 
@@ -47,7 +47,7 @@ class Target:
     timeout_s: float
     max_connections: int
     binary_data: bool = True
-    client: Client = Client.LEAN
+    client: ClientLibrary = ClientLibrary.LEAN
 
     @property
     def hostport(self) -> str:
@@ -79,7 +79,7 @@ class Transport(Protocol):
 def open_transport(target: Target) -> Transport:
     if target.protocol is Protocol_.GRPC:
         return GrpcTransport(target)
-    if target.client is Client.TRITONCLIENT:
+    if target.client is ClientLibrary.TRITONCLIENT:
         return HttpTransport(target)
     return LeanHttpTransport(target)
 

@@ -1,17 +1,26 @@
 """The control REST API: the registry (`/v1/models`), fleet status and on-demand loads.
 
-Built by `create_app(context)`; there is no module-level app. Mutating calls need
-`Authorization: Bearer <token>` when a token is configured. Errors are mapped in `errors.py`.
-The dashboard (`/ui`, `/v1/latency`, `/v1/events`) is added by `dashboard.install`.
+Built by `create_app(context)`; there is no module-level app. Errors are mapped in `errors.py`.
+
+Who calls (`Authorization: Bearer <token>`): the admin token (`api_token`) sees and changes
+everything and manages tenants; a tenant token sees and changes only that tenant's models (any
+other model is a 404); no token reads the models of no tenant and changes nothing. Without an
+`api_token` the API is open: a call without a token acts as the admin (a local `up`).
+The dashboard (`/ui`, `/v1/latency`, `/v1/events`) is added by `dashboard.install`, with the
+same answer to who is calling.
 """
 
 from __future__ import annotations
 
+import csv
 import hmac
+import io
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import yaml
@@ -26,11 +35,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from adapters.api import dashboard, errors
 from adapters.api.dashboard import UiConfig
 from controlplane import visibility
-from controlplane.errors import FieldProblem, InvalidSpec, Unauthorized
+from controlplane.errors import FieldProblem, InvalidSpec, NotSupported, Unauthorized
 from controlplane.events import EventFeed
 from controlplane.registry import Registry
 from controlplane.spec import ModelSpec, check_model_name
 from controlplane.store import ModelRecord
+from controlplane.tenants import (
+    ADMIN,
+    ANONYMOUS,
+    Forbidden,
+    Holding,
+    Principal,
+    Quota,
+    TenantCreate,
+    TenantRegistry,
+)
+from controlplane.usage import BUCKET_S, GroupBy, UsageRow
 
 
 class FleetView(Protocol):
@@ -70,9 +90,14 @@ class FleetView(Protocol):
         ...
 
 
-async def everyone(_: Request) -> visibility.Viewer:
-    """Reads are open and there is one admin token: every caller sees every model."""
-    return visibility.EVERYONE
+class UsageSource(Protocol):
+    """What the API asks of chargeback (`adapters.usagerecorder.UsageRecorder`)."""
+
+    async def report(
+        self, from_s: float, to_s: float, by: GroupBy, tenant: str | None
+    ) -> list[dict[str, object]]: ...
+
+    def totals(self) -> dict[str, UsageRow]: ...
 
 
 @dataclass
@@ -80,11 +105,11 @@ class ApiContext:
     registry: Registry
     fleet: FleetView | None = None
     api_token: str | None = None
+    tenants: TenantRegistry | None = None
+    usage: UsageSource | None = None
     max_body_bytes: int = 8 * 1024 * 1024
     ensure_timeout_s: float = 30.0
     ui: UiConfig = field(default_factory=UiConfig)
-    # Who a read request is (from its token): the read routes filter what they answer by it.
-    viewer: Callable[[Request], Awaitable[visibility.Viewer]] = everyone
 
 
 class BodyLimit:
@@ -168,14 +193,105 @@ class _FleetCollector(Collector):
         yield desired
 
 
+class _UsageCollector(Collector):
+    """Chargeback counters since this process started, by tenant and model (both bounded:
+    tags are not labels, a tag set is unbounded)."""
+
+    _FAMILIES = (
+        ("replica_seconds", "Seconds of READY replicas", lambda r: r.replica_s),
+        ("memory_byte_seconds", "Replica memory (bytes) times seconds", lambda r: r.memory_byte_s),
+        ("gpu_seconds", "GPU-seconds, split by memory share on GPU servers", lambda r: r.gpu_s),
+        ("requests", "Successful inference requests (Triton)", lambda r: r.requests),
+        ("compute_seconds", "Triton compute time", lambda r: r.compute_us / 1e6),
+    )
+
+    def __init__(self, usage: UsageSource) -> None:
+        self._usage = usage
+
+    def collect(self) -> Iterator[Metric]:
+        totals = sorted(self._usage.totals().items())
+        for name, doc, value in self._FAMILIES:
+            family = CounterMetricFamily(
+                f"tritonfleet_usage_{name}",
+                doc + ", by tenant and model",
+                labels=["tenant", "model"],
+            )
+            for model, row in totals:
+                v = value(row)
+                if v is not None:
+                    family.add_metric([row.tenant or "", model], v)
+            yield family
+
+
+def _instant(raw: str | None, field: str, default: float) -> float:
+    """Seconds since the epoch from epoch seconds or an ISO-8601 time (UTC unless it says)."""
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            parsed = datetime.fromisoformat(raw[:64].replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise InvalidSpec(
+                [FieldProblem(field, "must be seconds since the epoch or an ISO-8601 time")],
+                subject="usage query",
+            ) from exc
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        value = parsed.timestamp()
+    if not math.isfinite(value) or not 0 <= value < 1e11:
+        raise InvalidSpec(
+            [FieldProblem(field, "must be a time between 1970 and the year 5000")],
+            subject="usage query",
+        )
+    return value
+
+
+def _csv(rows: list[dict[str, object]], key: str) -> str:
+    out = io.StringIO()
+    columns = [key, "replica_s", "memory_gib_h", "gpu_s", "requests", "compute_s"]
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if row[c] is None else row[c] for c in columns])
+    return out.getvalue()
+
+
 def record_view(record: ModelRecord) -> dict[str, Any]:
     return {
         "name": record.name,
+        "tenant": record.tenant,
         "generation": record.generation,
         "created_at": record.created_at,
         "updated_at": record.updated_at,
         "spec": record.spec.model_dump(mode="json", exclude={"artifact": {"files"}}),
         "inline_files": sorted(record.spec.artifact.files or {}) if record.spec.artifact else [],
+    }
+
+
+def _fleet_for(status: dict[str, Any], visible: set[str]) -> dict[str, Any]:
+    """The fleet as a tenant (or an anonymous reader) may see it: servers and their memory,
+    but only its own models on them."""
+    out = dict(status)
+    out["servers"] = [
+        {**s, "models": [m for m in s.get("models", []) if m.get("name") in visible]}
+        for s in status.get("servers", [])
+    ]
+    out["unplaced"] = {m: why for m, why in status.get("unplaced", {}).items() if m in visible}
+    return out
+
+
+def _tenant_view(view: dict[str, Any], records: list[ModelRecord]) -> dict[str, Any]:
+    mine = [r.spec for r in records if r.tenant == view["name"]]
+    held = Holding.of(mine)
+    return {
+        **view,
+        "holding": {
+            "models": held.models,
+            "replicas": held.replicas,
+            "memory_bytes": held.memory_bytes,
+        },
     }
 
 
@@ -186,7 +302,14 @@ def _name(name: str) -> str:
         raise InvalidSpec([FieldProblem("name", str(exc))]) from exc
 
 
-async def _spec_from(request: Request) -> ModelSpec:
+async def _json_object(request: Request, what: str) -> dict[str, Any]:
+    data = await _body(request)
+    if not isinstance(data, dict):
+        raise InvalidSpec([FieldProblem("body", f"must be a JSON object ({what})")], subject=what)
+    return data
+
+
+async def _body(request: Request) -> Any:
     raw = await request.body()
     ctype = request.headers.get("content-type", "application/json")
     try:
@@ -199,6 +322,11 @@ async def _spec_from(request: Request) -> ModelSpec:
                 )
             ]
         ) from exc
+    return data
+
+
+async def _spec_from(request: Request) -> ModelSpec:
+    data = await _body(request)
     if not isinstance(data, dict):
         raise InvalidSpec([FieldProblem("body", "must be a JSON object (a model spec)")])
     return ModelSpec.model_validate(data)
@@ -224,6 +352,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     models_gauge = Gauge("tritonfleet_models_registered", "Registered models", registry=metrics)
     if ctx.fleet is not None:
         metrics.register(_FleetCollector(ctx.fleet))
+    if ctx.usage is not None:
+        metrics.register(_UsageCollector(ctx.usage))
 
     @app.middleware("http")
     async def _count(
@@ -240,18 +370,50 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     app.add_middleware(BodyLimit, max_bytes=ctx.max_body_bytes)
 
-    def authorize(request: Request) -> None:
-        if ctx.api_token is None:
-            return
-        header = request.headers.get("authorization", "")
+    def caller(request: Request) -> Principal:
+        """Who this request acts as; 401 for a token that is neither the admin's nor a live
+        tenant's (a revoked token included)."""
+        header = request.headers.get("authorization")
+        if not header:
+            return ADMIN if ctx.api_token is None else ANONYMOUS
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token, ctx.api_token):
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+        if ctx.api_token is not None and hmac.compare_digest(
+            token.encode("utf-8", "surrogatepass"), ctx.api_token.encode()
+        ):
+            return ADMIN
+        tenant = ctx.tenants.index.authenticate(token) if ctx.tenants is not None else None
+        if tenant is not None:
+            return Principal(tenant=tenant.name)
+        if ctx.api_token is None and ctx.tenants is None:
+            return ADMIN  # no auth configured at all: any token is accepted, as before
+        raise Unauthorized(
+            "unknown or revoked token; use the admin token or a tenant token from "
+            "`tritonfleet tenants create`"
+        )
+
+    def writer(who: Principal = Depends(caller)) -> Principal:
+        if who == ANONYMOUS:
             raise Unauthorized(
                 "this call changes state and needs 'Authorization: Bearer <token>' "
-                "(the token tritonfleet was started with)"
+                "(the admin token tritonfleet was started with, or a tenant token)"
             )
+        return who
 
-    mutating = [Depends(authorize)]
+    def admin(who: Principal = Depends(caller)) -> Principal:
+        if who == ANONYMOUS:
+            raise Unauthorized("this call needs the admin token ('Authorization: Bearer <token>')")
+        if not who.admin:
+            raise Forbidden("this call needs the admin token; a tenant token cannot manage tenants")
+        return who
+
+    def tenants() -> TenantRegistry:
+        if ctx.tenants is None:
+            raise NotSupported("tenants are not enabled in this control plane")
+        return ctx.tenants
+
     registry = ctx.registry
 
     @app.get("/healthz")
@@ -263,68 +425,88 @@ def create_app(ctx: ApiContext) -> FastAPI:
         models_gauge.set(len(await registry.list()))
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/models", status_code=201, dependencies=mutating)
-    async def register(request: Request) -> dict[str, Any]:
-        return record_view(await registry.register(await _spec_from(request)))
+    @app.get("/v1/whoami")
+    async def whoami(who: Principal = Depends(caller)) -> dict[str, Any]:
+        """Who the given token acts as (the dashboard asks this to know what it may show)."""
+        return {"admin": who.admin, "tenant": who.tenant, "role": who.label}
+
+    @app.post("/v1/models", status_code=201)
+    async def register(request: Request, who: Principal = Depends(writer)) -> dict[str, Any]:
+        return record_view(await registry.register(await _spec_from(request), who))
 
     @app.get("/v1/models")
-    async def list_models() -> dict[str, Any]:
-        return {"models": [record_view(r) for r in await registry.list()]}
+    async def list_models(who: Principal = Depends(caller)) -> dict[str, Any]:
+        return {"models": [record_view(r) for r in await registry.list(who)]}
 
     @app.get("/v1/models/{name}")
-    async def get_model(name: str) -> dict[str, Any]:
-        return record_view(await registry.get(_name(name)))
+    async def get_model(name: str, who: Principal = Depends(caller)) -> dict[str, Any]:
+        return record_view(await registry.get(_name(name), who))
 
-    @app.put("/v1/models/{name}", dependencies=mutating)
-    async def update_model(name: str, request: Request) -> dict[str, Any]:
-        return record_view(await registry.update(_name(name), await _spec_from(request)))
+    @app.put("/v1/models/{name}")
+    async def update_model(
+        name: str, request: Request, who: Principal = Depends(writer)
+    ) -> dict[str, Any]:
+        return record_view(await registry.update(_name(name), await _spec_from(request), who))
 
-    @app.delete("/v1/models/{name}", dependencies=mutating)
-    async def delete_model(name: str) -> dict[str, Any]:
-        return record_view(await registry.delete(_name(name)))
+    @app.delete("/v1/models/{name}")
+    async def delete_model(name: str, who: Principal = Depends(writer)) -> dict[str, Any]:
+        return record_view(await registry.delete(_name(name), who))
 
     @app.get("/v1/models/{name}/config", response_class=PlainTextResponse)
-    async def model_config(name: str) -> str:
-        return (await registry.get(_name(name))).config_pbtxt
+    async def model_config(name: str, who: Principal = Depends(caller)) -> str:
+        return (await registry.get(_name(name), who)).config_pbtxt
 
     @app.post("/v1/config/render", response_class=PlainTextResponse)
     async def render(request: Request) -> str:
         return registry.render(await _spec_from(request)).pbtxt
 
     @app.get("/v1/fleet")
-    async def fleet(request: Request) -> JSONResponse:
+    async def fleet(who: Principal = Depends(caller)) -> JSONResponse:
         if ctx.fleet is None:
             return JSONResponse({"servers": [], "note": "no fleet attached"})
-        return JSONResponse(visibility.fleet(ctx.fleet.fleet_status(), await ctx.viewer(request)))
+        status = ctx.fleet.fleet_status()
+        if not who.admin:
+            status = _fleet_for(status, {r.name for r in await registry.list(who)})
+        return JSONResponse(status)
 
     @app.get("/v1/replicas")
-    async def replicas() -> JSONResponse:
-        """Where each registered model is ready now: what a separate gateway polls."""
+    async def replicas(who: Principal = Depends(caller)) -> JSONResponse:
+        """Where each registered model is ready now: what a separate gateway polls (with the
+        admin token when one is set: it carries the tenants' token hashes)."""
+        if who == ANONYMOUS:
+            raise Unauthorized("GET /v1/replicas needs the admin token (it is the gateway's)")
+        if not who.admin:
+            raise Forbidden("GET /v1/replicas needs the admin token (it is the gateway's)")
+        tenants = {
+            digest: {"name": a.name, "requests_per_s": a.requests_per_s, "burst": a.burst}
+            for digest, a in (ctx.tenants.index.access if ctx.tenants else {}).items()
+        }
         if ctx.fleet is None:
-            return JSONResponse({"models": {}})
-        return JSONResponse(ctx.fleet.directory())
+            return JSONResponse({"models": {}, "tenants": tenants})
+        return JSONResponse({**ctx.fleet.directory(), "tenants": tenants})
 
     @app.get("/v1/models/{name}/status")
-    async def model_status(name: str) -> dict[str, Any]:
-        await registry.get(_name(name))
+    async def model_status(name: str, who: Principal = Depends(caller)) -> dict[str, Any]:
+        await registry.get(_name(name), who)
         if ctx.fleet is None:
             return {"name": name, "replicas": [], "note": "no fleet attached"}
         return ctx.fleet.model_status(name)
 
     @app.get("/v1/models/{name}/decisions")
-    async def decisions(name: str) -> dict[str, Any]:
-        await registry.get(_name(name))
+    async def decisions(name: str, who: Principal = Depends(caller)) -> dict[str, Any]:
+        await registry.get(_name(name), who)
         rows = ctx.fleet.decisions(name) if ctx.fleet is not None else []
         return {"name": name, "decisions": rows}
 
-    @app.post("/v1/models/{name}/ensure", dependencies=mutating)
+    @app.post("/v1/models/{name}/ensure")
     async def ensure(
         name: str,
         timeout_s: float | None = Query(
             None, ge=0, le=600, allow_inf_nan=False, description="How long to hold (seconds)"
         ),
+        who: Principal = Depends(writer),
     ) -> JSONResponse:
-        await registry.get(_name(name))
+        await registry.get(_name(name), who)
         if ctx.fleet is None:
             return JSONResponse({"error": "no fleet attached"}, status_code=503)
         wait = timeout_s if timeout_s is not None else ctx.ensure_timeout_s
@@ -336,5 +518,93 @@ def create_app(ctx: ApiContext) -> FastAPI:
             headers=None if ready else {"Retry-After": "2"},
         )
 
-    dashboard.install(app, ctx)
+    # --- chargeback ---------------------------------------------------------------------------
+    @app.get("/v1/usage", response_model=None)
+    async def usage(
+        request: Request,
+        from_: str | None = Query(
+            None, alias="from", max_length=64, description="Start: epoch seconds or ISO-8601"
+        ),
+        to: str | None = Query(None, max_length=64, description="End (default: now)"),
+        by: GroupBy = Query(GroupBy.TENANT, description="Group by tenant, tag or model"),
+        format: str | None = Query(None, pattern="^(json|csv)$", description="json or csv"),
+        who: Principal = Depends(caller),
+    ) -> Response:
+        """Usage per tenant, tag or model over [from, to), in one-minute buckets (a bucket
+        counts when it starts in the range). A tenant token sees its own models' usage only."""
+        if who == ANONYMOUS:
+            raise Unauthorized("usage needs a token: the admin token or a tenant token")
+        now = time.time()
+        to_s = _instant(to, "to", now)
+        from_s = _instant(from_, "from", to_s - 86400)
+        if from_s >= to_s:
+            raise InvalidSpec(
+                [FieldProblem("from", f"must be before 'to' (from={from_s:.0f}, to={to_s:.0f})")],
+                subject="usage query",
+            )
+        if to_s - from_s > 400 * 86400:
+            raise InvalidSpec(
+                [FieldProblem("from", "the range may span at most 400 days")],
+                subject="usage query",
+            )
+        if ctx.usage is None:
+            raise NotSupported("usage accounting is not enabled in this control plane")
+        start = math.floor(from_s / BUCKET_S) * BUCKET_S
+        rows = await ctx.usage.report(start, to_s, by, None if who.admin else who.tenant)
+        wants_csv = format == "csv" or (
+            format is None and "text/csv" in request.headers.get("accept", "")
+        )
+        if wants_csv:
+            return Response(_csv(rows, by.value), media_type="text/csv; charset=utf-8")
+        return JSONResponse(
+            {
+                "from": start,
+                "to": to_s,
+                "by": by.value,
+                "bucket_s": BUCKET_S,
+                "tenant": None if who.admin else who.tenant,
+                "rows": rows,
+            }
+        )
+
+    # --- tenants (admin only) --------------------------------------------------------------
+    @app.post("/v1/tenants", status_code=201, dependencies=[Depends(admin)])
+    async def create_tenant(request: Request) -> dict[str, Any]:
+        body = TenantCreate.model_validate(await _json_object(request, "tenant"))
+        unowned = [r.name for r in await registry.list() if r.tenant is None]
+        tenant, token = await tenants().create(body, unowned)
+        return {**tenant.view(), "token": token}
+
+    @app.get("/v1/tenants", dependencies=[Depends(admin)])
+    async def list_tenants() -> dict[str, Any]:
+        records = await registry.list()
+        return {"tenants": [_tenant_view(t.view(), records) for t in tenants().list()]}
+
+    @app.get("/v1/tenants/{name}", dependencies=[Depends(admin)])
+    async def get_tenant(name: str) -> dict[str, Any]:
+        return _tenant_view(tenants().get(name).view(), await registry.list())
+
+    @app.put("/v1/tenants/{name}/quota", dependencies=[Depends(admin)])
+    async def set_quota(name: str, request: Request) -> dict[str, Any]:
+        quota = Quota.model_validate(await _json_object(request, "quota"))
+        return (await tenants().set_quota(name, quota)).view()
+
+    @app.post("/v1/tenants/{name}/token", dependencies=[Depends(admin)])
+    async def rotate_token(name: str) -> dict[str, Any]:
+        tenant, token = await tenants().rotate(name)
+        return {**tenant.view(), "token": token}
+
+    @app.delete("/v1/tenants/{name}", dependencies=[Depends(admin)])
+    async def revoke_tenant(name: str) -> dict[str, Any]:
+        return (await tenants().revoke(name)).view()
+
+    # --- the dashboard ------------------------------------------------------------------------
+    async def viewer(request: Request) -> visibility.Viewer:
+        """The caller as the set of models the dashboard's routes may show it."""
+        who = caller(request)
+        if who.admin:
+            return visibility.EVERYONE
+        return visibility.Owner(frozenset(r.name for r in await registry.list(who)))
+
+    dashboard.install(app, ctx, viewer)
     return app

@@ -9,8 +9,9 @@
   points, so the page polls cheaply.
 - `GET /v1/events`: the decision feed as server-sent events (`eventstream.py`).
 
-Every route answers for the `Viewer` the request resolves to (`ApiContext.viewer`), so a
-tenant token sees its own models only once tenants exist; the page filters nothing itself.
+Every route answers for the `Viewer` the request's token resolves to (`viewer`, from the
+control API's `caller`): the admin sees every model, a tenant token its own models only, no
+token (with an admin token configured) the models of no tenant; the page filters nothing.
 The token travels in the `Authorization` header, the stream included (the page reads it with
 `fetch`, not `EventSource`, which cannot send headers): never in a URL, where it would end
 up in logs, history and `Referer`.
@@ -18,6 +19,7 @@ up in logs, history and `Referer`.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -96,13 +98,10 @@ def _cursor(after: int | None, last_event_id: str | None, backlog: int, feed_rec
     return feed_recent
 
 
-def install(app: FastAPI, ctx: ApiContext) -> None:
+def install(app: FastAPI, ctx: ApiContext, viewer: Callable[[Request], Awaitable[Viewer]]) -> None:
     """Add the dashboard's routes to the control API (the page only when `ctx.ui.enabled`)."""
     ui = ctx.ui
     slots = StreamSlots(ui.stream.max_clients)
-
-    async def viewer(request: Request) -> Viewer:
-        return await ctx.viewer(request)
 
     if ui.enabled:
         assets = _assets()

@@ -25,6 +25,7 @@ from controlplane.errors import (
     Unauthorized,
 )
 from controlplane.spec import field_errors
+from controlplane.tenants import Forbidden, QuotaExceeded
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,14 @@ STATUS_CODE_MAPPING: dict[type[Exception], int] = {
     NotFound: 404,
     Conflict: 409,
     Unauthorized: 401,
+    Forbidden: 403,
     NotSupported: 501,
     ModelLoadFailed: 502,
     ServerUnavailable: 503,
 }
+
+
+_SUBJECTS = {"TenantCreate": "tenant", "Quota": "quota"}
 
 
 def validation_details(exc: ValidationError | RequestValidationError) -> list[dict[str, str]]:
@@ -58,11 +63,24 @@ def install(app: FastAPI) -> None:
             },
         )
 
+    @app.exception_handler(QuotaExceeded)
+    async def _quota(_: Request, exc: QuotaExceeded) -> JSONResponse:
+        return JSONResponse(
+            status_code=403,
+            content={
+                "error": f"tenant {exc.tenant!r} quota exceeded",
+                "detail": [{"field": p.field, "message": p.message} for p in exc.problems],
+            },
+        )
+
     @app.exception_handler(ValidationError)
     async def _pydantic(_: Request, exc: ValidationError) -> JSONResponse:
         return JSONResponse(
             status_code=422,
-            content={"error": "invalid model spec", "detail": validation_details(exc)},
+            content={
+                "error": "invalid " + _SUBJECTS.get(exc.title, "model spec"),
+                "detail": validation_details(exc),
+            },
         )
 
     @app.exception_handler(RequestValidationError)

@@ -1,4 +1,4 @@
-"""The gateway process: both front doors, the router, the signal feed and the timeout sweep.
+"""The gateway process: both front doors, the router, the signal feed and the timeout watch.
 
 `Gateway` starts and stops them; `tritonfleet up` runs one beside the control plane and
 `tritonfleet gateway` runs one alone (adapters/cli.py: uvloop, heap frozen after start-up).
@@ -16,7 +16,8 @@ from adapters.gateway.config import GatewayConfig
 from adapters.gateway.http import HttpDoor
 from adapters.gateway.metrics import GatewayMetrics
 from adapters.gateway.router import Router
-from controlplane.replicas import ReplicaDirectory
+from controlplane.replicas import ReplicaDirectory, TenantLookup
+from controlplane.tenants import hash_token
 
 if TYPE_CHECKING:
     from adapters.gateway.grpcdoor import GrpcDoor
@@ -26,10 +27,23 @@ log = logging.getLogger(__name__)
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig, directory: ReplicaDirectory) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        directory: ReplicaDirectory,
+        *,
+        tenants: TenantLookup | None = None,
+        admin_token: str | None = None,
+    ) -> None:
         self.config = config
         self.metrics = GatewayMetrics()
-        self.router = Router(directory, config, self.metrics)
+        self.router = Router(
+            directory,
+            config,
+            self.metrics,
+            tenants=tenants,
+            admin_token_sha256=hash_token(admin_token) if admin_token else None,
+        )
         self.http = HttpDoor(
             self.router,
             self.metrics,
@@ -78,16 +92,16 @@ class Gateway:
                 door = GrpcDoor(self.router, self.metrics, self.config)
             self.grpc_port = await door.start(self.config.host, self.config.grpc_port)
             self._grpc = door
-        self._tasks.append(loop.create_task(self.router.sweep()))
-        self._tasks.append(loop.create_task(self._sweep_clients()))
-        from adapters.gateway.signals import feed
+        self._tasks.append(loop.create_task(self.router.watch_timeouts()))
+        self._tasks.append(loop.create_task(self._reap_clients()))
+        from adapters.gateway.signalfeed import feed
 
         self._tasks.append(loop.create_task(feed(self.router, self.config)))
         log.info(
             "gateway: HTTP %s, gRPC %s, policy %s", self.http_url, self.grpc_url, self.config.policy
         )
 
-    async def _sweep_clients(self) -> None:
+    async def _reap_clients(self) -> None:
         """Close slow and idle client connections: one timer for all of them."""
         cfg = self.config
         interval = min(1.0, cfg.header_timeout_s / 10, cfg.idle_timeout_s / 10)
@@ -96,12 +110,12 @@ class Gateway:
             await asyncio.sleep(interval)
             now = loop.time()
             for door in (self.http, self._grpc):
-                sweep = getattr(door, "sweep", None)  # the grpcio door has none
-                if sweep is not None:
+                reap = getattr(door, "reap", None)  # the grpcio door has none
+                if reap is not None:
                     try:
-                        sweep(now)
-                    except Exception:  # a bug here must never stop the sweep
-                        log.exception("sweeping client connections failed")
+                        reap(now)
+                    except Exception:  # a bug here must never stop the reaper
+                        log.exception("reaping client connections failed")
 
     async def stop(self) -> None:
         for t in self._tasks:

@@ -38,6 +38,11 @@ class GatewayConfig(BaseModel):
         routing.make(v)  # ValueError naming the known ones
         return v
 
+    auth: Literal["off", "tenants"] = Field(
+        "off",
+        description="tenants: model routes need a live tenant's (or the admin's) bearer token; "
+        "401 without one, 404 for another tenant's model, 429 over a tenant's rate limit.",
+    )
     max_body_bytes: int = Field(64 << 20, ge=0, description="Larger request bodies get 413 unread.")
     cold_hold_s: float = Field(
         30.0,

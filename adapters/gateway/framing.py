@@ -20,6 +20,8 @@ from typing import TypeVar
 
 import httptools
 
+from adapters.gateway.tenancy import token_hash
+
 MAX_HEAD_BYTES = 64 * 1024  # request line + headers (431 past it)
 MAX_REQUEST_LINE_BYTES = 8 * 1024  # 414 past it, as nginx's default large header buffer
 MAX_HEADERS = 100  # header lines per request (431 past it)
@@ -51,6 +53,7 @@ class RequestHead:
     keep_alive: bool
     expect_continue: bool
     upstream_head: bytes  # request line + headers for Triton, blank line included
+    token_sha256: str | None = None  # of the bearer token ("" malformed, None absent)
 
 
 def _header_value(lower: bytes, name: bytes) -> bytes | None:
@@ -124,6 +127,7 @@ def parse_request_head(head: bytes) -> RequestHead:
     length = 0
     hosts = 0
     expect = False
+    authorization: bytes | None = None
     tokens: set[bytes] = set()  # of every Connection field
     for name, value in fields:
         if name == b"content-length":  # llhttp refused duplicates, lists and non-digits
@@ -140,6 +144,8 @@ def parse_request_head(head: bytes) -> RequestHead:
             tokens.update(t.strip().lower() for t in value.split(b","))
         elif name == b"expect":
             expect = value.strip().lower() == b"100-continue"
+        elif name == b"authorization":
+            authorization = value
     if hosts > 1:
         raise FramingError(400, "more than one Host header")
     keep_alive = b"close" not in tokens and (version == b"HTTP/1.1" or b"keep-alive" in tokens)
@@ -157,7 +163,10 @@ def parse_request_head(head: bytes) -> RequestHead:
         )
     else:
         upstream = head + b"\r\n\r\n"
-    return RequestHead(method, target, length, keep_alive, expect, upstream)
+    # Hashed here, once per distinct head: the head cache makes it once per client and token.
+    return RequestHead(
+        method, target, length, keep_alive, expect, upstream, token_hash(authorization)
+    )
 
 
 class HeadCache(dict[bytes, _H]):

@@ -32,6 +32,7 @@ from adapters.gateway.grpcproto import (
 )
 from adapters.gateway.metrics import GatewayMetrics
 from adapters.gateway.router import Router
+from adapters.gateway.tenancy import token_hash
 from controlplane.replicas import ModelRouting, Replica
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ __all__ = ["GrpcDoor", "field1_string"]
 
 
 class _Attempt:
-    """The router's handle on one gRPC attempt; gRPC deadlines time it out, not the sweep."""
+    """The router's handle on one gRPC attempt; gRPC deadlines time it out, not the timeout watch."""
 
     __slots__ = ()
 
@@ -122,8 +123,16 @@ class GrpcDoor(grpc.GenericRpcHandler):
             c = self.calls[key] = ch.stream_stream(method) if stream else ch.unary_unary(method)
         return c
 
-    async def _admit(self, model: str) -> tuple[ModelRouting, list[Replica]]:
-        rt = admit(self.router, self.metrics, model)
+    async def _admit(
+        self, model: str, context: aio.ServicerContext
+    ) -> tuple[ModelRouting, list[Replica]]:
+        token = None
+        if self.router.gate.enabled:
+            auth = next(
+                (v for k, v in context.invocation_metadata() or () if k == "authorization"), None
+            )
+            token = token_hash(auth if isinstance(auth, str | bytes) else None)
+        rt = admit(self.router, self.metrics, model, token)
         replicas = list(self.router.directory.replicas(model))
         if not replicas:
             replicas = list(await self.router.hold(model))
@@ -149,7 +158,7 @@ class GrpcDoor(grpc.GenericRpcHandler):
                     grpc.StatusCode.INVALID_ARGUMENT, f"{name}: malformed request: {exc}"
                 )
             try:
-                rt, replicas = await self._admit(model)
+                rt, replicas = await self._admit(model, context)
             except Refusal as r:
                 self.metrics.local(model, "grpc", r.code.name)
                 await context.abort(grpc.StatusCode[r.code.name], r.details)
@@ -210,7 +219,7 @@ class GrpcDoor(grpc.GenericRpcHandler):
                     grpc.StatusCode.INVALID_ARGUMENT, f"ModelStreamInfer: malformed request: {exc}"
                 )
             try:
-                _, replicas = await self._admit(model)
+                _, replicas = await self._admit(model, context)
             except Refusal as r:
                 await context.abort(grpc.StatusCode[r.code.name], r.details)
             # One stream stays on one replica: sequences and decoupled models need that.

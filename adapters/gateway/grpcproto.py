@@ -200,9 +200,25 @@ class MessageReader:
         return len(self.buf)
 
 
-def admit(router: Router, metrics: GatewayMetrics, model: str) -> ModelRouting:
-    """Admit one call for `model` (the caller must `router.release(model)` later) or refuse."""
+_DENIED = {
+    401: (Status.UNAUTHENTICATED, "unauthenticated"),
+    404: (Status.NOT_FOUND, "unknown_model"),
+    429: (Status.RESOURCE_EXHAUSTED, "rate_limited"),
+}
+
+
+def admit(
+    router: Router, metrics: GatewayMetrics, model: str, token: str | None = None
+) -> ModelRouting:
+    """Admit one call for `model` (the caller must `router.release(model)` later) or refuse.
+    `token`: the SHA-256 of the call's bearer token (checked when gateway auth is on)."""
     rt = router.directory.routing(model)
+    if router.gate.enabled:
+        denied = router.gate.check(model, rt, token)
+        if denied is not None:
+            code, reason = _DENIED[denied.status]
+            metrics.rejections[model, reason] += 1
+            raise Refusal(code, denied.message)
     if rt is None:
         metrics.rejections[model, "unknown_model"] += 1
         raise Refusal(

@@ -4,7 +4,7 @@
 checked, retried once), `Relay` is a `ModelStreamInfer` pinned to one replica and relayed
 message by message. Each takes the client's data (`data` returns what may be credited back
 now), hears from its replica call (`h2upstream.Listener`), and can be timed out by the door's
-sweep (`time_out`). The reply helpers (status headers, trailers-only) live here too.
+timeout watch (`time_out`). The reply helpers (status headers, trailers-only) live here too.
 """
 
 from __future__ import annotations
@@ -235,7 +235,8 @@ class Unary:
             return
         self.body = body
         try:
-            self.rt = admit(door.router, door.metrics, model)
+            token = self.client.token_of(self.headers) if door.router.gate.enabled else None
+            self.rt = admit(door.router, door.metrics, model, token)
         except Refusal as r:
             self._local(r.code, r.details, admitted=False)
             return
@@ -352,7 +353,7 @@ class Unary:
         )
 
     def expire(self) -> None:
-        """The router's sweep: no reply within `upstream_timeout_s`."""
+        """The router's timeout watch: no reply within `upstream_timeout_s`."""
         if self.done or self.call is None:
             return
         self.call.cancel()
@@ -504,7 +505,8 @@ class Relay:
         door = self.client.door
         try:
             self.model = model = field1_string(first)
-            admit(door.router, door.metrics, model)
+            token = self.client.token_of(self.headers) if door.router.gate.enabled else None
+            admit(door.router, door.metrics, model, token)
         except Refusal as r:
             self._fail(r.code, r.details)
             return

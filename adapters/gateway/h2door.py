@@ -49,7 +49,7 @@ from adapters.gateway.h2calls import (
     status_headers,
     trailers_only,
 )
-from adapters.gateway.h2upstream import UpstreamPool
+from adapters.gateway.h2upstream import H2UpstreamPool
 from adapters.gateway.h2wire import (
     ENHANCE_YOUR_CALM,
     NO_ERROR,
@@ -60,6 +60,7 @@ from adapters.gateway.h2wire import (
 )
 from adapters.gateway.metrics import GatewayMetrics
 from adapters.gateway.router import Router
+from adapters.gateway.tenancy import token_hash
 from controlplane.replicas import Replica
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class H2Door:
         self.router = router
         self.metrics = metrics
         self.config = config
-        self.pool = UpstreamPool(config.connect_timeout_s)
+        self.pool = H2UpstreamPool(config.connect_timeout_s)
         self.server: asyncio.Server | None = None
         self.clients: set[ClientConnection] = set()
         self.limits = limits_of(config)
@@ -101,8 +102,8 @@ class H2Door:
             self.server = None
         self.pool.close()
 
-    def sweep(self, now: float) -> None:
-        """Close slow and idle client connections, end idle streams (the gateway's sweep)."""
+    def reap(self, now: float) -> None:
+        """Close slow and idle client connections, end idle streams (the gateway's reaper)."""
         header_t = self.config.header_timeout_s
         idle_t = self.config.idle_timeout_s
         stream_t = self.config.h2_stream_idle_timeout_s
@@ -179,12 +180,23 @@ class ClientConnection(Peer):
         self.door = door
         self.streams: dict[int, Unary | Relay | Local] = {}
         self.last_sid = 0
-        # slow/idle client detection (`H2Door.sweep`)
+        # slow/idle client detection (`H2Door.reap`)
         self.ready = False  # the client's preface and first SETTINGS arrived
         self.seen_at = 0.0
         self.head_from = 0.0
         self.stall_from = 0.0
         self.buffer_cap = door.config.h2_max_connection_buffer_bytes
+        # The last `authorization` value and its hash: a client sends the same token on
+        # every call of a connection, so it is hashed once per connection.
+        self._auth: tuple[bytes | None, str | None] = (None, None)
+
+    def token_of(self, headers: list[tuple[bytes, bytes]]) -> str | None:
+        value = next((v for n, v in headers if n == b"authorization"), None)
+        if value is None:
+            return None
+        if self._auth[0] != value:
+            self._auth = (value, token_hash(value))
+        return self._auth[1]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         door = self.door

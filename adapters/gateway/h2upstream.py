@@ -102,7 +102,7 @@ class Upstream(Peer):
 
     credit_connection_on_arrival = True
 
-    def __init__(self, pool: UpstreamPool, url: str) -> None:
+    def __init__(self, pool: H2UpstreamPool, url: str) -> None:
         super().__init__(_LIMITS)
         self.pool = pool
         self.url = url
@@ -223,7 +223,7 @@ class Upstream(Peer):
             call.listener.on_failure(reason)
 
 
-class UpstreamPool:
+class H2UpstreamPool:
     """The current connection to each replica's gRPC port."""
 
     def __init__(self, connect_timeout_s: float) -> None:

@@ -232,8 +232,8 @@ class Peer(asyncio.Protocol):
         self._resets_t = self._controls_t = time.monotonic()
         self._after: list[Callable[[], None]] = []  # `after_read`
         self.closed = False
-        self.seen = False  # bytes arrived (cleared by whoever sweeps idle connections)
-        self.progress = False  # DATA went out (cleared by whoever sweeps stalled writers)
+        self.seen = False  # bytes arrived (cleared by whoever reaps idle connections)
+        self.progress = False  # DATA went out (cleared by whoever reaps stalled writers)
 
     # --- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

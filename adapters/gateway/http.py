@@ -28,7 +28,7 @@ from adapters.gateway.framing import (
 )
 from adapters.gateway.metrics import GatewayMetrics
 from adapters.gateway.router import Router
-from adapters.gateway.upstream import UpstreamPool, _Conn
+from adapters.gateway.upstream import Http1Upstream, Http1UpstreamPool
 from controlplane.replicas import ModelRouting, Replica
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ MAX_ROUTE_TARGET_BYTES = 256  # longer targets are routed every time, not rememb
 _HEADS: HeadCache[RequestHead] = HeadCache()
 _MODEL_ACTIONS = frozenset((b"", b"ready", b"config", b"infer", b"stats"))
 _REASONS = {
-    200: b"OK", 400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found",
+    200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
     405: b"Method Not Allowed", 408: b"Request Timeout", 411: b"Length Required", 413: b"Payload Too Large",
     414: b"URI Too Long", 429: b"Too Many Requests", 431: b"Request Header Fields Too Large",
     502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout",
@@ -101,8 +101,8 @@ class HttpDoor:
         self.idle_timeout_s = idle_timeout_s
         self.max_client_connections = max_client_connections
         self.max_pipelined_bytes = max_pipelined_bytes
-        self.clients: set[_Client] = set()
-        self.pools: dict[str, UpstreamPool] = {}
+        self.clients: set[_Http1Client] = set()
+        self.pools: dict[str, Http1UpstreamPool] = {}
         # (method, target) -> (model, action) for model-scoped routes seen before
         self.routes: dict[tuple[bytes, bytes], tuple[str, bytes]] = {}
         self.server_metadata = _ok(
@@ -116,26 +116,26 @@ class HttpDoor:
         )
         self.live = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nContent-Type: text/plain\r\n\r\n"
 
-    def pool(self, replica: Replica) -> UpstreamPool:
+    def pool(self, replica: Replica) -> Http1UpstreamPool:
         p = self.pools.get(replica.http_url)
         if p is None:
-            p = self.pools[replica.http_url] = UpstreamPool(
+            p = self.pools[replica.http_url] = Http1UpstreamPool(
                 replica.http_url, self.connect_timeout_s
             )
         return p
 
-    def protocol(self) -> _Client:
-        return _Client(self)
+    def protocol(self) -> _Http1Client:
+        return _Http1Client(self)
 
     def close(self) -> None:
         for p in self.pools.values():
             p.close()
 
-    def sweep(self, now: float) -> None:
-        """Close slow and idle client connections (called by the gateway's periodic sweep).
+    def reap(self, now: float) -> None:
+        """Close slow and idle client connections (called by the gateway's periodic reaper).
 
         The hot path only sets `seen` on bytes and clears `head_from` on a complete head;
-        times are taken here, so they are as precise as the sweep's interval.
+        times are taken here, so they are as precise as the reaper's interval.
         """
         header_t, idle_t = self.header_timeout_s, self.idle_timeout_s
         for c in list(self.clients):
@@ -168,10 +168,14 @@ class HttpDoor:
 _REFUSAL = RequestHead(b"", b"", 0, False, False, b"")  # a refusal queued behind replies owed
 
 
+_DENIED = {401: "unauthenticated", 404: "unknown_model", 429: "rate_limited"}
+
+
 class _Request:
-    __slots__ = ("body", "head", "keep_alive", "method", "size", "url")
+    __slots__ = ("body", "head", "keep_alive", "method", "size", "token", "url")
 
     def __init__(self, head: RequestHead, body: bytes) -> None:
+        self.token = head.token_sha256
         self.method = head.method
         self.url = head.target
         self.head = head.upstream_head
@@ -180,7 +184,7 @@ class _Request:
         self.size = len(self.head) + len(body)
 
 
-class _Client(asyncio.Protocol):
+class _Http1Client(asyncio.Protocol):
     """One client connection; requests on it are answered strictly in order.
 
     Memory per connection is bounded: reading stops while the requests queued behind the one
@@ -204,10 +208,10 @@ class _Client(asyncio.Protocol):
         self.write_paused = False  # the client's socket buffer is over its high-water mark
         self.write_paused_at = 0.0
         self.reading_paused = False
-        self.upstream: _Conn | None = None  # relaying a large reply from this connection
+        self.upstream: Http1Upstream | None = None  # relaying a large reply from this connection
         self.draining = False
         self.closed = False
-        # slow/idle client detection (`HttpDoor.sweep`): bytes since the last sweep, when
+        # slow/idle client detection (`HttpDoor.reap`): bytes since the last reap, when
         # bytes (or a request in flight) were last seen, when the head clock started (0: off)
         self.seen = False
         self.seen_at = 0.0
@@ -237,7 +241,7 @@ class _Client(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        self.write_paused_at = 0.0  # stamped by the sweep
+        self.write_paused_at = 0.0  # stamped by the reaper
         if self.upstream is not None:
             self.upstream.pause()
         self._update_reading()
@@ -478,6 +482,18 @@ class _Client(asyncio.Protocol):
     def _forward(self, model: str, action: bytes, req: _Request) -> None:
         router = self.door.router
         rt = router.directory.routing(model)
+        if router.gate.enabled:
+            denied = router.gate.check(model, rt, req.token)
+            if denied is not None:
+                self.door.metrics.rejections[model, _DENIED[denied.status]] += 1
+                extra = (
+                    b"Retry-After: %d\r\n" % denied.retry_after_s if denied.retry_after_s else b""
+                )
+                if denied.status == 401:
+                    extra += b'WWW-Authenticate: Bearer realm="tritonfleet"\r\n'
+                return self.respond(
+                    error_response(denied.status, denied.message, extra=extra), req.keep_alive
+                )
         if rt is None:
             self.door.metrics.rejections[model, "unknown_model"] += 1
             return self.respond(
@@ -516,7 +532,7 @@ class _Exchange:
 
     def __init__(
         self,
-        client: _Client,
+        client: _Http1Client,
         model: str,
         rt: ModelRouting,
         action: bytes,
@@ -530,7 +546,7 @@ class _Exchange:
         self.attempt = 0
         self.done = False
         self.replica: Replica | None = None
-        self.conn: _Conn | None = None
+        self.conn: Http1Upstream | None = None
         self.start = 0.0
         self.streamed = -1.0  # >= 0: the reply is being relayed as it comes (its latency)
         self.head = req.head
@@ -564,7 +580,7 @@ class _Exchange:
         self.send(replicas)
 
     # --- upstream callbacks ------------------------------------------------------------
-    def on_stream(self, conn: _Conn) -> _Client | None:
+    def on_stream(self, conn: Http1Upstream) -> _Http1Client | None:
         """A large successful reply: relay it to the client as it arrives (None: buffer it)."""
         client = self.client
         if self.done or client.closed:
@@ -582,7 +598,7 @@ class _Exchange:
     def on_response(self, status: int, raw: bytes) -> None:
         if self.done:
             return
-        if self.streamed >= 0:  # the whole reply went out through `_Client.relay`
+        if self.streamed >= 0:  # the whole reply went out through `_Http1Client.relay`
             self.client.upstream = None
             self._finish(b"", str(status), self.streamed)
             return

@@ -88,7 +88,7 @@ class GatewayMetrics:
         self.rejections = _ByModel(self.model_label)  # (model, reason)
         # client connections closed at once over max_client_connections, by protocol
         self.rejected_connections: defaultdict[str, int] = defaultdict(int)
-        # client connections closed by the sweep: (protocol, header_timeout | idle_timeout)
+        # client connections closed by the reaper: (protocol, header_timeout | idle_timeout)
         self.closed_connections: defaultdict[tuple[str, str], int] = defaultdict(int)
 
     def model_label(self, model: str) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import httpx
 from pydantic import ValidationError
 
-from controlplane.replicas import DirectoryWire, ModelRouting, Replica
+from controlplane.replicas import DirectoryWire, ModelRouting, Replica, TenantAccess
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ class RemoteDirectory:
         self._interval_s = interval_s
         self._routing: dict[str, ModelRouting] = {}
         self._replicas: dict[str, tuple[Replica, ...]] = {}
+        self._tenants: dict[str, TenantAccess] = {}
         self._task: asyncio.Task[None] | None = None
         self.last_error: str | None = None
 
@@ -73,6 +74,7 @@ class RemoteDirectory:
             log.info("control API reachable again")
         self.last_error = None
         self._routing = wire.routing()
+        self._tenants = wire.access()
         self._replicas = {
             name: tuple(
                 Replica(
@@ -95,6 +97,9 @@ class RemoteDirectory:
 
     def routing(self, model: str) -> ModelRouting | None:
         return self._routing.get(model)
+
+    def tenant_by_token(self, token_sha256: str) -> TenantAccess | None:
+        return self._tenants.get(token_sha256)
 
     async def ensure(self, model: str, timeout_s: float) -> Sequence[Replica]:
         try:

@@ -6,7 +6,7 @@ replicas, admits or sheds requests per model and spends the retry budget. Everyt
 the gateway's one event loop, so plain attributes need no locks.
 
 Every per-key dict stays bounded: in-flight counts drop their key at zero, and `prune` (from
-the sweep) forgets latency and server state not touched for `FORGET_S`, so servers that left
+the timeout watch) forgets latency and server state not touched for `FORGET_S`, so servers that left
 and models no longer asked for cost nothing (and are no longer scraped).
 """
 
@@ -17,12 +17,13 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 from adapters.gateway.config import GatewayConfig
 from adapters.gateway.metrics import GatewayMetrics
+from adapters.gateway.tenancy import TenantGate
 from controlplane import routing
-from controlplane.replicas import ModelRouting, Replica, ReplicaDirectory
+from controlplane.replicas import ModelRouting, Replica, ReplicaDirectory, TenantLookup
 from controlplane.routing import OutlierRule, ReplicaStats, RetryBudget, ServerSignal
 
 log = logging.getLogger(__name__)
@@ -69,8 +70,15 @@ class Router:
         *,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        tenants: TenantLookup | None = None,
+        admin_token_sha256: str | None = None,
     ) -> None:
         self.directory = directory
+        if tenants is None and hasattr(directory, "tenant_by_token"):
+            tenants = cast(TenantLookup, directory)  # a gateway apart: the remote directory
+        self.gate = TenantGate(
+            config.auth == "tenants", tenants, admin_token_sha256=admin_token_sha256, clock=clock
+        )
         self.config = config
         self.metrics = metrics
         self.policy = routing.make(config.policy)
@@ -234,7 +242,7 @@ class Router:
     def set_signal(self, server_id: str, signal: ServerSignal) -> None:
         self._state(server_id).signal = signal
 
-    async def sweep(self, interval_s: float = 0.25) -> None:
+    async def watch_timeouts(self, interval_s: float = 0.25) -> None:
         """Fail requests a replica has held past the upstream timeout (one timer, not one each)."""
         limit = self.config.upstream_timeout_s
         next_prune = self.clock() + PRUNE_EVERY_S
@@ -253,7 +261,7 @@ class Router:
                 for handle in expired:
                     try:
                         handle.expire()
-                    except Exception:  # one broken handle never stops the sweep
+                    except Exception:  # one broken handle never stops the watch
                         log.exception("expiring a request to %s failed", st.key)
 
     def prune(self, now: float) -> None:

@@ -29,7 +29,7 @@ class Waiter(Protocol):
         """The whole reply; `raw` is empty when it was relayed to the stream's sink."""
         ...
 
-    def on_stream(self, conn: _Conn) -> Sink | None:
+    def on_stream(self, conn: Http1Upstream) -> Sink | None:
         """A large 2xx reply has started: where to relay it (None: buffer it whole)."""
         ...
 
@@ -38,13 +38,13 @@ class Waiter(Protocol):
         ...
 
 
-class _Conn(asyncio.Protocol):
+class Http1Upstream(asyncio.Protocol):
     __slots__ = (
         "buf", "chunks", "closed", "have", "head", "need", "paused", "pool", "sink", "transport",
         "waiter",
     )  # fmt: skip
 
-    def __init__(self, pool: UpstreamPool) -> None:
+    def __init__(self, pool: Http1UpstreamPool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.buf = b""
@@ -164,7 +164,7 @@ class _Conn(asyncio.Protocol):
             self.transport.abort()
 
 
-class UpstreamPool:
+class Http1UpstreamPool:
     """Connections to one server's HTTP endpoint (`http://host:port`)."""
 
     def __init__(self, http_url: str, connect_timeout_s: float, max_idle: int = 64) -> None:
@@ -173,10 +173,10 @@ class UpstreamPool:
         self.port = parts.port or 80
         self.connect_timeout_s = connect_timeout_s
         self.max_idle = max_idle
-        self.idle: list[_Conn] = []
-        self.all: set[_Conn] = set()
+        self.idle: list[Http1Upstream] = []
+        self.all: set[Http1Upstream] = set()
 
-    def send(self, waiter: Waiter, head: bytes, body: bytes) -> _Conn | None:
+    def send(self, waiter: Waiter, head: bytes, body: bytes) -> Http1Upstream | None:
         """Send on an idle connection (returned) or on a new one (None: connecting)."""
         while self.idle:
             conn = self.idle.pop()
@@ -190,7 +190,7 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _Conn(self), self.host, self.port),
+                loop.create_connection(lambda: Http1Upstream(self), self.host, self.port),
                 self.connect_timeout_s,
             )
         except (OSError, TimeoutError) as exc:
@@ -199,13 +199,13 @@ class UpstreamPool:
         self.all.add(conn)
         conn.send(waiter, head, body)
 
-    def release(self, conn: _Conn) -> None:
+    def release(self, conn: Http1Upstream) -> None:
         if len(self.idle) < self.max_idle and not conn.closed:
             self.idle.append(conn)
         else:
             conn.abort()
 
-    def forget(self, conn: _Conn) -> None:
+    def forget(self, conn: Http1Upstream) -> None:
         self.all.discard(conn)
         if conn in self.idle:
             self.idle.remove(conn)

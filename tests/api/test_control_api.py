@@ -17,6 +17,7 @@ import pytest
 
 from adapters.api.control import ApiContext, create_app
 from adapters.sqlitestore import SqliteStore
+from adapters.templatefiles import TemplateFiles
 from adapters.tritonschema import ProtobufSchema
 from controlplane.artifacts import ArtifactPolicy
 from controlplane.configgen import Renderer
@@ -35,7 +36,7 @@ class Api:
         (root / "good" / "1" / "model.py").write_text("# ok\n")
         registry = Registry(
             self.store,
-            Renderer(ProtobufSchema()),
+            Renderer(ProtobufSchema(), TemplateFiles()),
             ArtifactPolicy(PurePosixPath(str(root))),
             time.time,
         )

@@ -2,7 +2,7 @@
 viewer filter, and the event stream's bounds over a real uvicorn on a loopback port.
 
 The fleet behind the API is the real reconciler and autopilot over the core's in-memory fakes
-(`controlplane.fakes`: a fake fleet and Triton, fake load signals, fake time); the browser
+(`tests/fakes.py`: a fake fleet and Triton, fake load signals, fake time); the browser
 test (tests/ui) runs the same page against a real `tritonfleet up`.
 """
 
@@ -22,44 +22,48 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from fastapi import Request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.api.control import ApiContext, create_app
+from adapters.api.control import ApiContext, UsageSource, create_app
 from adapters.api.dashboard import UiConfig
 from adapters.api.eventstream import StreamLimits
+from adapters.memstore import MemoryStore
 from adapters.runtime import EmbeddedServer
+from adapters.templatefiles import TemplateFiles
 from adapters.tritonschema import ProtobufSchema
-from controlplane import visibility
 from controlplane.artifacts import ArtifactPolicy
 from controlplane.autopilot import Autopilot, FleetBounds
 from controlplane.autoscale import ScalerConfig
 from controlplane.configgen import Renderer
 from controlplane.events import EventFeed, EventKind
-from controlplane.fakes import FakeFleet, FakeLoadSignals, FakeTritonControl, InlineArtifacts
 from controlplane.reconciler import Reconciler
 from controlplane.registry import Registry
 from controlplane.spec import ModelSpec
-from controlplane.store import MemoryStore
+from controlplane.tenants import TenantCreate, TenantRegistry
+from tests.fakes import FakeFleet, FakeLoadSignals, FakeTritonControl, InlineArtifacts
 from tests.support import eventually, python_spec
 from tests.unit.test_autopilot_loop import load
 from tests.unit.test_reconciler import Clock
 
 UI = Path(__file__).resolve().parents[2] / "adapters" / "api" / "ui"
-Viewer = Callable[[Request], Awaitable[visibility.Viewer]]
+ADMIN = "admin-token"
 
 
 class Rig:
     """A registry with models a and b, the reconciler over fakes, ticked so that there are
-    placements, decisions and measurements; `app(...)` builds the control API over it."""
+    placements, decisions and measurements; `app(...)` builds the control API over it. With
+    `tenant`, tenants are on, `a` is `<tenant>.a` (the tenant's), `b` belongs to no tenant,
+    and the API wants the admin token `ADMIN`."""
 
-    def __init__(self, feed_capacity: int = 1000) -> None:
+    def __init__(self, feed_capacity: int = 1000, tenant: str | None = None) -> None:
         self.clock = Clock()
         self.store = MemoryStore()
-        self.registry = Registry(
-            self.store, Renderer(ProtobufSchema()), ArtifactPolicy(None), self.clock
-        )
+        self.tenant = tenant
+        self.tenants: TenantRegistry | None = None
+        self.tenant_token = ""
+        self.names = (f"{tenant}.a" if tenant else "a", "b")
+        self.registry = self._registry()
         self.fleet = FakeFleet(2, 512 << 20)
         self.signals = FakeLoadSignals()
         pilot = Autopilot(
@@ -75,8 +79,21 @@ class Rig:
             autopilot=pilot,
         )
 
+    def _registry(self) -> Registry:
+        return Registry(
+            self.store,
+            Renderer(ProtobufSchema(), TemplateFiles()),
+            ArtifactPolicy(None),
+            self.clock,
+            self.tenants,
+        )
+
     async def prepare(self, ticks: int = 3) -> None:
-        for name in ("a", "b"):
+        if self.tenant is not None:
+            self.tenants = await TenantRegistry(self.store, self.clock).load()
+            _, self.tenant_token = await self.tenants.create(TenantCreate(name=self.tenant), [])
+            self.registry = self._registry()
+        for name in self.names:
             raw = python_spec(name, min_replicas=1, max_replicas=2)
             raw["slo"] = {"p95_ms": 100, "p99_ms": 200}
             await self.registry.register(ModelSpec.model_validate(raw))
@@ -86,10 +103,15 @@ class Rig:
             await self.rec.tick()
             await self.rec.wait_idle()
 
-    def app(self, ui: UiConfig | None = None, viewer: Viewer | None = None) -> Any:
-        ctx = ApiContext(registry=self.registry, fleet=self.rec, ui=ui or UiConfig())
-        if viewer is not None:
-            ctx.viewer = viewer
+    def app(self, ui: UiConfig | None = None, usage: UsageSource | None = None) -> Any:
+        ctx = ApiContext(
+            registry=self.registry,
+            fleet=self.rec,
+            ui=ui or UiConfig(),
+            tenants=self.tenants,
+            usage=usage,
+            api_token=ADMIN if self.tenants is not None else None,
+        )
         return create_app(ctx)
 
 
@@ -250,23 +272,41 @@ def test_fuzzed_query_strings_never_fail_the_server(
     run(scenario())
 
 
-def test_viewer_filters_every_read_route_on_the_server() -> None:
-    async def only_a(_: Request) -> visibility.Viewer:
-        return visibility.Owner(frozenset({"a"}))
+def test_each_token_sees_its_own_models_on_every_read_route() -> None:
+    """Filtering is the server's: the admin sees all, a tenant its own, no token the models
+    of no tenant; a model the caller may not see is the same 404 as an unknown one."""
 
     async def scenario() -> None:
-        rig = Rig()
+        rig = Rig(tenant="team")
         await rig.prepare(2)
-        async with _client(rig.app(viewer=only_a)) as c:
-            fleet = (await c.get("/v1/fleet")).json()
-            names = {m["name"] for s in fleet["servers"] for m in s["models"]}
-            assert names == {"a"} and len(fleet["servers"]) == 2
-            assert list((await c.get("/v1/latency")).json()["models"]) == ["a"]
-            assert (await c.get("/v1/models/b/latency")).status_code == 404
-        # Admin (the default viewer) sees both.
-        async with _client(rig.app()) as c:
-            fleet = (await c.get("/v1/fleet")).json()
-            assert {m["name"] for s in fleet["servers"] for m in s["models"]} == {"a", "b"}
+        for t in range(3):  # a decision of each model, after the loads
+            for name in rig.names:
+                rig.rec.events.publish(EventKind.AUTOPILOT, name, f"d{t}", rig.clock.now)
+        rig.rec.events.publish(EventKind.FLEET, None, "servers 2 → 3", rig.clock.now)
+        app = rig.app(UiConfig(stream=StreamLimits(max_s=0.01)))
+        async with _client(app) as c:
+
+            async def seen(token: str | None) -> tuple[set[str], set[str], set[str | None]]:
+                h = {"Authorization": f"Bearer {token}"} if token else {}
+                fleet = (await c.get("/v1/fleet", headers=h)).json()
+                on_servers = {m["name"] for s in fleet["servers"] for m in s["models"]}
+                charted = set((await c.get("/v1/latency", headers=h)).json()["models"])
+                r = await c.get("/v1/events", params={"after": 0}, headers=h)
+                streamed = {e["model"] for e in _decisions(_blocks(r.text))}
+                return on_servers, charted, streamed
+
+            both = {"team.a", "b"}
+            assert await seen(ADMIN) == (both, both, {*both, None})
+            assert await seen(rig.tenant_token) == ({"team.a"}, {"team.a"}, {"team.a", None})
+            assert await seen(None) == ({"b"}, {"b"}, {"b", None})
+            h = {"Authorization": f"Bearer {rig.tenant_token}"}
+            assert (await c.get("/v1/models/b/latency", headers=h)).status_code == 404
+            assert (await c.get("/v1/models/nope/latency", headers=h)).status_code == 404
+            r = await c.get("/v1/latency", params={"model": "b"}, headers=h)
+            assert r.status_code == 404
+            for path in ("/v1/latency", "/v1/events", "/v1/fleet"):
+                bad = await c.get(path, headers={"Authorization": "Bearer not-a-token"})
+                assert bad.status_code == 401, path
 
     run(scenario())
 

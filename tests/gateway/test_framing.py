@@ -10,7 +10,8 @@ from adapters.gateway.framing import (
     parse_request_head,
     parse_response_head,
 )
-from controlplane import signals
+from adapters.promtext import samples
+from controlplane import tritonmetrics
 
 
 def test_plain_request_is_forwarded_verbatim() -> None:
@@ -108,14 +109,14 @@ nv_inference_request_summary_us{model="a",version="1",quantile="0.5"} 1200
 
 
 def test_signal_totals_and_derivation() -> None:
-    t0 = signals.totals(METRICS)
+    t0 = tritonmetrics.totals(samples(METRICS))
     assert (t0.pending, t0.queue_us, t0.success, t0.cpu) == (4, 5000, 10, 0.5)
-    t1 = signals.Totals(pending=1, queue_us=9000, request_us=40000, success=20, cpu=0.7)
-    s = signals.derive(t0, t1, at=3.0)
+    t1 = tritonmetrics.Totals(pending=1, queue_us=9000, request_us=40000, success=20, cpu=0.7)
+    s = tritonmetrics.derive(t0, t1, at=3.0)
     assert s.pending == 1 and s.at == 3.0
     assert s.queue_s == pytest.approx(0.0004) and s.latency_s == pytest.approx(0.002)
-    assert signals.derive(None, t1, at=1.0).queue_s == 0.0
-    assert signals.totals("garbage\nnv_cpu_utilization notanumber\n").cpu == 0.0
+    assert tritonmetrics.derive(None, t1, at=1.0).queue_s == 0.0
+    assert tritonmetrics.totals(samples("garbage\nnv_cpu_utilization notanumber\n")).cpu == 0.0
 
 
 def test_prometheus_results_map_to_servers_by_instance() -> None:
@@ -123,7 +124,7 @@ def test_prometheus_results_map_to_servers_by_instance() -> None:
     from adapters.gateway.directory import StaticDirectory
     from adapters.gateway.metrics import GatewayMetrics
     from adapters.gateway.router import Router
-    from adapters.gateway.signals import apply_prometheus
+    from adapters.gateway.signalfeed import apply_prometheus
 
     r = Router(StaticDirectory(), GatewayConfig(), GatewayMetrics())
     r.metrics_urls["s0"] = "http://127.0.0.1:8002/metrics"

@@ -66,7 +66,7 @@ INVALID_ARGUMENT, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED = 3, 4, 8
 MAX_BODY = 1 << 20
 LIMITS: dict[str, Any] = {
     "max_body_bytes": MAX_BODY,
-    "header_timeout_s": 2.0,  # the sweep runs every 0.2 s
+    "header_timeout_s": 2.0,  # the reaper runs every 0.2 s
     "h2_max_concurrent_streams": 16,
     "h2_initial_stream_window_bytes": 1 << 20,
     "h2_initial_connection_window_bytes": 4 << 20,

@@ -105,7 +105,11 @@ def test_received_data_is_credited_back() -> None:
     for _ in range(9):  # 9 MiB on one stream: past half its window
         p.data_received(h2wire.frame(DATA, 0, 1, chunk))
     updates = [f for f in t.frames() if f[0] == WINDOW_UPDATE]
-    assert any(sid == 1 for _, _, sid, _ in updates)
+    # The stream is credited once half its 16 MiB window is owed (after the 8th MiB); the
+    # connection's 64 MiB window is not yet half owed, so it gets nothing.
+    half = p.limits.stream_window >> 1
+    assert half == 8 << 20
+    assert updates == [(WINDOW_UPDATE, 0, 1, struct.pack(">L", half))]
 
 
 def test_garbage_instead_of_a_preface_closes_the_connection() -> None:

@@ -22,6 +22,7 @@ from adapters.gateway.demofleet import DemoModel
 from adapters.tritonbin import TritonInstall
 from tests.gateway import hostile
 from tests.gateway.support import Env, run_async, start_env, stop_env
+from tests.support import eventually
 
 pytestmark = pytest.mark.triton
 
@@ -144,14 +145,18 @@ def test_a_refusal_behind_replies_owed_comes_in_its_turn(gw: Env) -> None:
 
 
 def test_pipelined_bytes_are_capped(gw: Env) -> None:
-    """4 MiB of pipelined requests, none of the replies read for a second: the door holds at
-    most the cap (plus the request that crossed it), then answers every one, in order."""
+    """4 MiB of pipelined requests, none of the replies read: once the door stops reading,
+    it holds at most the cap (plus the request that crossed it), then answers every one, in
+    order."""
     n = (4 << 20) // len(GOOD)
+
+    def stopped_reading() -> bool:
+        return any(c.reading_paused for c in gw.gateway.http.clients)
 
     async def t() -> tuple[int, int]:
         r, w = await asyncio.open_connection(*_addr(gw))
         w.write(GOOD * n)
-        await asyncio.sleep(1.0)
+        await eventually(lambda: gw.loop.call(stopped_reading), 30)
         peak = gw.loop.call(
             lambda: max((c.queued_bytes for c in gw.gateway.http.clients), default=0)
         )
@@ -177,7 +182,13 @@ def test_slow_reader_of_1mib_replies_holds_less_than_one_reply(gw: Env) -> None:
         r, w = await hostile.open_small_window(*_addr(gw))
         w.write(req * 8)
         await w.drain()
-        await asyncio.sleep(1.5)
+
+        def upstream_paused() -> bool:
+            return any(
+                c.upstream is not None and c.upstream.paused for c in gw.gateway.http.clients
+            )
+
+        await eventually(lambda: gw.loop.call(upstream_paused), 30)
 
         def held() -> tuple[int, bool]:
             (c,) = [c for c in gw.gateway.http.clients if c.upstream is not None or c.queue]

@@ -34,6 +34,7 @@ from adapters.gateway.framing import (
 from controlplane.replicas import ModelRouting, Replica
 from tests.gateway.hostile import LIVE, MALFORMED, read_reply, read_until_closed
 from tests.gateway.support import LoopThread
+from tests.support import eventually
 
 PIPELINED_CAP = 16 * 1024
 MAX_BODY = 64 * 1024
@@ -291,7 +292,12 @@ def test_slow_reader_stops_the_replica_not_the_memory(rig: Rig) -> None:
         r, w = await asyncio.open_connection("127.0.0.1", rig.port)
         w.write(b"GET /v2/models/big HTTP/1.1\r\nHost: x\r\n\r\n" * 20)
         await w.drain()
-        await asyncio.sleep(1.0)
+        await eventually(
+            lambda: any(
+                c.upstream is not None and c.upstream.paused for c in rig.gateway.http.clients
+            ),
+            30,
+        )
         (c,) = [c for c in rig.gateway.http.clients if c.upstream is not None or c.queue]
         assert c.transport is not None
         held = c.transport.get_write_buffer_size() + c.queued_bytes

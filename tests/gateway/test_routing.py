@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -42,11 +43,38 @@ stats = st.lists(
 )
 
 
-@pytest.mark.parametrize("policy", [RoundRobin(), LeastRequest(), HotCold()], ids=lambda p: p.name)
 @given(replicas=stats, seed=st.integers(0, 2**32), seq=st.integers(0, 10**6))
-def test_every_policy_returns_a_valid_index(policy: routing.Policy, replicas, seed, seq) -> None:
-    i = policy.choose(replicas, now=50.0, rng=random.Random(seed), seq=seq)
-    assert 0 <= i < len(replicas)
+def test_round_robin_takes_the_next_in_turn(replicas, seed, seq) -> None:
+    i = RoundRobin().choose(replicas, now=50.0, rng=random.Random(seed), seq=seq)
+    assert i == seq % len(replicas)
+
+
+@given(replicas=stats, seed=st.integers(0, 2**32))
+def test_least_request_picks_the_idler_of_its_two_choices(replicas, seed) -> None:
+    i = LeastRequest().choose(replicas, now=50.0, rng=random.Random(seed), seq=0)
+    rifs = [r.rif for r in replicas]
+    if len(replicas) <= 2:  # every replica is a choice: the idlest wins
+        assert rifs[i] == min(rifs)
+    else:  # two distinct choices: never a replica busier than all the others
+        assert rifs[i] <= sorted(rifs)[-2]
+
+
+@given(replicas=stats.filter(lambda rs: len(rs) <= HotCold().probes), seed=st.integers(0, 2**32))
+def test_hot_cold_picks_the_lowest_expected_wait_among_cold_replicas(replicas, seed) -> None:
+    """With no more replicas than probes, every one is a candidate: the pick is cold (RIF at
+    most the 75th percentile of the candidates') and no cold replica waits less."""
+    policy = HotCold()
+    i = policy.choose(replicas, now=50.0, rng=random.Random(seed), seq=0)
+    eff = [policy.effective(r, 50.0) for r in replicas]
+    threshold = float(np.quantile([rif for rif, _ in eff], policy.hot_quantile))
+    tol = 1e-9 * max(1.0, threshold)
+    assert eff[i][0] <= threshold + tol
+
+    def wait(rif: float, lat: float) -> float:
+        return lat * (rif + 1.0)
+
+    surely_cold = [wait(*e) for e in eff if e[0] < threshold - tol]
+    assert all(wait(*eff[i]) <= w * (1 + 1e-12) for w in surely_cold)
 
 
 def test_round_robin_cycles() -> None:
@@ -166,11 +194,13 @@ def test_router_ejects_after_consecutive_failures_but_keeps_one() -> None:
             pass
 
     for rep in (a, b):
-        r.pick("m", [a, b])
-        r.end("m", rep, H(), r.begin(rep, H()), ok=True)
+        h = H()
+        r.end("m", rep, h, r.begin(rep, h), ok=True)
     for _ in range(2):
         h = H()
         r.end("m", a, h, r.begin(a, h), ok=False)
+    # every attempt that began has ended: nothing is left in flight
+    assert [(s.rif, dict(s.inflight)) for s in r.servers.values()] == [(0, {}), (0, {})]
     assert all(r.pick("m", [a, b]) is b for _ in range(20))  # a is ejected
     for _ in range(2):
         h = H()

@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import pytest
 
-from adapters.gateway import signals
+from adapters.gateway import signalfeed
 from adapters.gateway.config import GatewayConfig
 from adapters.gateway.router import Router
 
@@ -59,7 +59,7 @@ class _Router:
 
 
 async def _feed_once(config: GatewayConfig, seen: list[str | None]) -> None:
-    task = asyncio.create_task(signals.feed(cast(Router, _Router()), config))
+    task = asyncio.create_task(signalfeed.feed(cast(Router, _Router()), config))
     for _ in range(200):
         if len(seen) >= 3:  # one round: one query per signal
             break

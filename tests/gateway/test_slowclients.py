@@ -18,6 +18,7 @@ from adapters.gateway.h2wire import PREFACE, SETTINGS, frame
 from controlplane.replicas import ModelRouting, Replica
 from tests.gateway.hostile import read_until_closed
 from tests.gateway.support import run_async
+from tests.support import eventually
 
 HEADER_T = 0.4
 IDLE_T = 0.8
@@ -183,7 +184,7 @@ def test_connections_over_the_limit_are_closed() -> None:
     async def t() -> None:
         async with _gateway(max_client_connections=2) as gw:
             kept = [await _connect(gw.http_port) for _ in range(2)]
-            await asyncio.sleep(0.05)
+            await eventually(lambda: len(gw.http.clients) == 2, 10, 0.01)  # both accepted
             r, _ = await _connect(gw.http_port)
             data, elapsed = await _closed_within(r, 3)
             assert data == b"" and elapsed < 2.0
@@ -192,8 +193,8 @@ def test_connections_over_the_limit_are_closed() -> None:
                 assert (await _response(r)).startswith(b"HTTP/1.1 200")
             # h2 door: its own limit
             for _ in range(2):
-                await _connect(gw.grpc_port)
-            await asyncio.sleep(0.05)
+                h2_r, _ = await _connect(gw.grpc_port)
+                assert await h2_r.readexactly(9)  # the door's SETTINGS: it took the connection
             r, _ = await _connect(gw.grpc_port)
             data, elapsed = await _closed_within(r, 3)
             assert data == b"" and elapsed < 2.0

@@ -27,6 +27,7 @@ CHART_DIR = Path(__file__).resolve().parents[2] / "helm" / "tritonfleet"
 RELEASE = "demo"
 NAMESPACE = "ml"
 STATEFULSET = "demo-tritonfleet-triton"
+FULL = "demo-tritonfleet"
 QUEUE_TIME_QUERY = (
     "sum(rate(nv_inference_queue_duration_us[1m])) / sum(rate(nv_inference_request_success[1m]))"
 )
@@ -39,6 +40,7 @@ Doc = dict[str, Any]
 
 # Every gateway.config key, each set to a value other than the gateway's default.
 GATEWAY_CONFIG: dict[str, Any] = {
+    "auth": "off",
     "grpcDoor": "grpcio",
     "policy": "least-request",
     "maxBodyBytes": 1 << 20,
@@ -130,6 +132,7 @@ VARIATIONS: dict[str, dict[str, Any]] = {
     },
     "object-store": {
         "adminKey": {"existingSecret": "triton-admin", "secretKey": "key"},
+        "apiToken": {"existingSecret": "tf-api", "secretKey": "token"},
         "triton": {
             "modelRepository": {
                 "type": "objectStore",
@@ -372,12 +375,36 @@ def test_object_store_existing_secret_tcmalloc_and_capacity(chart: helm.Chart) -
 
 
 def test_generated_admin_key_is_random_and_long(chart: helm.Chart) -> None:
-    keys = {
-        only(render(chart), "Secret")["data"]["admin-key"],
-        only(render(chart), "Secret")["data"]["admin-key"],
-    }
-    assert len(keys) == 2
-    assert all(len(k) >= 40 for k in keys)
+    for name, key in ((f"{FULL}-admin-key", "admin-key"), (f"{FULL}-api-token", "api-token")):
+        keys = {
+            only(render(chart), "Secret", name)["data"][key],
+            only(render(chart), "Secret", name)["data"][key],
+        }
+        assert len(keys) == 2
+        assert all(len(k) >= 40 for k in keys)
+
+
+def test_api_token_reaches_control_plane_and_gateway_and_gateway_auth_is_on(
+    chart: helm.Chart,
+) -> None:
+    docs = render(chart)
+    for name in (f"{FULL}-controlplane", f"{FULL}-gateway"):
+        (container,) = only(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"]
+        env = env_of(container)
+        assert env["TRITONFLEET_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+            "name": f"{FULL}-api-token",
+            "key": "api-token",
+        }
+        if name.endswith("gateway"):
+            assert env["TRITONFLEET_GATEWAY_AUTH"]["value"] == "tenants"
+        else:
+            assert env["TRITONFLEET_USAGE_FLUSH_INTERVAL_S"]["value"] == "5"
+            assert env["TRITONFLEET_USAGE_RETENTION_DAYS"]["value"] == "400"
+    docs = render(chart, {"gateway": {"config": {"auth": "off"}}})
+    (container,) = only(docs, "Deployment", f"{FULL}-gateway")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert env_of(container)["TRITONFLEET_GATEWAY_AUTH"]["value"] == "off"
 
 
 # ---------------------------------------------------------------- control plane and gateway
@@ -712,10 +739,12 @@ def test_gateway_config_values_reach_the_gateway(
     for key, value in GATEWAY_CONFIG.items():
         assert getattr(config, re.sub(r"([A-Z])", r"_\1", key).lower()) == value, key
     off = only(render(chart), "Deployment", "demo-tritonfleet-gateway")
-    assert not any(
-        e.startswith("TRITONFLEET_GATEWAY_")
+    # By default only gateway auth is set (on in the chart); the rest keeps its defaults.
+    assert [
+        e
         for e in env_of(off["spec"]["template"]["spec"]["containers"][0])
-    )
+        if e.startswith("TRITONFLEET_GATEWAY_")
+    ] == ["TRITONFLEET_GATEWAY_AUTH"]
 
 
 def test_external_prometheus_reaches_control_plane_and_keda_with_a_token(

@@ -15,6 +15,7 @@ import pytest
 import tritonclient.http as httpclient
 
 from adapters.localfleet import LocalFleet, LocalFleetConfig
+from adapters.templatefiles import TemplateFiles
 from adapters.tritonbin import TritonInstall, locate
 from adapters.tritoncontrol import GrpcTritonControl
 from adapters.tritonschema import ProtobufSchema
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.triton
 def test_generated_models_load_infer_and_unload_on_two_servers(
     triton_install: TritonInstall, tmp_path: Path
 ) -> None:
-    renderer = Renderer(ProtobufSchema())
+    renderer = Renderer(ProtobufSchema(), TemplateFiles())
     schema = ProtobufSchema()
 
     async def scenario() -> None:
@@ -65,9 +66,12 @@ def test_generated_models_load_infer_and_unload_on_two_servers(
 
             for server in servers:
                 await control.unload(server, "batch_sleep")
-            await asyncio.sleep(0.5)
-            for server in servers:
-                assert "batch_sleep" not in await control.loaded(server)
+
+            async def unloaded_everywhere() -> bool:
+                return all(["batch_sleep" not in await control.loaded(s) for s in servers])
+
+            # Triton finishes an unload in the background: wait for it, with a deadline.
+            await eventually(unloaded_everywhere, 30)
         finally:
             await control.close()
             await fleet.stop()
@@ -76,7 +80,7 @@ def test_generated_models_load_infer_and_unload_on_two_servers(
 
 
 def test_bytes_model_and_broken_model(triton_install: TritonInstall, tmp_path: Path) -> None:
-    renderer = Renderer(ProtobufSchema())
+    renderer = Renderer(ProtobufSchema(), TemplateFiles())
 
     async def scenario() -> None:
         fleet = await start_fleet(triton_install, tmp_path, servers=1, admin_key=None)
@@ -118,9 +122,12 @@ def test_sigkilled_server_is_seen_gone_and_restarted(
         try:
             victim = fleet.snapshot().servers[0]
             os.killpg(victim.pid, signal.SIGKILL)
-            await asyncio.sleep(0.3)
-            snap = await fleet.refresh()
-            assert snap.by_id(victim.id).health is ServerHealth.DOWN
+
+            async def victim_down() -> bool:
+                return (await fleet.refresh()).by_id(victim.id).health is ServerHealth.DOWN
+
+            await eventually(victim_down, 30)
+            snap = fleet.snapshot()
             assert snap.by_id("local-1").health is ServerHealth.LIVE
             await fleet.restart(victim.id)
             again = fleet.snapshot().by_id(victim.id)
@@ -133,9 +140,11 @@ def test_sigkilled_server_is_seen_gone_and_restarted(
         try:
             victim = fleet.snapshot().servers[0]
             os.killpg(victim.pid, signal.SIGKILL)
-            await asyncio.sleep(0.3)
-            snap = await fleet.refresh()  # notices the death: DOWN now, restarting behind
-            assert snap.servers[0].health is not ServerHealth.LIVE
+
+            async def noticed() -> bool:  # DOWN now, restarting behind
+                return (await fleet.refresh()).servers[0].health is not ServerHealth.LIVE
+
+            await eventually(noticed, 30)
 
             async def back_live() -> bool:
                 return (await fleet.refresh()).servers[0].health is ServerHealth.LIVE

@@ -18,6 +18,7 @@ import pytest
 
 from adapters.artifactfiles import LocalArtifactFiles
 from adapters.sqlitestore import SqliteStore
+from adapters.templatefiles import TemplateFiles
 from adapters.tritonbin import TritonInstall
 from adapters.tritoncontrol import GrpcTritonControl
 from adapters.tritonschema import ProtobufSchema
@@ -51,7 +52,9 @@ def test_floors_eviction_failover_and_broken_model(
             auto_restart=False,
         )
         store = await SqliteStore(tmp_path / "db.sqlite").open()
-        registry = Registry(store, Renderer(ProtobufSchema()), ArtifactPolicy(None), clock)
+        registry = Registry(
+            store, Renderer(ProtobufSchema(), TemplateFiles()), ArtifactPolicy(None), clock
+        )
         control = GrpcTritonControl()
         rec = Reconciler(
             fleet,
@@ -75,7 +78,7 @@ def test_floors_eviction_failover_and_broken_model(
             for name in ("c1", "c2", "c3"):
                 await registry.register(ModelSpec.model_validate(python_spec(name)))
                 assert await rec.ensure(name, timeout_s=60), rec.model_status(name)
-                await asyncio.sleep(0.05)
+                offset[0] += 1  # the next one is used later (fake time): c1 is the oldest
             used = sum(s["used_bytes"] for s in rec.fleet_status()["servers"])
             assert used == 6 * 64 * MiB
 
@@ -210,7 +213,18 @@ def test_control_plane_sigkill_keeps_registry_and_adopts_loaded_models(
                 proc = launch()
                 await eventually(lambda: ready(client), 60)
                 await eventually(all_ready, 30)
-                await asyncio.sleep(3)  # several ticks: any redundant load would have happened
+
+                async def ticks() -> float:
+                    text = (await client.get(f"{api}/metrics")).text
+                    return _metric(text, "tritonfleet_reconciler_ticks_total")
+
+                # Three more ticks of the new process: any redundant load would have happened.
+                seen = await ticks()
+
+                async def three_more() -> bool:
+                    return await ticks() >= seen + 3
+
+                await eventually(three_more, 30)
                 names = [m["name"] for m in (await client.get(f"{api}/v1/models")).json()["models"]]
                 assert names == ["a", "b"]  # registrations survived the SIGKILL (SQLite, WAL, FULL)
                 metrics = (await client.get(f"{api}/metrics")).text

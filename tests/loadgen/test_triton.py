@@ -140,10 +140,12 @@ def test_errors_found_at_the_server_are_clear(triton, capsys, args, code, needle
 
 
 def _lean(triton) -> Any:
-    from loadgen.transport import Client, LeanHttpTransport, Protocol_, Target
+    from loadgen.transport import ClientLibrary, LeanHttpTransport, Protocol_, Target
 
     return LeanHttpTransport(
-        Target(triton.http, Protocol_.HTTP, timeout_s=10, max_connections=8, client=Client.LEAN)
+        Target(
+            triton.http, Protocol_.HTTP, timeout_s=10, max_connections=8, client=ClientLibrary.LEAN
+        )
     )
 
 

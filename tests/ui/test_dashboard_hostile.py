@@ -2,7 +2,7 @@
 
 The control API here runs in-process over the core's fakes (`tests/api/test_dashboard.py`'s
 `Rig`: the real reconciler and autopilot, a fake fleet and Triton), served by a real uvicorn in
-a thread, with a `/v1/usage` route added to stand in for the tenants work. Decision summaries
+a thread, with a usage source whose rows are hostile. Decision summaries
 (which carry Triton's own error text), usage rows and tenant names are full of markup; the
 page must show them literally and run none of it.
 """
@@ -27,6 +27,21 @@ pytestmark = pytest.mark.browser
 XSS = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
 
 
+class HostileUsage:
+    """A `UsageSource` whose rows carry markup where tenant names and tags go."""
+
+    async def report(
+        self, from_s: float, to_s: float, by: Any, tenant: str | None
+    ) -> list[dict[str, object]]:
+        return [
+            {"tenant": XSS, "requests": 12, "replica_s": 3.5, "tags": {"x": XSS}},
+            {"tenant": "team-b", "requests": 7, "replica_s": 1.25, "tags": {}},
+        ]
+
+    def totals(self) -> dict[str, Any]:
+        return {}
+
+
 @pytest.fixture
 def hostile_api() -> Iterator[str]:
     urls: queue.Queue[str] = queue.Queue()
@@ -36,17 +51,7 @@ def hostile_api() -> Iterator[str]:
         rig = Rig()
         await rig.prepare(2)
         rig.rec.events.publish(EventKind.REPLICA, "a", f"load failed: {XSS}", rig.clock.now)
-        app = rig.app()
-
-        @app.get("/v1/usage")
-        async def usage() -> dict[str, Any]:
-            return {
-                "by": "tenant",
-                "rows": [
-                    {"tenant": XSS, "requests": 12, "replica_seconds": 3.5, "tags": {"x": XSS}},
-                    {"tenant": "team-b", "requests": 7, "replica_seconds": 1.25, "tags": {}},
-                ],
-            }
+        app = rig.app(usage=HostileUsage())
 
         server = EmbeddedServer(
             uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
@@ -88,7 +93,7 @@ def test_markup_from_the_server_is_shown_as_text(hostile_api: str, chromium: Any
     assert page.locator("#usage th").all_text_contents() == [
         "tenant",
         "requests",
-        "replica_seconds",
+        "replica_s",
         "tags",
     ]
     # None of it became markup, and none of it ran.

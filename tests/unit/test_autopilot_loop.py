@@ -11,21 +11,22 @@ from dataclasses import replace
 import pytest
 from pydantic import ValidationError
 
+from adapters.memstore import MemoryStore
 from controlplane.autopilot import Autopilot, FleetBounds, Measured
 from controlplane.autoscale import ScalerConfig
-from controlplane.fakes import (
+from controlplane.loadstats import Window
+from controlplane.reconciler import Reconciler, ReconcilerConfig
+from controlplane.replicas import DirectoryWire
+from controlplane.spec import ModelSpec
+from controlplane.store import ModelRecord
+from tests.fakes import (
     FakeFleet,
     FakeInflight,
     FakeLoadSignals,
     FakeTritonControl,
     InlineArtifacts,
 )
-from controlplane.loadstats import Window
-from controlplane.reconciler import Reconciler, ReconcilerConfig
-from controlplane.replicas import DirectoryWire
-from controlplane.spec import ModelSpec
-from controlplane.store import MemoryStore, ModelRecord
-from tests.support import python_spec
+from tests.support import eventually, python_spec
 from tests.unit.test_reconciler import Clock
 
 MiB = 1 << 20
@@ -127,7 +128,9 @@ def test_scale_out_grows_the_fleet_then_drains_and_shrinks() -> None:
             waited += 1
             await rec.tick()
         assert waited >= 30 + 10 - 3, waited
-        await asyncio.sleep(0.2)
+        # The drain has looked three times and found requests each time.
+        asked = inflight.asked.get(("m", "s1"), 0)
+        await eventually(lambda: inflight.asked.get(("m", "s1"), 0) >= asked + 3, 10, 0.01)
         assert [r.server_id for r in rec.replicas("m")] == ["s0"]  # out of routing ...
         assert ("m", "s1") not in control.unloads  # ... but still draining
         inflight.counts[("m", "s1")] = 0

@@ -8,10 +8,10 @@ import json
 from controlplane import batching
 from controlplane.autopilot import Autopilot, Measured
 from controlplane.autoscale import ScalerConfig
-from controlplane.fakes import FakeLoadSignals
 from controlplane.fleet import Server
 from controlplane.loadstats import Window
 from controlplane.spec import BatchingBounds, ModelSpec
+from tests.fakes import FakeLoadSignals
 from tests.support import python_spec
 
 B = BatchingBounds(min_queue_delay_us=1000, max_queue_delay_us=20000)

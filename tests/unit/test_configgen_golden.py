@@ -14,6 +14,7 @@ import yaml
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from adapters.templatefiles import TemplateFiles
 from adapters.tritonschema import ProtobufSchema
 from controlplane import configrules
 from controlplane.configgen import Renderer
@@ -26,7 +27,7 @@ SPECS = sorted((GOLDEN / "specs").glob("*.yaml"))
 @pytest.mark.parametrize("spec_path", SPECS, ids=[p.stem for p in SPECS])
 def test_backend_renders_golden_config(spec_path: Path) -> None:
     spec = ModelSpec.model_validate(yaml.safe_load(spec_path.read_text()))
-    rendered = Renderer(ProtobufSchema()).render(spec)
+    rendered = Renderer(ProtobufSchema(), TemplateFiles()).render(spec)
     golden = GOLDEN / f"{spec_path.stem}.pbtxt"
     assert rendered.pbtxt == golden.read_text()
     message = text_format.Parse(golden.read_text(), model_config_pb2.ModelConfig())
@@ -44,7 +45,7 @@ def test_rendered_fields_reach_the_protobuf() -> None:
     spec = ModelSpec.model_validate(
         yaml.safe_load((GOLDEN / "specs" / "onnxruntime.yaml").read_text())
     )
-    cfg = Renderer(ProtobufSchema()).render(spec).config
+    cfg = Renderer(ProtobufSchema(), TemplateFiles()).render(spec).config
     assert cfg["platform"] == "onnxruntime_onnx"
     assert cfg["dynamic_batching"]["preferred_batch_size"] == [8, 16, 32]
     assert cfg["dynamic_batching"]["priority_queue_policy"]["1"]["timeout_action"] == "DELAY"

@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from adapters.memstore import MemoryStore
 from controlplane import visibility
 from controlplane.autopilot import Autopilot, FleetBounds
 from controlplane.autoscale import ScalerConfig
 from controlplane.events import EventFeed, EventKind
-from controlplane.fakes import FakeFleet, FakeLoadSignals, FakeTritonControl
-from controlplane.store import MemoryStore
 from controlplane.timeline import COLUMNS, Point, Targets, Timeline
+from tests.fakes import FakeFleet, FakeLoadSignals, FakeTritonControl
 from tests.unit.test_autopilot_loop import MiB, _rec, _register, load
 from tests.unit.test_reconciler import Clock
 

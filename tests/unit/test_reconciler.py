@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import random
 
+from adapters.memstore import MemoryStore
 from controlplane.errors import ServerUnavailable
-from controlplane.fakes import FakeFleet, FakeTritonControl, InlineArtifacts
 from controlplane.fleet import ServerHealth
 from controlplane.reconciler import ModelState, Reconciler, ReconcilerConfig
 from controlplane.spec import ModelSpec
-from controlplane.store import MemoryStore, ModelRecord
+from controlplane.store import ModelRecord
+from tests.fakes import FakeFleet, FakeTritonControl, InlineArtifacts
 from tests.support import python_spec
 
 MiB = 1 << 20

@@ -351,13 +351,14 @@
       table.append(head);
       for (const r of rows) {
         const tr = el("tr");
-        for (const k of keys) tr.append(el("td", null, cell(r[k])));
+        for (const k of keys) tr.append(el("td", null, k === "tenant" && r[k] === null ? "(no tenant)" : cell(r[k])));
         table.append(tr);
       }
       box.replaceChildren(table);
     } catch (e) {
-      const text = e.status === 404 ? "usage not available (this control plane has no /v1/usage)"
-        : e.status === 401 || e.status === 403 ? "usage needs the admin token"
+      const text = e.status === 404 || e.status === 501
+        ? "usage not available (this control plane does no usage accounting)"
+        : e.status === 401 || e.status === 403 ? "usage needs a token: enter the admin or a tenant token above"
         : "usage not available: " + e.message;
       box.replaceChildren(el("p", "empty usage-unavailable", text));
     }

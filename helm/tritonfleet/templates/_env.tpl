@@ -24,6 +24,11 @@ authenticate to it. The tritonfleet entry point reads these once at start (TRITO
     secretKeyRef:
       name: {{ include "tritonfleet.adminKey.secretName" . }}
       key: {{ .Values.adminKey.secretKey }}
+- name: TRITONFLEET_API_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "tritonfleet.apiToken.secretName" . }}
+      key: {{ .Values.apiToken.secretKey }}
 {{- with .Values.prometheus.url }}
 - name: TRITONFLEET_PROMETHEUS_URL
   value: {{ . | quote }}

@@ -63,6 +63,15 @@ app.kubernetes.io/part-of: tritonfleet
 {{- printf "app.kubernetes.io/name=%s,app.kubernetes.io/instance=%s,app.kubernetes.io/component=triton" (include "tritonfleet.name" .) .Release.Name -}}
 {{- end -}}
 
+{{/* Secret holding the control API admin token (existing one, or the one this chart generates). */}}
+{{- define "tritonfleet.apiToken.secretName" -}}
+{{- if .Values.apiToken.existingSecret -}}
+{{- .Values.apiToken.existingSecret -}}
+{{- else -}}
+{{- include "tritonfleet.componentName" (dict "root" . "suffix" "api-token") -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Secret holding the Triton admin key (existing one, or the one this chart generates). */}}
 {{- define "tritonfleet.adminKey.secretName" -}}
 {{- if .Values.adminKey.existingSecret -}}

@@ -15,9 +15,10 @@ from typing import Any
 
 import httpx
 
+from adapters import promtext
 from adapters.gateway.config import GatewayConfig
 from adapters.gateway.router import Router
-from controlplane import signals
+from controlplane import tritonmetrics
 from controlplane.routing import ServerSignal
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ async def feed(router: Router, config: GatewayConfig) -> None:
 
 
 async def _scrape(router: Router, config: GatewayConfig) -> None:
-    prev: dict[str, signals.Totals] = {}
+    prev: dict[str, tritonmetrics.Totals] = {}
     timeout = max(config.signal_interval_s, 0.5)
     async with httpx.AsyncClient(timeout=timeout) as client:
 
@@ -42,8 +43,10 @@ async def _scrape(router: Router, config: GatewayConfig) -> None:
             except httpx.HTTPError as exc:
                 log.debug("scraping %s (%s) failed: %s", url, server_id, exc)
                 return
-            cur = signals.totals(r.text)
-            router.set_signal(server_id, signals.derive(prev.get(server_id), cur, time.monotonic()))
+            cur = tritonmetrics.totals(promtext.samples(r.text, tritonmetrics.SERVER_FAMILIES))
+            router.set_signal(
+                server_id, tritonmetrics.derive(prev.get(server_id), cur, time.monotonic())
+            )
             prev[server_id] = cur
 
         while True:

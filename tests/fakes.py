@@ -132,6 +132,8 @@ class FakeInflight:
 
     def __init__(self) -> None:
         self.counts: dict[tuple[str, str], int] = {}
+        self.asked: dict[tuple[str, str], int] = {}  # how often a drain looked
 
     def inflight(self, model: str, server_id: str) -> int | None:
+        self.asked[model, server_id] = self.asked.get((model, server_id), 0) + 1
         return self.counts.get((model, server_id), 0)

@@ -1,14 +1,29 @@
-"""Triton's /metrics text turned into the per-server signal the routing policy reads.
+"""Triton's /metrics samples turned into the per-server signal the routing policy reads, and
+into the per-model counters that measure a replica's capacity.
 
-Pure: `totals` sums the few families that matter over a server's models, and `derive` turns
-two consecutive totals into a `routing.ServerSignal` (means over the interval between them).
+Pure: the adapters parse the page (`adapters.promtext`) and hand over `MetricSample`s;
+`totals` sums the few families that matter over a server's models, and `derive` turns two
+consecutive totals into a `routing.ServerSignal` (means over the interval between them).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from controlplane.routing import ServerSignal
+
+
+class MetricSample(NamedTuple):
+    """One sample of a server's Prometheus page, parsed by an adapter (`adapters.promtext`).
+    A counter's sample carries its family's name (`nv_inference_count`, no `_total`)."""
+
+    name: str
+    labels: Mapping[str, str]
+    value: float
+
 
 _FAMILIES = {
     "nv_inference_pending_request_count": "pending",
@@ -18,6 +33,9 @@ _FAMILIES = {
     "nv_cpu_utilization": "cpu",
     "nv_gpu_utilization": "gpu",
 }
+
+
+SERVER_FAMILIES = tuple(_FAMILIES)  # what `totals` reads: all a scraper need parse
 
 
 @dataclass(frozen=True)
@@ -30,36 +48,14 @@ class Totals:
     gpu: float = 0.0
 
 
-def _sample(line: str) -> tuple[str, str, float] | None:
-    """(name, labels, value) of one exposition line `name{labels} value [timestamp]`."""
-    if not line or line[0] == "#":
-        return None
-    brace = line.find("{")
-    if brace != -1:
-        close = line.find("}", brace)
-        if close == -1:
-            return None
-        name, labels, rest = line[:brace], line[brace + 1 : close], line[close + 1 :]
-    else:
-        name, _, rest = line.partition(" ")
-        labels = ""
-    parts = rest.split()
-    if not parts or len(parts) > 2:  # the value, and an optional timestamp
-        return None
-    try:
-        return name, labels, float(parts[0])
-    except ValueError:
-        return None
-
-
-def totals(text: str) -> Totals:
-    """Sum each family of interest over its label sets (models, GPUs) in Prometheus text."""
+def totals(samples: Iterable[MetricSample]) -> Totals:
+    """Sum each family of interest over its label sets (models, GPUs); NaN and ±Inf are
+    skipped (a broken sample must not poison the sum)."""
     acc = dict.fromkeys(_FAMILIES.values(), 0.0)
-    for line in text.splitlines():
-        sample = _sample(line)
-        field = _FAMILIES.get(sample[0]) if sample else None
-        if sample is not None and field is not None:
-            acc[field] += sample[2]
+    for name, _, value in samples:
+        field = _FAMILIES.get(name)
+        if field is not None and math.isfinite(value):
+            acc[field] += value
     return Totals(**acc)
 
 
@@ -85,7 +81,11 @@ _MODEL_FAMILIES = {
     "nv_inference_exec_count": "executions",
     "nv_inference_compute_infer_duration_us": "compute_us",
     "nv_inference_queue_duration_us": "queue_us",
+    "nv_inference_request_success": "requests",
 }
+
+
+MODEL_FAMILIES = tuple(_MODEL_FAMILIES)  # what `model_totals` reads
 
 
 @dataclass(frozen=True)
@@ -96,23 +96,20 @@ class ModelTotals:
     executions: float = 0.0
     compute_us: float = 0.0
     queue_us: float = 0.0
+    requests: float = 0.0  # successful requests (chargeback)
 
 
-def model_totals(text: str) -> dict[str, ModelTotals]:
-    """Per-model sums of the counters that measure service capacity, from Triton's /metrics."""
+def model_totals(samples: Iterable[MetricSample]) -> dict[str, ModelTotals]:
+    """Per-model sums of the counters that measure service capacity (all versions summed);
+    samples without a `model` label, and NaN/±Inf values, are skipped."""
     acc: dict[str, dict[str, float]] = {}
-    for line in text.splitlines():
-        sample = _sample(line)
-        field = _MODEL_FAMILIES.get(sample[0]) if sample else None
-        if sample is None or field is None:
+    for name, labels, value in samples:
+        field = _MODEL_FAMILIES.get(name)
+        model = labels.get("model") if field is not None else None
+        if field is None or model is None or not math.isfinite(value):
             continue
-        labels = sample[1]
-        start = labels.find('model="')
-        end = labels.find('"', start + 7) if start != -1 else -1
-        if end == -1:
-            continue
-        per = acc.setdefault(labels[start + 7 : end], dict.fromkeys(_MODEL_FAMILIES.values(), 0.0))
-        per[field] += sample[2]
+        per = acc.setdefault(model, dict.fromkeys(_MODEL_FAMILIES.values(), 0.0))
+        per[field] += value
     return {m: ModelTotals(**v) for m, v in acc.items()}
 
 
