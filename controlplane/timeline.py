@@ -5,14 +5,16 @@ window, errors, replicas ready and wanted) and the model's SLO targets. A model'
 in a ring of `max_points` (with a 1 s tick, the default 600 is ten minutes), so memory is
 bounded by models x `max_points`; deleted models are dropped with `retain`.
 
+Values are kept finite (NaN and infinities become None), so a view of them is plain JSON.
 Pure: the caller passes `at`; no clock, no I/O.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +53,19 @@ class Timeline:
         ring = self._points.get(model)
         if ring is None:
             ring = self._points[model] = deque(maxlen=self.max_points)
-        ring.append(point)
-        self._targets[model] = targets
+        ring.append(
+            replace(
+                point,
+                rate_rps=_finite(point.rate_rps) or 0.0,
+                p50_s=_finite(point.p50_s),
+                p95_s=_finite(point.p95_s),
+                p99_s=_finite(point.p99_s),
+                error_rate=_finite(point.error_rate) or 0.0,
+            )
+        )
+        self._targets[model] = Targets(
+            _finite(targets.p95_s), _finite(targets.p99_s), _finite(targets.max_error_rate)
+        )
 
     def retain(self, models: Iterable[str]) -> None:
         keep = set(models)
@@ -69,14 +82,24 @@ class Timeline:
     def points(
         self, model: str, since: float | None = None, limit: int | None = None
     ) -> list[Point]:
-        """Points after `since` (all when None), oldest first; the newest `limit` of them."""
+        """Points after `since` (all when None), oldest first; the newest `limit` of them.
+
+        Walks back from the newest point, so a poll for what is new costs what is new."""
         ring = self._points.get(model)
         if ring is None:
             return []
-        out = [p for p in ring if since is None or p.at > since]
-        if limit is not None and len(out) > limit:
-            out = out[len(out) - limit :]
+        cap = len(ring) if limit is None else max(0, limit)
+        out: list[Point] = []
+        for p in reversed(ring):
+            if len(out) >= cap or (since is not None and p.at <= since):
+                break
+            out.append(p)
+        out.reverse()
         return out
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
 
 
 def row(p: Point) -> list[float | int | None]:

@@ -110,6 +110,20 @@ def test_timeline_is_bounded_per_model_and_forgets_deleted_models() -> None:
     assert len(COLUMNS) == 8
 
 
+def test_timeline_keeps_values_finite_and_walks_back_from_the_newest() -> None:
+    tl = Timeline(10)
+    nan, inf = float("nan"), float("inf")
+    tl.add("m", Point(1.0, nan, inf, -inf, nan, nan, 1, 1), Targets(inf, nan, inf))
+    (p,) = tl.points("m")
+    assert (p.rate_rps, p.p50_s, p.p95_s, p.p99_s, p.error_rate) == (0.0, None, None, None, 0.0)
+    assert tl.targets("m") == Targets(None, None, None)
+    for i in range(2, 8):
+        tl.add("m", Point(float(i), 1.0, 0.01, 0.02, 0.03, 0.0, 1, 1), Targets())
+    assert [p.at for p in tl.points("m", since=5.5)] == [6, 7]
+    assert [p.at for p in tl.points("m", since=5.5, limit=1)] == [7]
+    assert tl.points("m", since=7) == [] and tl.points("m", limit=0) == []
+
+
 def test_the_loop_publishes_decisions_placements_outcomes_and_fleet_changes() -> None:
     async def scenario() -> None:
         fleet, store, clock = FakeFleet(1, 512 * MiB, max_servers=2), MemoryStore(), Clock()
