@@ -227,6 +227,14 @@ class Reconciler:
         with contextlib.suppress(TimeoutError):
             await self.wait_ticks(1, timeout_s)
 
+    async def next_tick(self, timeout_s: float) -> None:
+        """Until the next tick finishes on its own schedule (TimeoutError after `timeout_s`).
+        Unlike `wait_ticks` it asks for no tick: a loop that follows the reconciler with it
+        does not make it spin."""
+        ticked = self._ticked
+        async with asyncio.timeout(max(0.0, timeout_s)):
+            await ticked.wait()
+
     async def wait_ticks(self, n: int, timeout_s: float = 60.0) -> None:
         """Until `n` ticks that start after this call have finished (TimeoutError after
         `timeout_s`): "nothing happened" is then a fact about the loop, not about a sleep."""

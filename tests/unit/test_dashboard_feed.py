@@ -4,6 +4,8 @@ reconciler and autopilot publish to them (over the core's fakes and fake time)."
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 
 import pytest
 from hypothesis import given
@@ -14,8 +16,10 @@ from controlplane import visibility
 from controlplane.autopilot import Autopilot, FleetBounds
 from controlplane.autoscale import ScalerConfig
 from controlplane.events import EventFeed, EventKind
+from controlplane.fleet import FleetSnapshot
+from controlplane.reconciler import Reconciler, ReconcilerConfig
 from controlplane.timeline import COLUMNS, Point, Targets, Timeline
-from tests.fakes import FakeFleet, FakeLoadSignals, FakeTritonControl
+from tests.fakes import FakeFleet, FakeLoadSignals, FakeTritonControl, InlineArtifacts
 from tests.unit.test_autopilot_loop import MiB, _rec, _register, load
 from tests.unit.test_reconciler import Clock
 
@@ -122,6 +126,47 @@ def test_timeline_keeps_values_finite_and_walks_back_from_the_newest() -> None:
     assert [p.at for p in tl.points("m", since=5.5)] == [6, 7]
     assert [p.at for p in tl.points("m", since=5.5, limit=1)] == [7]
     assert tl.points("m", since=7) == [] and tl.points("m", limit=0) == []
+
+
+class CountingFleet(FakeFleet):
+    """A `FakeFleet` that counts `refresh` calls: one per reconciler tick."""
+
+    refreshes = 0
+
+    async def refresh(self) -> FleetSnapshot:
+        self.refreshes += 1
+        return await super().refresh()
+
+
+def test_following_the_loop_with_next_tick_does_not_make_it_spin() -> None:
+    """The timeline gets one point per tick, so ticks must keep their interval: a loop that
+    follows the reconciler (usage accounting) waits with `next_tick`, which asks for none.
+    (`wait_ticks` wakes the loop: followed in a loop, the reconciler ticked back to back and a
+    chart's 300 points spanned 3 s.)"""
+
+    async def scenario() -> None:
+        fleet = CountingFleet(1, 512 * MiB)
+        rec = Reconciler(
+            fleet,
+            FakeTritonControl(fleet),
+            MemoryStore(),
+            InlineArtifacts(),
+            clock=Clock(),
+            rng=random.Random(1),
+            config=ReconcilerConfig(interval_s=3600),
+        )
+        loop = asyncio.create_task(rec.run())
+        try:
+            await rec.next_tick(30)  # the tick run() starts with
+            for _ in range(5):
+                with contextlib.suppress(TimeoutError):
+                    await rec.next_tick(0.05)
+        finally:
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+        assert fleet.refreshes == 1
+
+    asyncio.run(scenario())
 
 
 def test_the_loop_publishes_decisions_placements_outcomes_and_fleet_changes() -> None:
