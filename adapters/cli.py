@@ -354,6 +354,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "slo_p95_ms",
         "slo_p99_ms",
         "server_idle_s",
+        "ui_stream_max_clients",
         "usage_flush_interval_s",
         "usage_retention_days",
         *_GATEWAY_SETTINGS,
@@ -382,6 +383,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["keep_servers"] = True
     if getattr(args, "no_autopilot", False):
         overrides["autopilot"] = False
+    if getattr(args, "no_ui", False):
+        overrides["ui_enabled"] = False
     if getattr(args, "controlplane_url", None):
         overrides["controlplane_url"] = args.controlplane_url
     prefix = _gateway_prefix(args)
@@ -451,6 +454,8 @@ async def _up(settings: Settings, ready_file: str | None) -> int:
         gw = runtime.gateway
         print("tritonfleet is up")
         print(f"  control API   {runtime.api_url}   (docs: {runtime.api_url}/docs)")
+        if runtime.settings.ui_enabled:
+            print(f"  dashboard     {runtime.api_url}/ui/")
         if gw is not None:
             print(f"  gateway       KServe v2 HTTP {gw.http_url}   gRPC {gw.grpc_url}")
         for s in snap.servers:
@@ -730,6 +735,18 @@ def _parser() -> argparse.ArgumentParser:
             type=float,
             default=None,
             help="stop an empty highest-ordinal server after this long (elastic fleet)",
+        )
+        sp.add_argument(
+            "--no-ui",
+            action="store_true",
+            help="do not serve the dashboard at /ui (its JSON and event routes stay)",
+        )
+        sp.add_argument(
+            "--ui-stream-max-clients",
+            type=int,
+            default=None,
+            metavar="N",
+            help="dashboard: event streams (/v1/events) open at once (default 16)",
         )
         sp.add_argument(
             "--usage-flush-interval-s",

@@ -21,6 +21,8 @@ from typing import Any
 import uvicorn
 
 from adapters.api.control import ApiContext, create_app
+from adapters.api.dashboard import UiConfig
+from adapters.api.eventstream import StreamLimits
 from adapters.artifactfiles import LocalArtifactFiles
 from adapters.gateway.app import Gateway
 from adapters.gateway.config import GatewayConfig
@@ -40,12 +42,14 @@ from controlplane.autopilot import Autopilot, FleetBounds
 from controlplane.autoscale import ScalerConfig
 from controlplane.configgen import Renderer
 from controlplane.errors import FleetError
+from controlplane.events import EventFeed
 from controlplane.fleet import FleetDriver
 from controlplane.placement import QuotaView
 from controlplane.reconciler import Reconciler, ReconcilerConfig
 from controlplane.registry import Registry
 from controlplane.settings import FleetKind, Settings
 from controlplane.tenants import TenantRegistry
+from controlplane.timeline import Timeline
 from model_repo_templates import EXAMPLES_DIR
 
 log = logging.getLogger(__name__)
@@ -165,8 +169,21 @@ def fleet_bounds(s: Settings) -> FleetBounds:
     return FleetBounds(low, s.max_servers or s.servers, s.server_idle_s)
 
 
+def ui_config(s: Settings) -> UiConfig:
+    return UiConfig(
+        enabled=s.ui_enabled,
+        stream=StreamLimits(
+            max_clients=s.ui_stream_max_clients,
+            heartbeat_s=s.ui_stream_heartbeat_s,
+            max_s=s.ui_stream_max_s,
+            write_timeout_s=s.ui_stream_write_timeout_s,
+        ),
+    )
+
+
 def autopilot(s: Settings) -> Autopilot:
-    """The autopilot with the settings' windows, default SLO and fleet bounds (no signals yet)."""
+    """The autopilot with the settings' windows, default SLO and fleet bounds (no signals yet),
+    and the dashboard's bounded decision feed and per-model timeline."""
     return Autopilot(
         None,
         ScalerConfig(
@@ -177,6 +194,8 @@ def autopilot(s: Settings) -> Autopilot:
             default_max_error_rate=s.slo_max_error_rate,
         ),
         fleet_bounds(s),
+        events=EventFeed(s.ui_events_kept),
+        timeline=Timeline(s.ui_series_points),
     )
 
 
@@ -271,6 +290,7 @@ class Runtime:
                 usage=self.usage,
                 max_body_bytes=s.max_body_bytes,
                 ensure_timeout_s=s.ensure_timeout_s,
+                ui=ui_config(s),
             )
         )
         config = uvicorn.Config(

@@ -63,7 +63,9 @@ class UsageRecorder:
         while True:
             try:
                 with contextlib.suppress(TimeoutError):
-                    await self._reconciler.wait_ticks(1, self._flush_s)
+                    # The next tick as it comes: `wait_ticks` would wake the loop, and this
+                    # loop following it would make the reconciler tick back to back.
+                    await self._reconciler.next_tick(self._flush_s)
                 if self._scraper is not None:
                     live = [s for s in self._reconciler.state.snapshot.servers if s.live]
                     await self._scraper.refresh(live, self._clock(), self._scrape_s)

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from controlplane import batching, placement
 from controlplane.errors import ModelLoadFailed, TritonfleetError
+from controlplane.events import EventFeed, EventKind
 from controlplane.fleet import Server
 from controlplane.fleetstate import FleetState, ReplicaRecord, ReplicaState
 from controlplane.store import Footprint, ModelRecord, ModelStore
@@ -85,6 +86,7 @@ class Actuator:
         meter: MemoryMeter | None = None,
         inflight: InflightProbe | None = None,
         tuning: Callable[[str], tuple[int, int | None]] | None = None,
+        events: EventFeed | None = None,
     ) -> None:
         self._state = state
         self._control = control
@@ -98,6 +100,7 @@ class Actuator:
         self._inflight = inflight
         # (version, tuned max_queue_delay_us or None) of a model: what a load should serve
         self._tuning = tuning or (lambda _model: (0, None))
+        self._events = events
         self._tasks: dict[Key, asyncio.Task[None]] = {}  # (model, server) in flight
         self._settled: dict[Key, float] = {}  # loop time each action finished
         self._hold_until: dict[str, float] = {}  # transient failures: no new load before
@@ -230,6 +233,7 @@ class Actuator:
                 self._cfg.max_attempts,
                 exc.reason,
             )
+            self._publish(record.name, f"load on {server.id} failed: {exc.reason}", server.id)
             self._settle_failed_load(server, record.name, key)
             return
         except asyncio.CancelledError:
@@ -237,6 +241,7 @@ class Actuator:
         except Exception as exc:  # unreachable server, unreadable artifact, anything else
             self._hold_until[record.name] = self._clock() + self._backoff(1)
             log.warning("replica %s on %s: load did not complete: %s", record.name, server.id, exc)
+            self._publish(record.name, f"load on {server.id} did not complete: {exc}", server.id)
             self._settle_failed_load(server, record.name, key)
             return
         rep = self._state.replicas.get(key)
@@ -250,9 +255,16 @@ class Actuator:
         st.failures, st.last_error, st.evicted = 0, None, False
         self._hold_until.pop(record.name, None)
         log.info("replica %s on %s: LOADING → READY", record.name, server.id)
+        self._publish(record.name, f"READY on {server.id}", server.id)
         self._on_change()
         st.signal()
         await self._record_footprint(record, server, before, after)
+
+    def _publish(self, model: str, summary: str, server_id: str) -> None:
+        if self._events is not None:
+            self._events.publish(
+                EventKind.REPLICA, model, summary[:500], self._clock(), {"server": server_id}
+            )
 
     def _settle_failed_load(self, server: Server, name: str, key: Key) -> None:
         rep = self._state.replicas.get(key)

@@ -7,7 +7,9 @@ fleet driver. It does no I/O of its own beyond the port, so the same object runs
 in tests and in a simulator.
 
 Every decision is kept with its inputs and reason (`decisions(model)`, newest last); a change
-of target is logged once as `old → new`, quiet ticks are not.
+of target is logged once as `old → new`, quiet ticks are not, and is published to the
+control plane's `EventFeed`. What each step measured is kept per model in a bounded
+`Timeline` (the dashboard's latency charts).
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from typing import Any, Protocol
 
 from controlplane import autoscale, batching, keepalive
 from controlplane.autoscale import Decision, Knobs, Observation, ScalerConfig, ScaleState
+from controlplane.events import EventFeed, EventKind
 from controlplane.fleet import Server
 from controlplane.loadstats import Window
 from controlplane.spec import ModelSpec, ScalingPolicy
+from controlplane.timeline import Point, Targets, Timeline
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +96,14 @@ class Autopilot:
         signals: LoadSignals | None,
         config: ScalerConfig | None = None,
         bounds: FleetBounds | None = None,
+        events: EventFeed | None = None,
+        timeline: Timeline | None = None,
     ) -> None:
         self._signals = signals
         self.config = config or ScalerConfig()
         self.bounds = bounds or FleetBounds()
+        self.events = events or EventFeed()
+        self.timeline = timeline or Timeline()
         self._models: dict[str, _ModelPilot] = {}
         self._specs: dict[str, ModelSpec] = {}
         self.actions: Counter[tuple[str, str]] = Counter()  # (model, scale_up|scale_down|...)
@@ -119,6 +127,7 @@ class Autopilot:
         self._specs = dict(specs)
         for name in [n for n in self._models if n not in specs]:
             del self._models[name]
+        self.timeline.retain(specs)
         if self._signals is None or not specs:
             return {}
         cfg = self.config
@@ -153,6 +162,7 @@ class Autopilot:
             d = autoscale.decide(name, knobs, obs, pilot.state, cfg, now)
             d = self._tune_batching(name, spec, knobs, obs, pilot, d, now)
             self._record(pilot, d)
+            self._chart(name, knobs, obs, d)
             out[name] = d
         return out
 
@@ -211,11 +221,31 @@ class Autopilot:
         pilot = self._models.get(model)
         return (pilot.tuning, pilot.delay_us) if pilot else (0, None)
 
+    def _chart(self, name: str, knobs: Knobs, obs: Observation, d: Decision) -> None:
+        w = obs.panic
+        self.timeline.add(
+            name,
+            Point(
+                at=obs.at,
+                rate_rps=w.rate_rps,
+                p50_s=w.p50_s,
+                p95_s=w.p95_s,
+                p99_s=w.p99_s,
+                error_rate=w.error_rate,
+                ready=obs.ready,
+                desired=d.desired,
+            ),
+            Targets(knobs.p95_s, knobs.p99_s, knobs.max_error_rate),
+        )
+
     def _record(self, pilot: _ModelPilot, d: Decision) -> None:
         prev = pilot.last
         pilot.state, pilot.last = d.state, d
         if d.changed or d.batching or prev is None or prev.mode != d.mode:
             pilot.history.append(d)
+            self.events.publish(
+                EventKind.AUTOPILOT, d.model, _summary(prev, d), d.at, decision_view(d)
+            )
         if d.changed:
             assert d.previous is not None
             kind = "scale_up" if d.desired > d.previous else "scale_down"
@@ -332,6 +362,14 @@ def decision_view(d: Decision) -> dict[str, Any]:
     view.pop("state", None)
     view["changed"] = d.changed
     return view
+
+
+def _summary(prev: Decision | None, d: Decision) -> str:
+    if d.changed:
+        return f"replicas {d.previous} → {d.desired} ({d.mode}: {d.reason})"
+    if prev is not None and prev.mode != d.mode:
+        return f"{prev.mode} → {d.mode}, {d.desired} replica(s) ({d.reason})"
+    return f"{d.mode}, {d.desired} replica(s) ({d.reason})"
 
 
 def shortfall(targets: Mapping[str, int], placed: Mapping[str, int]) -> int:

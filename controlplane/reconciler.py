@@ -36,6 +36,7 @@ from controlplane.actuator import Actuator, ArtifactFiles, InflightProbe, Memory
 from controlplane.autopilot import Autopilot
 from controlplane.configgen import served_matches
 from controlplane.errors import TritonfleetError
+from controlplane.events import EventKind
 from controlplane.fleet import FleetDriver, FleetSnapshot, Server
 from controlplane.fleetstate import FleetState, ModelState, ReplicaRecord, ReplicaState
 from controlplane.replicas import ModelRouting, Replica
@@ -100,6 +101,7 @@ class Reconciler:
         self._clock = clock
         self._cfg = config or ReconcilerConfig()
         self.autopilot = autopilot or Autopilot(None)
+        self.events = self.autopilot.events  # one feed: the autopilot's, the loop's, the actuator's
         self._scaling: asyncio.Task[None] | None = None
         self.state = FleetState(FleetSnapshot(servers=(), driver=getattr(fleet, "name", "?")))
         self._wake = asyncio.Event()
@@ -121,6 +123,7 @@ class Reconciler:
             meter=meter,
             inflight=inflight,
             tuning=self.autopilot.queue_delay,
+            events=self.events,
         )
 
     @property
@@ -187,9 +190,12 @@ class Reconciler:
 
         # 4. Act.
         for action in result.actions:
+            self._announce(action, now)
             self.actuator.start(action)
         for model, server, why in reloads:
-            self.actuator.start(placement.Action(placement.ActionKind.LOAD, model, server, why))
+            action = placement.Action(placement.ActionKind.LOAD, model, server, why)
+            self._announce(action, now, reload=True)
+            self.actuator.start(action)
         self.views.refresh()
         self._ticks_done = max(self._ticks_done, this_tick)
         self._ticked.set()
@@ -201,10 +207,33 @@ class Reconciler:
             adopted=tuple(adopted),
         )
 
+    def _announce(self, action: placement.Action, now: float, reload: bool = False) -> None:
+        """Publish an action the loop is about to start (once: not while one is in flight)."""
+        if (action.model, action.server) in self.actuator.in_flight:
+            return
+        if self.state.snapshot.by_id(action.server) is None:
+            return
+        verb = "reload" if reload else ("evict" if action.evicts else action.kind.value)
+        self.events.publish(
+            EventKind.PLACEMENT,
+            action.model,
+            f"{verb} on {action.server}: {action.reason}",
+            now,
+            {"action": verb, "server": action.server, "reason": action.reason},
+        )
+
     async def _fresh_tick(self, timeout_s: float) -> None:
         """Until a tick that starts after this call has finished, or `timeout_s` passes."""
         with contextlib.suppress(TimeoutError):
             await self.wait_ticks(1, timeout_s)
+
+    async def next_tick(self, timeout_s: float) -> None:
+        """Until the next tick finishes on its own schedule (TimeoutError after `timeout_s`).
+        Unlike `wait_ticks` it asks for no tick: a loop that follows the reconciler with it
+        does not make it spin."""
+        ticked = self._ticked
+        async with asyncio.timeout(max(0.0, timeout_s)):
+            await ticked.wait()
 
     async def wait_ticks(self, n: int, timeout_s: float = 60.0) -> None:
         """Until `n` ticks that start after this call have finished (TimeoutError after
@@ -410,6 +439,13 @@ class Reconciler:
         if want is None or want == len(servers):
             return
         log.info("fleet: servers %d → %d (%s)", len(servers), want, self.autopilot.fleet_reason)
+        self.events.publish(
+            EventKind.FLEET,
+            None,
+            f"servers {len(servers)} → {want} ({self.autopilot.fleet_reason})",
+            now,
+            {"from": len(servers), "to": want, "reason": self.autopilot.fleet_reason},
+        )
         self.autopilot.actions["(fleet)", "grow" if want > len(servers) else "shrink"] += 1
         self._scaling = asyncio.create_task(self._scale(want), name=f"scale-fleet-{want}")
 
@@ -451,6 +487,11 @@ class Reconciler:
     def counters(self) -> dict[str, float]:
         # Ticks finished: lets a test in another process wait for N ticks, not a sleep.
         return {**self.views.counters(), "tritonfleet_reconciler_ticks_total": self._ticks_done}
+
+    def latency(
+        self, sees: Callable[[str], bool], since: float | None, limit: int
+    ) -> dict[str, Any]:
+        return self.views.latency(sees, since, limit)
 
     def directory(self) -> dict[str, Any]:
         return self.views.directory()

@@ -137,6 +137,42 @@ class Settings(BaseSettings):
         description="Scale-in waits at most this long for a replica's requests in flight",
     )
 
+    ui_enabled: bool = Field(
+        default=True, description="Serve the live dashboard at /ui on the control API"
+    )
+    ui_events_kept: int = Field(
+        default=1000,
+        ge=10,
+        le=100_000,
+        description="Decisions the event feed keeps (a stream that falls further behind is "
+        "told how many it missed)",
+    )
+    ui_series_points: int = Field(
+        default=600,
+        ge=10,
+        le=100_000,
+        description="Measurements kept per model for the latency charts (one per autopilot "
+        "tick: 600 at 1 s is ten minutes)",
+    )
+    ui_stream_max_clients: int = Field(
+        default=16, ge=1, le=10_000, description="Event streams (/v1/events) open at once"
+    )
+    ui_stream_heartbeat_s: float = Field(
+        default=15.0, gt=0, le=300, description="A quiet event stream sends a keepalive this often"
+    )
+    ui_stream_max_s: float = Field(
+        default=600.0,
+        gt=0,
+        le=86_400,
+        description="An event stream is closed cleanly after this long (the page reconnects)",
+    )
+    ui_stream_write_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="A stream whose client takes no bytes for this long is closed",
+    )
+
     gateway_enabled: bool = Field(default=True, description="Run the gateway in-process")
     # The gateway's settings: `gateway_<name>` is GatewayConfig's `<name>` (the composition root
     # builds it from `gateway_values()`; a test checks that every GatewayConfig field has one

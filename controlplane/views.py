@@ -20,6 +20,7 @@ from typing import Any
 
 from controlplane import fleetstate
 from controlplane.autopilot import Autopilot
+from controlplane.events import EventFeed
 from controlplane.fleetstate import FleetState, ModelState
 from controlplane.replicas import (
     DirectoryWire,
@@ -29,6 +30,7 @@ from controlplane.replicas import (
     ReplicaWire,
     replica_on,
 )
+from controlplane.timeline import COLUMNS, row
 
 
 class FleetViews:
@@ -128,6 +130,33 @@ class FleetViews:
 
     def fleet_status(self) -> dict[str, Any]:
         return fleetstate.fleet_status(self._state)
+
+    @property
+    def events(self) -> EventFeed:
+        return self._autopilot.events
+
+    def latency(
+        self, sees: Callable[[str], bool], since: float | None, limit: int
+    ) -> dict[str, Any]:
+        """Each registered model `sees` lets through: state, SLO targets and the autopilot's
+        measurements after `since` (the newest `limit`), as rows in `columns` order."""
+        pilot = self._autopilot
+        models: dict[str, Any] = {}
+        for name in sorted(self._state.records):
+            if not sees(name):
+                continue
+            t = pilot.timeline.targets(name)
+            models[name] = {
+                "state": self._state.model_state(name).value,
+                "slo": {"p95_s": t.p95_s, "p99_s": t.p99_s, "max_error_rate": t.max_error_rate},
+                "points": [row(p) for p in pilot.timeline.points(name, since, limit)],
+            }
+        return {
+            "autopilot": pilot.enabled,
+            "window_s": pilot.config.panic_window_s,
+            "columns": list(COLUMNS),
+            "models": models,
+        }
 
     def counters(self) -> dict[str, float]:
         return dict(fleetstate.counters(self._state))

@@ -6,6 +6,8 @@ Who calls (`Authorization: Bearer <token>`): the admin token (`api_token`) sees 
 everything and manages tenants; a tenant token sees and changes only that tenant's models (any
 other model is a 404); no token reads the models of no tenant and changes nothing. Without an
 `api_token` the API is open: a call without a token acts as the admin (a local `up`).
+The dashboard (`/ui`, `/v1/latency`, `/v1/events`) is added by `dashboard.install`, with the
+same answer to who is calling.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -30,8 +32,11 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from adapters.api import errors
+from adapters.api import dashboard, errors
+from adapters.api.dashboard import UiConfig
+from controlplane import visibility
 from controlplane.errors import FieldProblem, InvalidSpec, NotSupported, Unauthorized
+from controlplane.events import EventFeed
 from controlplane.registry import Registry
 from controlplane.spec import ModelSpec, check_model_name
 from controlplane.store import ModelRecord
@@ -73,6 +78,17 @@ class FleetView(Protocol):
         """`actions`: {(model, action): count}; `desired`: {model: replicas wanted}."""
         ...
 
+    def latency(
+        self, sees: Callable[[str], bool], since: float | None, limit: int
+    ) -> dict[str, Any]:
+        """Per visible model: state, SLO targets, measurements after `since` (newest `limit`)."""
+        ...
+
+    @property
+    def events(self) -> EventFeed:
+        """The decision feed the dashboard streams."""
+        ...
+
 
 class UsageSource(Protocol):
     """What the API asks of chargeback (`adapters.usagerecorder.UsageRecorder`)."""
@@ -93,6 +109,7 @@ class ApiContext:
     usage: UsageSource | None = None
     max_body_bytes: int = 8 * 1024 * 1024
     ensure_timeout_s: float = 30.0
+    ui: UiConfig = field(default_factory=UiConfig)
 
 
 class BodyLimit:
@@ -344,6 +361,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     ) -> Response:
         start = time.perf_counter()
         response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
         requests_total.labels(request.method, path, str(response.status_code)).inc()
@@ -580,4 +598,13 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def revoke_tenant(name: str) -> dict[str, Any]:
         return (await tenants().revoke(name)).view()
 
+    # --- the dashboard ------------------------------------------------------------------------
+    async def viewer(request: Request) -> visibility.Viewer:
+        """The caller as the set of models the dashboard's routes may show it."""
+        who = caller(request)
+        if who.admin:
+            return visibility.EVERYONE
+        return visibility.Owner(frozenset(r.name for r in await registry.list(who)))
+
+    dashboard.install(app, ctx, viewer)
     return app

@@ -162,6 +162,26 @@ def test_autopilot_flags_are_checked_in_one_clear_line() -> None:
     assert r.returncode == 1 and "cannot reach the control API" in r.stderr
 
 
+def test_dashboard_flags_map_to_settings_and_are_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from adapters.cli import CliError, _parser, _settings
+    from controlplane.settings import Settings
+
+    s = _settings(_parser().parse_args(["up"]))
+    assert (s.ui_enabled, s.ui_stream_max_clients) == (True, 16)
+    s = _settings(_parser().parse_args(["controlplane", "--no-ui", "--ui-stream-max-clients", "3"]))
+    assert (s.ui_enabled, s.ui_stream_max_clients) == (False, 3)
+    with pytest.raises(
+        CliError,
+        match=r"^--ui-stream-max-clients: Input should be greater than or equal to 1.*"
+        r"TRITONFLEET_UI_STREAM_MAX_CLIENTS",
+    ):
+        _settings(_parser().parse_args(["up", "--ui-stream-max-clients", "0"]))
+    monkeypatch.setenv("TRITONFLEET_UI_STREAM_HEARTBEAT_S", "5")
+    assert Settings().ui_stream_heartbeat_s == 5
+
+
 def test_bad_slo_in_a_spec_names_the_field(tmp_path: Path) -> None:
     shutil.copytree(EXAMPLES / "batch_sleep", tmp_path / "m")
     spec = tmp_path / "m" / "spec.yaml"

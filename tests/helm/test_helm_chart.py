@@ -671,6 +671,37 @@ def test_autopilot_values_reach_the_control_plane_as_settings(chart: helm.Chart)
     assert off_env["TRITONFLEET_AUTOPILOT"]["value"] == "false"
 
 
+def test_dashboard_values_reach_the_control_plane_as_settings(chart: helm.Chart) -> None:
+    from controlplane.settings import Settings
+
+    values = {
+        "controlplane": {
+            "ui": {
+                "enabled": False,
+                "streamMaxClients": 4,
+                "eventsKept": 500,
+                "seriesPoints": 300,
+                "streamHeartbeatS": 5,
+                "streamMaxS": 120,
+                "streamWriteTimeoutS": 3,
+            }
+        }
+    }
+    deployment = only(render(chart, values), "Deployment", "demo-tritonfleet-controlplane")
+    env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+    ui = {k: v["value"] for k, v in env.items() if k.startswith("TRITONFLEET_UI_")}
+    settings = Settings(**{k.removeprefix("TRITONFLEET_").lower(): v for k, v in ui.items()})
+    assert settings.ui_enabled is False
+    assert (settings.ui_stream_max_clients, settings.ui_events_kept) == (4, 500)
+    assert (settings.ui_series_points, settings.ui_stream_max_s) == (300, 120)
+    assert (settings.ui_stream_heartbeat_s, settings.ui_stream_write_timeout_s) == (5, 3)
+    default = only(render(chart), "Deployment", "demo-tritonfleet-controlplane")
+    env = env_of(default["spec"]["template"]["spec"]["containers"][0])
+    assert env["TRITONFLEET_UI_ENABLED"]["value"] == "true"
+    assert "/ui/" in render_raw(chart)["tritonfleet/templates/NOTES.txt"]
+    assert "/ui/" not in render_raw(chart, values)["tritonfleet/templates/NOTES.txt"]
+
+
 @pytest.mark.parametrize("variation", ["defaults", "gateway-config", "external-prometheus"])
 def test_every_env_var_of_the_gateway_is_a_setting(chart: helm.Chart, variation: str) -> None:
     from controlplane.settings import Settings
@@ -837,6 +868,14 @@ def test_notes_tell_how_to_reach_scale_and_read_the_key(chart: helm.Chart) -> No
         (
             {"triton": {"restrictedApis": ["trace"]}},
             "at '/triton/restrictedApis'",
+        ),
+        (
+            {"controlplane": {"ui": {"streamMaxClients": 0}}},
+            "at '/controlplane/ui/streamMaxClients': minimum: got 0, want 1",
+        ),
+        (
+            {"controlplane": {"ui": {"enabled": True, "theme": "dark"}}},
+            "at '/controlplane/ui'",
         ),
     ],
 )

@@ -1,0 +1,110 @@
+"""Per-model load over time: what the autopilot measured at each step, for the dashboard.
+
+Each autopilot step adds one `Point` per model (request rate and P50/P95/P99 over the panic
+window, errors, replicas ready and wanted) and the model's SLO targets. A model's points live
+in a ring of `max_points` (with a 1 s tick, the default 600 is ten minutes), so memory is
+bounded by models x `max_points`; deleted models are dropped with `retain`.
+
+Values are kept finite (NaN and infinities become None), so a view of them is plain JSON.
+Pure: the caller passes `at`; no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    at: float
+    rate_rps: float  # offered load (admitted or not) over the window
+    p50_s: float | None
+    p95_s: float | None
+    p99_s: float | None
+    error_rate: float
+    ready: int
+    desired: int
+
+
+@dataclass(frozen=True, slots=True)
+class Targets:
+    """A model's SLO as the autopilot applies it (its spec's, else the fleet-wide default)."""
+
+    p95_s: float | None = None
+    p99_s: float | None = None
+    max_error_rate: float | None = None
+
+
+COLUMNS = ("at", "rate_rps", "p50_s", "p95_s", "p99_s", "error_rate", "ready", "desired")
+
+
+class Timeline:
+    def __init__(self, max_points: int = 600) -> None:
+        if max_points < 2:
+            raise ValueError("a timeline keeps at least two points per model")
+        self.max_points = max_points
+        self._points: dict[str, deque[Point]] = {}
+        self._targets: dict[str, Targets] = {}
+
+    def add(self, model: str, point: Point, targets: Targets) -> None:
+        ring = self._points.get(model)
+        if ring is None:
+            ring = self._points[model] = deque(maxlen=self.max_points)
+        ring.append(
+            replace(
+                point,
+                rate_rps=_finite(point.rate_rps) or 0.0,
+                p50_s=_finite(point.p50_s),
+                p95_s=_finite(point.p95_s),
+                p99_s=_finite(point.p99_s),
+                error_rate=_finite(point.error_rate) or 0.0,
+            )
+        )
+        self._targets[model] = Targets(
+            _finite(targets.p95_s), _finite(targets.p99_s), _finite(targets.max_error_rate)
+        )
+
+    def retain(self, models: Iterable[str]) -> None:
+        keep = set(models)
+        for name in [m for m in self._points if m not in keep]:
+            del self._points[name]
+            self._targets.pop(name, None)
+
+    def models(self) -> list[str]:
+        return sorted(self._points)
+
+    def targets(self, model: str) -> Targets:
+        return self._targets.get(model, Targets())
+
+    def points(
+        self, model: str, since: float | None = None, limit: int | None = None
+    ) -> list[Point]:
+        """Points after `since` (all when None), oldest first; the newest `limit` of them.
+
+        Walks back from the newest point, so a poll for what is new costs what is new."""
+        ring = self._points.get(model)
+        if ring is None:
+            return []
+        cap = len(ring) if limit is None else max(0, limit)
+        out: list[Point] = []
+        for p in reversed(ring):
+            if len(out) >= cap or (since is not None and p.at <= since):
+                break
+            out.append(p)
+        out.reverse()
+        return out
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def row(p: Point) -> list[float | int | None]:
+    """A point as a row in `COLUMNS` order (the wire form: a fraction of the size of objects)."""
+    return [p.at, p.rate_rps, p.p50_s, p.p95_s, p.p99_s, p.error_rate, p.ready, p.desired]
+
+
+__all__ = ["COLUMNS", "Point", "Targets", "Timeline", "row"]
