@@ -24,9 +24,9 @@ import httpx
 from pydantic import ValidationError
 
 from adapters import specfile
+from adapters.settings import FleetKind, Settings
 from controlplane.errors import FleetError, InvalidSpec, TritonfleetError
 from controlplane.routing import POLICIES
-from controlplane.settings import FleetKind, Settings
 from controlplane.spec import field_errors
 
 EXIT_USAGE = 2

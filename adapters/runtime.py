@@ -30,6 +30,7 @@ from adapters.loadsignals import GatewaySignals, PrometheusSignals, TritonCapaci
 from adapters.localfleet import LocalFleet, LocalFleetConfig
 from adapters.nvml import inventory
 from adapters.procmem import ProcessTreeMeter
+from adapters.settings import FleetKind, Settings
 from adapters.sqlitestore import SqliteStore
 from adapters.staticfleet import StaticFleet, load_servers, parse_servers
 from adapters.templatefiles import TemplateFiles
@@ -47,7 +48,6 @@ from controlplane.fleet import FleetDriver
 from controlplane.placement import QuotaView
 from controlplane.reconciler import Reconciler, ReconcilerConfig
 from controlplane.registry import Registry
-from controlplane.settings import FleetKind, Settings
 from controlplane.tenants import TenantRegistry
 from controlplane.timeline import Timeline
 from model_repo_templates import EXAMPLES_DIR

@@ -15,8 +15,8 @@ import httpx
 
 from adapters import specfile
 from adapters.localfleet import LocalFleet, LocalFleetConfig
+from adapters.settings import Settings
 from adapters.tritonbin import TritonInstall
-from controlplane.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "model_repo_templates" / "examples"

@@ -73,7 +73,7 @@ def test_python_stub_check_says_what_to_install() -> None:
 
 def test_servers_flag_takes_a_count_or_urls() -> None:
     from adapters.cli import _parser, _settings
-    from controlplane.settings import FleetKind
+    from adapters.settings import FleetKind
 
     s = _settings(_parser().parse_args(["up", "--servers", "3"]))
     assert s.fleet is FleetKind.LOCAL and s.servers == 3
@@ -106,7 +106,7 @@ def test_fleet_size_flags_map_to_settings_and_are_checked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from adapters.cli import CliError, _parser, _settings
-    from controlplane.settings import Settings
+    from adapters.settings import Settings
 
     s = _settings(_parser().parse_args(["up", "--servers", "2", "--max-servers", "4"]))
     assert (s.servers, s.min_servers, s.max_servers) == (2, None, 4)
@@ -166,7 +166,7 @@ def test_dashboard_flags_map_to_settings_and_are_checked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from adapters.cli import CliError, _parser, _settings
-    from controlplane.settings import Settings
+    from adapters.settings import Settings
 
     s = _settings(_parser().parse_args(["up"]))
     assert (s.ui_enabled, s.ui_stream_max_clients) == (True, 16)

@@ -16,7 +16,7 @@ import pytest
 from adapters.cli import _parser, _settings
 from adapters.gateway.config import GatewayConfig
 from adapters.runtime import gateway_config
-from controlplane.settings import Settings
+from adapters.settings import Settings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "gateway.md"
 SHARED = {"prometheus_url", "prometheus_bearer_token"}  # one Prometheus for the whole fleet

@@ -627,7 +627,7 @@ def test_control_plane_scales_the_fleet_only_when_asked(chart: helm.Chart) -> No
 
 
 def test_autopilot_values_reach_the_control_plane_as_settings(chart: helm.Chart) -> None:
-    from controlplane.settings import Settings
+    from adapters.settings import Settings
 
     values = {
         "controlplane": {
@@ -672,7 +672,7 @@ def test_autopilot_values_reach_the_control_plane_as_settings(chart: helm.Chart)
 
 
 def test_dashboard_values_reach_the_control_plane_as_settings(chart: helm.Chart) -> None:
-    from controlplane.settings import Settings
+    from adapters.settings import Settings
 
     values = {
         "controlplane": {
@@ -704,7 +704,7 @@ def test_dashboard_values_reach_the_control_plane_as_settings(chart: helm.Chart)
 
 @pytest.mark.parametrize("variation", ["defaults", "gateway-config", "external-prometheus"])
 def test_every_env_var_of_the_gateway_is_a_setting(chart: helm.Chart, variation: str) -> None:
-    from controlplane.settings import Settings
+    from adapters.settings import Settings
 
     gateway = only(render(chart, VARIATIONS[variation]), "Deployment", "demo-tritonfleet-gateway")
     env = env_of(gateway["spec"]["template"]["spec"]["containers"][0])
@@ -717,7 +717,7 @@ def test_gateway_config_values_reach_the_gateway(
 ) -> None:
     from adapters.gateway.config import GatewayConfig
     from adapters.runtime import gateway_config
-    from controlplane.settings import Settings
+    from adapters.settings import Settings
 
     gateway = only(
         render(chart, VARIATIONS["gateway-config"]), "Deployment", "demo-tritonfleet-gateway"
