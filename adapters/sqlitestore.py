@@ -13,6 +13,7 @@ import logging
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +35,11 @@ CREATE TABLE IF NOT EXISTS models (
     config_json TEXT NOT NULL,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
+);
+-- The last generation of each deleted name: registered again, it continues from there.
+CREATE TABLE IF NOT EXISTS retired (
+    name TEXT PRIMARY KEY,
+    generation INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS footprints (
     model TEXT PRIMARY KEY,
@@ -129,12 +135,18 @@ class SqliteStore:
 
     async def create(self, record: ModelRecord) -> ModelRecord:
         def q() -> ModelRecord:
+            row = self._db.execute(
+                "SELECT generation FROM retired WHERE name = ?", (record.name,)
+            ).fetchone()
+            stored = record
+            if row is not None and record.generation <= row[0]:
+                stored = replace(record, generation=row[0] + 1)
             try:
                 self._db.execute(
                     "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
-                        record.name,
-                        record.generation,
+                        stored.name,
+                        stored.generation,
                         record.spec.model_dump_json(),
                         record.config_pbtxt,
                         record.config_json,
@@ -146,7 +158,7 @@ class SqliteStore:
                 raise Conflict(
                     f"model {record.name!r} is already registered; use PUT to change it"
                 ) from exc
-            return record
+            return stored
 
         return await self._run(q)
 
@@ -193,6 +205,7 @@ class SqliteStore:
             with self._db:
                 self._db.execute("BEGIN")
                 self._db.execute("DELETE FROM models WHERE name = ?", (name,))
+                self._db.execute("INSERT OR REPLACE INTO retired VALUES (?, ?)", (name, row[1]))
                 self._db.execute("DELETE FROM footprints WHERE model = ?", (name,))
             return _row(row)
 

@@ -325,6 +325,10 @@ class Reconciler:
                 rep.generation = record.generation
             if rep.generation != record.generation:
                 out.append((name, sid, "new generation"))
+            elif rep.served_key is not None and rep.served_key != record.served_key:
+                # Same generation, other content: only a store that reuses generations (one
+                # from before they were kept across deletes) gets here; serve what is registered.
+                out.append((name, sid, "served config differs from the registered one"))
             elif rep.tuning != self.autopilot.queue_delay(name)[0]:
                 out.append((name, sid, "batching tuned by the autopilot"))
         return out

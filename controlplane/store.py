@@ -52,7 +52,9 @@ class ModelStore(Protocol):
     async def list(self) -> list[ModelRecord]: ...
 
     async def create(self, record: ModelRecord) -> ModelRecord:
-        """Raise `Conflict` when the name exists."""
+        """Raise `Conflict` when the name exists. A name registered before and deleted
+        continues after its last generation (generations of one name never repeat, so a
+        generation orders every acknowledged change of a name); returns what was stored."""
         ...
 
     async def update(self, record: ModelRecord, expected_generation: int) -> ModelRecord:
@@ -76,6 +78,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._records: dict[str, ModelRecord] = {}
         self._footprints: dict[str, Footprint] = {}
+        self._last_generation: dict[str, int] = {}  # of deleted names
 
     async def get(self, name: str) -> ModelRecord:
         try:
@@ -89,6 +92,9 @@ class MemoryStore:
     async def create(self, record: ModelRecord) -> ModelRecord:
         if record.name in self._records:
             raise Conflict(f"model {record.name!r} is already registered; use PUT to change it")
+        after = self._last_generation.get(record.name, 0)
+        if record.generation <= after:
+            record = replace(record, generation=after + 1)
         self._records[record.name] = record
         return record
 
@@ -105,6 +111,7 @@ class MemoryStore:
     async def delete(self, name: str) -> ModelRecord:
         record = await self.get(name)
         del self._records[name]
+        self._last_generation[name] = record.generation
         self._footprints.pop(name, None)
         return record
 

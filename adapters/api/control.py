@@ -22,7 +22,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from adapters.api import errors
+from adapters.api import apidoc, errors
 from controlplane.errors import FieldProblem, InvalidSpec, Unauthorized
 from controlplane.registry import Registry
 from controlplane.spec import ModelSpec, check_model_name
@@ -186,8 +186,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
         title="tritonfleet control API",
         version="0.1.0",
         description="Register models once; tritonfleet renders, places and keeps them warm.",
+        generate_unique_id_function=lambda route: route.name,  # operationIds the links name
     )
     errors.install(app)
+    apidoc.install(app)
     metrics = CollectorRegistry()
     requests_total = Counter(
         "tritonfleet_api_requests",
@@ -234,12 +236,18 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus_metrics() -> Response:
         models_gauge.set(len(await registry.list()))
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/models", status_code=201, dependencies=mutating)
+    @app.post(
+        "/v1/models",
+        status_code=201,
+        dependencies=mutating,
+        responses=apidoc.REGISTER,
+        openapi_extra=apidoc.SPEC_BODY,
+    )
     async def register(request: Request) -> dict[str, Any]:
         return record_view(await registry.register(await _spec_from(request)))
 
@@ -247,23 +255,33 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def list_models() -> dict[str, Any]:
         return {"models": [record_view(r) for r in await registry.list()]}
 
-    @app.get("/v1/models/{name}")
+    @app.get("/v1/models/{name}", responses=apidoc.READ)
     async def get_model(name: str) -> dict[str, Any]:
         return record_view(await registry.get(_name(name)))
 
-    @app.put("/v1/models/{name}", dependencies=mutating)
+    @app.put(
+        "/v1/models/{name}",
+        dependencies=mutating,
+        responses=apidoc.UPDATE,
+        openapi_extra=apidoc.SPEC_BODY,
+    )
     async def update_model(name: str, request: Request) -> dict[str, Any]:
         return record_view(await registry.update(_name(name), await _spec_from(request)))
 
-    @app.delete("/v1/models/{name}", dependencies=mutating)
+    @app.delete("/v1/models/{name}", dependencies=mutating, responses=apidoc.DELETE)
     async def delete_model(name: str) -> dict[str, Any]:
         return record_view(await registry.delete(_name(name)))
 
-    @app.get("/v1/models/{name}/config", response_class=PlainTextResponse)
+    @app.get("/v1/models/{name}/config", response_class=PlainTextResponse, responses=apidoc.BY_NAME)
     async def model_config(name: str) -> str:
         return (await registry.get(_name(name))).config_pbtxt
 
-    @app.post("/v1/config/render", response_class=PlainTextResponse)
+    @app.post(
+        "/v1/config/render",
+        response_class=PlainTextResponse,
+        responses=apidoc.RENDER,
+        openapi_extra=apidoc.SPEC_BODY,
+    )
     async def render(request: Request) -> str:
         return registry.render(await _spec_from(request)).pbtxt
 
@@ -280,20 +298,20 @@ def create_app(ctx: ApiContext) -> FastAPI:
             return JSONResponse({"models": {}})
         return JSONResponse(ctx.fleet.directory())
 
-    @app.get("/v1/models/{name}/status")
+    @app.get("/v1/models/{name}/status", responses=apidoc.BY_NAME)
     async def model_status(name: str) -> dict[str, Any]:
         await registry.get(_name(name))
         if ctx.fleet is None:
             return {"name": name, "replicas": [], "note": "no fleet attached"}
         return ctx.fleet.model_status(name)
 
-    @app.get("/v1/models/{name}/decisions")
+    @app.get("/v1/models/{name}/decisions", responses=apidoc.BY_NAME)
     async def decisions(name: str) -> dict[str, Any]:
         await registry.get(_name(name))
         rows = ctx.fleet.decisions(name) if ctx.fleet is not None else []
         return {"name": name, "decisions": rows}
 
-    @app.post("/v1/models/{name}/ensure", dependencies=mutating)
+    @app.post("/v1/models/{name}/ensure", dependencies=mutating, responses=apidoc.ENSURE)
     async def ensure(
         name: str,
         timeout_s: float | None = Query(
@@ -305,11 +323,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
             return JSONResponse({"error": "no fleet attached"}, status_code=503)
         wait = timeout_s if timeout_s is not None else ctx.ensure_timeout_s
         status = await ctx.fleet.ensure_status(name, wait)
-        ready = any(r.get("state") == "READY" for r in status.get("replicas", []))
-        return JSONResponse(
-            status,
-            status_code=200 if ready else 503,
-            headers=None if ready else {"Retry-After": "2"},
-        )
+        if any(r.get("state") == "READY" for r in status.get("replicas", [])):
+            return JSONResponse(status)
+        why = status.get("last_error") or status.get("unplaced_reason") or "still loading"
+        status["error"] = f"model {name!r} has no READY replica after {wait:g}s ({why}); retry"
+        return JSONResponse(status, status_code=503, headers={"Retry-After": "2"})
 
     return app

@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import random
 
+from adapters.tritonschema import ProtobufSchema
+from controlplane.artifacts import ArtifactPolicy
+from controlplane.configgen import Renderer
 from controlplane.errors import ServerUnavailable
 from controlplane.fakes import FakeFleet, FakeTritonControl, InlineArtifacts
 from controlplane.fleet import ServerHealth
 from controlplane.reconciler import ModelState, Reconciler, ReconcilerConfig
+from controlplane.registry import Registry
 from controlplane.spec import ModelSpec
 from controlplane.store import MemoryStore, ModelRecord
 from tests.support import python_spec
@@ -237,5 +241,30 @@ def test_unreachable_server_backs_off_instead_of_looping() -> None:
         clock.now += 20
         await _settle(rec, 2)
         assert len(control.loads) == 2
+
+    asyncio.run(scenario())
+
+
+def test_delete_then_register_again_serves_the_new_spec() -> None:
+    """Found while modelling the lifecycle (tests/unit/test_lifecycle_machine.py): a model deleted and registered again (different
+    spec) between two ticks came back at generation 1, the generation its old replica served, so
+    the old config kept serving. Generations of a name now never repeat, and a replica whose
+    served config differs from the record's is reloaded whatever the generation says."""
+
+    async def scenario() -> None:
+        fleet, store, clock = FakeFleet(1, 512 * MiB), MemoryStore(), Clock()
+        control = FakeTritonControl(fleet)
+        registry = Registry(store, Renderer(ProtobufSchema()), ArtifactPolicy(None), clock)
+        await registry.register(ModelSpec.model_validate(python_spec("m", min_replicas=1)))
+        rec = _reconciler(fleet, control, store, clock)
+        await _settle(rec)
+        assert control.configs[("s0", "m")]["max_batch_size"] == 8
+        await registry.delete("m")
+        again = {**python_spec("m", min_replicas=1), "max_batch_size": 4}
+        record = await registry.register(ModelSpec.model_validate(again))
+        assert record.generation == 2  # generations of one name never repeat
+        await _settle(rec)
+        assert control.configs[("s0", "m")]["max_batch_size"] == 4
+        assert rec.model_status("m")["replicas"][0]["generation"] == 2
 
     asyncio.run(scenario())
