@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -208,6 +208,22 @@ class SqliteStore:
                 self._db.execute("INSERT OR REPLACE INTO retired VALUES (?, ?)", (name, row[1]))
                 self._db.execute("DELETE FROM footprints WHERE model = ?", (name,))
             return _row(row)
+
+        return await self._run(q)
+
+    async def retired(self, names: Collection[str]) -> set[str]:
+        wanted = sorted(set(names))[:500]  # what one server has loaded: a bounded few
+
+        def q() -> set[str]:
+            if not wanted:
+                return set()
+            marks = ",".join("?" * len(wanted))
+            rows = self._db.execute(
+                f"SELECT name FROM retired WHERE name IN ({marks}) "
+                "AND name NOT IN (SELECT name FROM models)",
+                wanted,
+            ).fetchall()
+            return {r[0] for r in rows}
 
         return await self._run(q)
 

@@ -8,6 +8,7 @@ changed model from an unchanged one.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -63,6 +64,10 @@ class ModelStore(Protocol):
 
     async def delete(self, name: str) -> ModelRecord: ...
 
+    async def retired(self, names: Collection[str]) -> set[str]:
+        """Those of `names` that were registered here once and are deleted now."""
+        ...
+
     async def put_footprint(self, footprint: Footprint) -> bool:
         """Store it if the model still exists at that generation; say whether it was stored."""
         ...
@@ -114,6 +119,9 @@ class MemoryStore:
         self._last_generation[name] = record.generation
         self._footprints.pop(name, None)
         return record
+
+    async def retired(self, names: Collection[str]) -> set[str]:
+        return {n for n in names if n in self._last_generation and n not in self._records}
 
     async def put_footprint(self, footprint: Footprint) -> bool:
         record = self._records.get(footprint.model)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+from pathlib import Path
 
+from adapters.sqlitestore import SqliteStore
 from adapters.tritonschema import ProtobufSchema
 from controlplane.artifacts import ArtifactPolicy
 from controlplane.configgen import Renderer
@@ -266,5 +268,32 @@ def test_delete_then_register_again_serves_the_new_spec() -> None:
         await _settle(rec)
         assert control.configs[("s0", "m")]["max_batch_size"] == 4
         assert rec.model_status("m")["replicas"][0]["generation"] == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_model_deleted_while_no_control_plane_watched_is_unloaded(tmp_path: Path) -> None:
+    """Found by the lifecycle state machine: a delete acknowledged after a control-plane
+    restart but before its first tick left the model loaded for ever (the new reconciler adopts
+    only registered models). The store remembers deleted names; their replicas are unloaded,
+    while a model someone else loaded (never registered here) is left alone. Real SQLite."""
+
+    async def scenario() -> None:
+        store = await SqliteStore(tmp_path / "db.sqlite").open()
+        try:
+            fleet, clock = FakeFleet(1, 512 * MiB), Clock()
+            control = FakeTritonControl(fleet)
+            registry = Registry(store, Renderer(ProtobufSchema()), ArtifactPolicy(None), clock)
+            await registry.register(ModelSpec.model_validate(python_spec("m", min_replicas=1)))
+            await _settle(_reconciler(fleet, control, store, clock))
+            await control.load(fleet.servers[0], "theirs", '{"name": "theirs"}', {})
+            assert set(control.models["s0"]) == {"m", "theirs"}
+            restarted = _reconciler(fleet, control, store, clock)  # memory lost
+            await registry.delete("m")
+            await _settle(restarted, 2)
+            assert set(control.models["s0"]) == {"theirs"}
+            assert control.unloads == [("m", "s0")]
+        finally:
+            await store.close()
 
     asyncio.run(scenario())
