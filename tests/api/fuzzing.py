@@ -19,10 +19,10 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import hypothesis
@@ -43,6 +43,7 @@ from controlplane.registry import Registry
 from tests.support import free_port_block, python_spec
 
 MiB = 1 << 20
+T = TypeVar("T")
 # A spec the JSON Schema allows can still break a cross-field rule (inputs required unless an
 # ensemble, batching needs max_batch_size > 0, ...) that JSON Schema cannot state: a 422 for it is
 # right, so "schema-valid input must be accepted" is not checked. Everything else is.
@@ -78,7 +79,15 @@ class ServedApi:
     """The control API on a loopback port, served from a thread with its own event loop."""
 
     root: Path
+    servers: int = 3
+    capacity_bytes: int = 1024 * MiB
+    config: ReconcilerConfig = field(default_factory=lambda: ReconcilerConfig(interval_s=0.05))
+    make_control: Callable[[FakeFleet], FakeTritonControl] = FakeTritonControl
+    ensure_timeout_s: float = MAX_ENSURE_S
     url: str = ""
+    control: FakeTritonControl | None = None
+    rec: Reconciler | None = None
+    store: SqliteStore | None = None
     _thread: threading.Thread | None = None
     _server: _Server | None = None
     _loop: asyncio.AbstractEventLoop | None = None
@@ -97,15 +106,17 @@ class ServedApi:
             (models / "m" / "1" / "model.py").write_text("x = 1\n")
             policy = ArtifactPolicy(PurePosixPath(str(models)))
             registry = Registry(store, Renderer(ProtobufSchema()), policy, time.time)
-            fleet = FakeFleet(3, 1024 * MiB)
-            rec = Reconciler(
+            fleet = FakeFleet(self.servers, self.capacity_bytes)
+            self.control = self.make_control(fleet)
+            self.store = store
+            self.rec = rec = Reconciler(
                 fleet,
-                FakeTritonControl(fleet),
+                self.control,
                 store,
                 InlineArtifacts(),
                 clock=time.time,
                 rng=random.Random(0),
-                config=ReconcilerConfig(interval_s=0.05),
+                config=self.config,
             )
 
             async def changed(_: str) -> None:
@@ -118,7 +129,7 @@ class ServedApi:
                     registry=registry,
                     fleet=rec,
                     max_body_bytes=256 * 1024,
-                    ensure_timeout_s=MAX_ENSURE_S,
+                    ensure_timeout_s=self.ensure_timeout_s,
                 )
             )
             config = uvicorn.Config(
@@ -149,6 +160,11 @@ class ServedApi:
         if not ready.wait(30) or self._failure:
             raise RuntimeError(f"control API did not start: {self._failure}")
         return self
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` on the server's event loop (where the reconciler lives) and wait."""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(120)
 
     def stop(self) -> None:
         if self._server is not None:

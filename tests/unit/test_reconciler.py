@@ -297,3 +297,32 @@ def test_a_model_deleted_while_no_control_plane_watched_is_unloaded(tmp_path: Pa
             await store.close()
 
     asyncio.run(scenario())
+
+
+def test_a_load_that_waited_for_a_slot_is_dropped_once_its_model_is_gone() -> None:
+    """Found by the storm test (tests/api/test_storm.py): under a storm of changes, loads
+    queued behind the concurrency cap ran for models deleted (or changed) while they waited,
+    42 of 250 loads in one run. A queued load now re-checks the latest registry the loop read."""
+
+    async def scenario() -> None:
+        fleet, store, clock = FakeFleet(1, 512 * MiB), MemoryStore(), Clock()
+        control = FakeTritonControl(fleet, load_delay_s=0.05)
+        await _register(store, "a", min_replicas=1)
+        await _register(store, "b", min_replicas=1)
+        rec = _reconciler(fleet, control, store, clock, max_concurrent_loads=1)
+        await rec.tick()  # both loads start; one waits for the only slot
+        await asyncio.sleep(0)
+        first = control.loads[0][0]
+        other = "b" if first == "a" else "a"
+        await store.delete(other)
+        await store.update(
+            ModelRecord(first, 2, (await store.get(first)).spec, "", '{"v": 2}', 0.0, 0.0), 1
+        )
+        await rec.tick()  # the loop reads the registry: `other` deleted, `first` changed
+        await rec.wait_idle()
+        assert control.loads == [(first, "s0")]  # nothing loaded for the deleted model
+        assert rec.model_status(other)["replicas"] == []
+        await _settle(rec)
+        assert control.configs[("s0", first)] == {"v": 2}
+
+    asyncio.run(scenario())
