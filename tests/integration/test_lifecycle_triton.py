@@ -6,6 +6,7 @@ and "serves the newest generation" compares the config Triton reports with the r
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from adapters.tritonbin import TritonInstall
 from adapters.tritoncontrol import GrpcTritonControl
 from controlplane.artifacts import ArtifactPolicy
 from controlplane.configgen import served_matches
+from controlplane.errors import TritonfleetError
 from controlplane.fleet import FleetDriver
 from controlplane.reconciler import ArtifactFiles
 from controlplane.store import ModelRecord, ModelStore
@@ -81,13 +83,11 @@ class TritonLifecycle(LifecycleMachine):
             try:
                 names = self.run(self.grpc.loaded(server))
                 out[server.id] = {n: self.run(self.grpc.config(server, n)) or {} for n in names}
-            except Exception:  # noqa: BLE001 - died since the snapshot: it holds nothing
+            except TritonfleetError:  # died since the snapshot: it holds nothing
                 continue
         return out
 
     def serves(self, served: dict[str, Any], record: ModelRecord) -> bool:
-        import json
-
         return served_matches(json.loads(record.config_json), served)
 
     def kill(self, server_id: str) -> None:
