@@ -185,11 +185,15 @@ async def run_storm(
     clients: int,
     seed: int = 0,
     servers: int = 4,
-    load_delay_s: float = 0.01,
+    load_delay_s: float = 0.05,
     config: ReconcilerConfig | None = None,
     settle_timeout_s: float = 120.0,
 ) -> StormReport:
-    cfg = config or ReconcilerConfig(interval_s=0.05, max_concurrent_loads=4)
+    # Caps that bind: best-fit packing sends most loads to one server, so a per-server cap
+    # of 2 and a fleet-wide cap of 3 are both reached in a storm.
+    cfg = config or ReconcilerConfig(
+        interval_s=0.05, max_concurrent_loads=3, max_loads_per_server=2
+    )
     controls: list[CountingControl] = []
 
     def make_control(fleet: FakeFleet) -> CountingControl:
