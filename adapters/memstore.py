@@ -7,7 +7,7 @@ and the core's tests run the reconciler over one. `tritonfleet up` and `controlp
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 
 from controlplane.errors import Conflict, NotFound
@@ -22,6 +22,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._records: dict[str, ModelRecord] = {}
         self._footprints: dict[str, Footprint] = {}
+        self._last_generation: dict[str, int] = {}  # of deleted names
         self._tenants: dict[str, Tenant] = {}
         self._usage: dict[tuple[int, str], UsageRow] = {}
 
@@ -37,6 +38,9 @@ class MemoryStore:
     async def create(self, record: ModelRecord) -> ModelRecord:
         if record.name in self._records:
             raise Conflict(f"model {record.name!r} is already registered; use PUT to change it")
+        after = self._last_generation.get(record.name, 0)
+        if record.generation <= after:
+            record = replace(record, generation=after + 1)
         self._records[record.name] = record
         return record
 
@@ -53,8 +57,12 @@ class MemoryStore:
     async def delete(self, name: str) -> ModelRecord:
         record = await self.get(name)
         del self._records[name]
+        self._last_generation[name] = record.generation
         self._footprints.pop(name, None)
         return record
+
+    async def retired(self, names: Collection[str]) -> set[str]:
+        return {n for n in names if n in self._last_generation and n not in self._records}
 
     async def put_footprint(self, footprint: Footprint) -> bool:
         record = self._records.get(footprint.model)

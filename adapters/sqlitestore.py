@@ -12,8 +12,9 @@ import builtins
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,6 +38,11 @@ CREATE TABLE IF NOT EXISTS models (
     config_json TEXT NOT NULL,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
+);
+-- The last generation of each deleted name: registered again, it continues from there.
+CREATE TABLE IF NOT EXISTS retired (
+    name TEXT PRIMARY KEY,
+    generation INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS footprints (
     model TEXT PRIMARY KEY,
@@ -171,12 +177,18 @@ class SqliteStore:
 
     async def create(self, record: ModelRecord) -> ModelRecord:
         def q() -> ModelRecord:
+            row = self._db.execute(
+                "SELECT generation FROM retired WHERE name = ?", (record.name,)
+            ).fetchone()
+            stored = record
+            if row is not None and record.generation <= row[0]:
+                stored = replace(record, generation=row[0] + 1)
             try:
                 self._db.execute(
                     f"INSERT INTO models ({_MODEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        record.name,
-                        record.generation,
+                        stored.name,
+                        stored.generation,
                         record.spec.model_dump_json(),
                         record.config_pbtxt,
                         record.config_json,
@@ -189,7 +201,7 @@ class SqliteStore:
                 raise Conflict(
                     f"model {record.name!r} is already registered; use PUT to change it"
                 ) from exc
-            return record
+            return stored
 
         return await self._run(q)
 
@@ -238,8 +250,25 @@ class SqliteStore:
             with self._db:
                 self._db.execute("BEGIN")
                 self._db.execute("DELETE FROM models WHERE name = ?", (name,))
+                self._db.execute("INSERT OR REPLACE INTO retired VALUES (?, ?)", (name, row[1]))
                 self._db.execute("DELETE FROM footprints WHERE model = ?", (name,))
             return _row(row)
+
+        return await self._run(q)
+
+    async def retired(self, names: Collection[str]) -> set[str]:
+        wanted = sorted(set(names))[:500]  # what one server has loaded: a bounded few
+
+        def q() -> set[str]:
+            if not wanted:
+                return set()
+            marks = ",".join("?" * len(wanted))
+            rows = self._db.execute(
+                f"SELECT name FROM retired WHERE name IN ({marks}) "
+                "AND name NOT IN (SELECT name FROM models)",
+                wanted,
+            ).fetchall()
+            return {r[0] for r in rows}
 
         return await self._run(q)
 

@@ -215,6 +215,16 @@ class Actuator:
         st = self._state.model(record.name)
         try:
             async with self._global, self._server_sem(server.id):
+                if self._superseded(record):
+                    log.info(
+                        "replica %s on %s: load of generation %d dropped (deleted or changed "
+                        "while it waited for a slot)",
+                        record.name,
+                        server.id,
+                        record.generation,
+                    )
+                    self._settle_dropped_load(key)
+                    return
                 before = await self._meter.sample(server) if self._meter else None
                 files = await self._artifacts.files(record)
                 self._state.load_calls += 1
@@ -265,6 +275,21 @@ class Actuator:
             self._events.publish(
                 EventKind.REPLICA, model, summary[:500], self._clock(), {"server": server_id}
             )
+
+    def _superseded(self, record: ModelRecord) -> bool:
+        """The latest registry the loop read no longer serves `record`: deleted, or changed
+        to another config or artifact. (A load waits for its slots; a storm of changes must
+        not become a storm of loads of configs nobody wants any more.)"""
+        current = self._state.records.get(record.name)
+        return current is None or current.served_key != record.served_key
+
+    def _settle_dropped_load(self, key: Key) -> None:
+        rep = self._state.replicas.get(key)
+        if rep is not None and rep.pending_generation is not None:
+            rep.pending_generation = None  # a dropped reload: the old one serves until replaced
+        elif rep is not None and rep.state is ReplicaState.LOADING:
+            del self._state.replicas[key]  # nothing reached Triton: nothing to clean up
+        self._state.model(key[0]).signal()
 
     def _settle_failed_load(self, server: Server, name: str, key: Key) -> None:
         rep = self._state.replicas.get(key)

@@ -175,8 +175,9 @@ class Reconciler:
         now = self._clock()
 
         # 2. Diff.
-        candidates = self._diff(live, observed, observed_at, now)
+        candidates, orphans = self._diff(live, observed, observed_at, now)
         adopted = await self._adopt(candidates, now)
+        await self._reclaim(orphans, now)
         self.actuator.reset_failures()
         self._forget_deleted()
         reloads = self._stale_generations(now)
@@ -262,9 +263,12 @@ class Reconciler:
         observed: Sequence[dict[str, LoadedModel] | BaseException],
         observed_at: float,
         now: float,
-    ) -> list[tuple[Server, str]]:
+    ) -> tuple[list[tuple[Server, str]], list[tuple[Server, str]]]:
+        """Replicas to adopt (registered, loaded, unknown here), and orphans (loaded, unknown
+        here, not registered: maybe deleted while no control plane watched)."""
         state, act = self.state, self.actuator
         candidates: list[tuple[Server, str]] = []
+        orphans: list[tuple[Server, str]] = []
         live_ids = {s.id for s in live}
         for server, seen in zip(live, observed, strict=True):
             if isinstance(seen, BaseException):
@@ -278,6 +282,12 @@ class Reconciler:
                 new = key not in state.replicas and name in state.records
                 if new and not act.untouchable(key, observed_at):
                     candidates.append((server, name))
+                elif (
+                    name not in state.records
+                    and key not in state.replicas
+                    and not act.untouchable(key, observed_at)
+                ):
+                    orphans.append((server, name))
             for (name, sid), rep in list(state.replicas.items()):
                 key = (name, sid)
                 if sid != server.id or name in seen or act.untouchable(key, observed_at):
@@ -290,7 +300,22 @@ class Reconciler:
                 log.info("replica %s on %s: %s → gone (server down)", name, sid, rep.state.value)
                 del state.replicas[key]
         act.forget_settled(observed_at)
-        return candidates
+        return candidates, orphans
+
+    async def _reclaim(self, orphans: list[tuple[Server, str]], now: float) -> None:
+        """Orphans of models deleted here (the store remembers them) are taken back so the
+        planner unloads them: a delete acknowledged just before a crash, or while the control
+        plane was down, must not leave the model loaded for ever. Models someone else loaded
+        (never registered here) are left alone."""
+        if not orphans:
+            return
+        retired = await self._store.retired({name for _, name in orphans})
+        for server, name in orphans:
+            if name in retired:
+                self.state.replicas[(name, server.id)] = ReplicaRecord(ReplicaState.READY, 0, now)
+                log.info(
+                    "replica %s on %s: (deleted model found loaded) → unloading", name, server.id
+                )
 
     async def _adopt(
         self, candidates: list[tuple[Server, str]], now: float
@@ -356,6 +381,10 @@ class Reconciler:
                 rep.generation = record.generation
             if rep.generation != record.generation:
                 out.append((name, sid, "new generation"))
+            elif rep.served_key is not None and rep.served_key != record.served_key:
+                # Same generation, other content: only a store that reuses generations (one
+                # from before they were kept across deletes) gets here; serve what is registered.
+                out.append((name, sid, "served config differs from the registered one"))
             elif rep.tuning != self.autopilot.queue_delay(name)[0]:
                 out.append((name, sid, "batching tuned by the autopilot"))
         return out

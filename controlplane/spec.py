@@ -19,6 +19,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -42,7 +43,16 @@ def check_model_name(name: str) -> str:
     return name
 
 
-ModelName = Annotated[str, Field(description="Model name; " + NAME_PATTERN)]
+# The same rule as a JSON Schema pattern (no look-ahead, no '..'), for the OpenAPI document.
+NAME_SCHEMA: dict[str, Any] = {
+    "pattern": r"^[A-Za-z0-9]([A-Za-z0-9_-]|\.[A-Za-z0-9_-])*\.?$",
+    "minLength": 1,
+    "maxLength": 128,
+}
+ModelName = Annotated[
+    str,
+    Field(description="Model name; " + NAME_PATTERN + ", no '..'", json_schema_extra=NAME_SCHEMA),
+]
 
 # Tags are validated like Kubernetes labels, so they can become labels anywhere unchanged.
 _LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
@@ -122,8 +132,24 @@ class DataType(StrEnum):
         return "BYTES" if self is DataType.STRING else self.value.removeprefix("TYPE_")
 
 
-# Accepts Triton's TYPE_FP32, KServe's FP32 and BYTES wherever a datatype is given.
-DType = Annotated[DataType, BeforeValidator(DataType.parse)]
+# Accepts Triton's TYPE_FP32, KServe's FP32 and BYTES wherever a datatype is given; the JSON
+# Schema says so (a client generated from the OpenAPI document must not refuse "FP32").
+DType = Annotated[
+    DataType,
+    BeforeValidator(DataType.parse),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "enum": [
+                *(d.value for d in DataType),
+                *(d.kserve for d in DataType),
+                "TYPE_BYTES",
+            ],
+            "description": "Triton's TYPE_FP32 or KServe's FP32 (BYTES = TYPE_STRING); "
+            "case-insensitive",
+        }
+    ),
+]
 
 
 class TensorSpec(_Strict):
@@ -261,7 +287,17 @@ class InstanceKind(StrEnum):
 
 class InstanceGroup(_Strict):
     count: int = Field(default=1, ge=1, le=64)
-    kind: Annotated[InstanceKind, BeforeValidator(InstanceKind.parse)] = InstanceKind.AUTO
+    kind: Annotated[
+        InstanceKind,
+        BeforeValidator(InstanceKind.parse),
+        WithJsonSchema(
+            {
+                "type": "string",
+                "enum": [*(k.value for k in InstanceKind), *(k.name for k in InstanceKind)],
+                "description": "KIND_CPU or CPU, ...; case-insensitive",
+            }
+        ),
+    ] = InstanceKind.AUTO
     gpus: list[int] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@ changed model from an unchanged one.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -52,7 +53,9 @@ class ModelStore(Protocol):
     async def list(self) -> list[ModelRecord]: ...
 
     async def create(self, record: ModelRecord) -> ModelRecord:
-        """Raise `Conflict` when the name exists."""
+        """Raise `Conflict` when the name exists. A name registered before and deleted
+        continues after its last generation (generations of one name never repeat, so a
+        generation orders every acknowledged change of a name); returns what was stored."""
         ...
 
     async def update(self, record: ModelRecord, expected_generation: int) -> ModelRecord:
@@ -60,6 +63,10 @@ class ModelStore(Protocol):
         ...
 
     async def delete(self, name: str) -> ModelRecord: ...
+
+    async def retired(self, names: Collection[str]) -> set[str]:
+        """Those of `names` that were registered here once and are deleted now."""
+        ...
 
     async def put_footprint(self, footprint: Footprint) -> bool:
         """Store it if the model still exists at that generation; say whether it was stored."""

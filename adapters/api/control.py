@@ -32,7 +32,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from adapters.api import dashboard, errors
+from adapters.api import apidoc, dashboard, errors
 from adapters.api.dashboard import UiConfig
 from controlplane import visibility
 from controlplane.errors import FieldProblem, InvalidSpec, NotSupported, Unauthorized
@@ -337,8 +337,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
         title="tritonfleet control API",
         version="0.1.0",
         description="Register models once; tritonfleet renders, places and keeps them warm.",
+        generate_unique_id_function=lambda route: route.name,  # operationIds the links name
     )
     errors.install(app)
+    apidoc.install(app)
     metrics = CollectorRegistry()
     requests_total = Counter(
         "tritonfleet_api_requests",
@@ -420,7 +422,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus_metrics() -> Response:
         models_gauge.set(len(await registry.list()))
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
@@ -430,7 +432,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
         """Who the given token acts as (the dashboard asks this to know what it may show)."""
         return {"admin": who.admin, "tenant": who.tenant, "role": who.label}
 
-    @app.post("/v1/models", status_code=201)
+    @app.post(
+        "/v1/models",
+        status_code=201,
+        responses=apidoc.REGISTER,
+        openapi_extra=apidoc.SPEC_BODY,
+    )
     async def register(request: Request, who: Principal = Depends(writer)) -> dict[str, Any]:
         return record_view(await registry.register(await _spec_from(request), who))
 
@@ -438,25 +445,30 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def list_models(who: Principal = Depends(caller)) -> dict[str, Any]:
         return {"models": [record_view(r) for r in await registry.list(who)]}
 
-    @app.get("/v1/models/{name}")
+    @app.get("/v1/models/{name}", responses=apidoc.READ)
     async def get_model(name: str, who: Principal = Depends(caller)) -> dict[str, Any]:
         return record_view(await registry.get(_name(name), who))
 
-    @app.put("/v1/models/{name}")
+    @app.put("/v1/models/{name}", responses=apidoc.UPDATE, openapi_extra=apidoc.SPEC_BODY)
     async def update_model(
         name: str, request: Request, who: Principal = Depends(writer)
     ) -> dict[str, Any]:
         return record_view(await registry.update(_name(name), await _spec_from(request), who))
 
-    @app.delete("/v1/models/{name}")
+    @app.delete("/v1/models/{name}", responses=apidoc.DELETE)
     async def delete_model(name: str, who: Principal = Depends(writer)) -> dict[str, Any]:
         return record_view(await registry.delete(_name(name), who))
 
-    @app.get("/v1/models/{name}/config", response_class=PlainTextResponse)
+    @app.get("/v1/models/{name}/config", response_class=PlainTextResponse, responses=apidoc.BY_NAME)
     async def model_config(name: str, who: Principal = Depends(caller)) -> str:
         return (await registry.get(_name(name), who)).config_pbtxt
 
-    @app.post("/v1/config/render", response_class=PlainTextResponse)
+    @app.post(
+        "/v1/config/render",
+        response_class=PlainTextResponse,
+        responses=apidoc.RENDER,
+        openapi_extra=apidoc.SPEC_BODY,
+    )
     async def render(request: Request) -> str:
         return registry.render(await _spec_from(request)).pbtxt
 
@@ -485,20 +497,20 @@ def create_app(ctx: ApiContext) -> FastAPI:
             return JSONResponse({"models": {}, "tenants": tenants})
         return JSONResponse({**ctx.fleet.directory(), "tenants": tenants})
 
-    @app.get("/v1/models/{name}/status")
+    @app.get("/v1/models/{name}/status", responses=apidoc.BY_NAME)
     async def model_status(name: str, who: Principal = Depends(caller)) -> dict[str, Any]:
         await registry.get(_name(name), who)
         if ctx.fleet is None:
             return {"name": name, "replicas": [], "note": "no fleet attached"}
         return ctx.fleet.model_status(name)
 
-    @app.get("/v1/models/{name}/decisions")
+    @app.get("/v1/models/{name}/decisions", responses=apidoc.BY_NAME)
     async def decisions(name: str, who: Principal = Depends(caller)) -> dict[str, Any]:
         await registry.get(_name(name), who)
         rows = ctx.fleet.decisions(name) if ctx.fleet is not None else []
         return {"name": name, "decisions": rows}
 
-    @app.post("/v1/models/{name}/ensure")
+    @app.post("/v1/models/{name}/ensure", responses=apidoc.ENSURE)
     async def ensure(
         name: str,
         timeout_s: float | None = Query(
@@ -511,12 +523,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
             return JSONResponse({"error": "no fleet attached"}, status_code=503)
         wait = timeout_s if timeout_s is not None else ctx.ensure_timeout_s
         status = await ctx.fleet.ensure_status(name, wait)
-        ready = any(r.get("state") == "READY" for r in status.get("replicas", []))
-        return JSONResponse(
-            status,
-            status_code=200 if ready else 503,
-            headers=None if ready else {"Retry-After": "2"},
-        )
+        if any(r.get("state") == "READY" for r in status.get("replicas", [])):
+            return JSONResponse(status)
+        why = status.get("last_error") or status.get("unplaced_reason") or "still loading"
+        status["error"] = f"model {name!r} has no READY replica after {wait:g}s ({why}); retry"
+        return JSONResponse(status, status_code=503, headers={"Retry-After": "2"})
 
     # --- chargeback ---------------------------------------------------------------------------
     @app.get("/v1/usage", response_model=None)

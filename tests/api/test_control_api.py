@@ -32,7 +32,7 @@ class Api:
         self.loop = asyncio.new_event_loop()
         self.store = self.loop.run_until_complete(SqliteStore(tmp_path / "db.sqlite").open())
         root = tmp_path / "models"
-        (root / "good" / "1").mkdir(parents=True)
+        (root / "good" / "1").mkdir(parents=True, exist_ok=True)
         (root / "good" / "1" / "model.py").write_text("# ok\n")
         registry = Registry(
             self.store,
@@ -40,11 +40,15 @@ class Api:
             ArtifactPolicy(PurePosixPath(str(root))),
             time.time,
         )
-        app = create_app(ApiContext(registry=registry, api_token=token, max_body_bytes=1 << 20))
+        self.registry = registry
+        self.root = root
+        self.use(create_app(ApiContext(registry=registry, api_token=token, max_body_bytes=1 << 20)))
+
+    def use(self, app: Any) -> None:
+        """Talk to `app` (one built over this registry) from now on."""
         self.client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://api"
         )
-        self.root = root
 
     def __call__(self, method: str, path: str, **kw: Any) -> httpx.Response:
         return self.loop.run_until_complete(self.client.request(method, path, **kw))
@@ -299,3 +303,23 @@ def test_decisions_of_unknown_and_fleetless_models(api: Api) -> None:
     assert api("POST", "/v1/models", json=python_spec("m")).status_code == 201
     r = api("GET", "/v1/models/m/decisions")
     assert r.status_code == 200 and r.json() == {"name": "m", "decisions": []}
+
+
+def test_generations_of_a_name_never_repeat_across_delete(tmp_path: Path) -> None:
+    """A name deleted and registered again continues after its last generation (SQLite keeps
+    it across restarts), so the generation orders every acknowledged change of a name and the
+    reconciler never mistakes the new registration for the old one it still serves."""
+    for run, first in enumerate((1, 4)):
+        api = Api(tmp_path)  # the second run reopens the same database: a restart
+        try:
+            r = api("POST", "/v1/models", json=python_spec("m"))
+            assert r.json()["generation"] == first, (run, r.text)
+            changed = python_spec("m", min_replicas=1)
+            assert api("PUT", "/v1/models/m", json=changed).json()["generation"] == first + 1
+            assert api("DELETE", "/v1/models/m").json()["generation"] == first + 1
+            assert (
+                api("POST", "/v1/models", json=python_spec("m")).json()["generation"] == first + 2
+            )
+            assert api("DELETE", "/v1/models/m").status_code == 200
+        finally:
+            api.close()

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import random
+from pathlib import Path
 
 from adapters.memstore import MemoryStore
+from adapters.sqlitestore import SqliteStore
+from adapters.templatefiles import TemplateFiles
+from adapters.tritonschema import ProtobufSchema
+from controlplane.artifacts import ArtifactPolicy
+from controlplane.configgen import Renderer
 from controlplane.errors import ServerUnavailable
 from controlplane.fleet import ServerHealth
 from controlplane.reconciler import ModelState, Reconciler, ReconcilerConfig
+from controlplane.registry import Registry
 from controlplane.spec import ModelSpec
 from controlplane.store import ModelRecord
 from tests.fakes import FakeFleet, FakeTritonControl, InlineArtifacts
@@ -238,5 +245,90 @@ def test_unreachable_server_backs_off_instead_of_looping() -> None:
         clock.now += 20
         await _settle(rec, 2)
         assert len(control.loads) == 2
+
+    asyncio.run(scenario())
+
+
+def test_delete_then_register_again_serves_the_new_spec() -> None:
+    """Found while modelling the lifecycle (tests/unit/test_lifecycle_machine.py): a model deleted and registered again (different
+    spec) between two ticks came back at generation 1, the generation its old replica served, so
+    the old config kept serving. Generations of a name now never repeat, and a replica whose
+    served config differs from the record's is reloaded whatever the generation says."""
+
+    async def scenario() -> None:
+        fleet, store, clock = FakeFleet(1, 512 * MiB), MemoryStore(), Clock()
+        control = FakeTritonControl(fleet)
+        registry = Registry(
+            store, Renderer(ProtobufSchema(), TemplateFiles()), ArtifactPolicy(None), clock
+        )
+        await registry.register(ModelSpec.model_validate(python_spec("m", min_replicas=1)))
+        rec = _reconciler(fleet, control, store, clock)
+        await _settle(rec)
+        assert control.configs[("s0", "m")]["max_batch_size"] == 8
+        await registry.delete("m")
+        again = {**python_spec("m", min_replicas=1), "max_batch_size": 4}
+        record = await registry.register(ModelSpec.model_validate(again))
+        assert record.generation == 2  # generations of one name never repeat
+        await _settle(rec)
+        assert control.configs[("s0", "m")]["max_batch_size"] == 4
+        assert rec.model_status("m")["replicas"][0]["generation"] == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_model_deleted_while_no_control_plane_watched_is_unloaded(tmp_path: Path) -> None:
+    """Found by the lifecycle state machine: a delete acknowledged after a control-plane
+    restart but before its first tick left the model loaded for ever (the new reconciler adopts
+    only registered models). The store remembers deleted names; their replicas are unloaded,
+    while a model someone else loaded (never registered here) is left alone. Real SQLite."""
+
+    async def scenario() -> None:
+        store = await SqliteStore(tmp_path / "db.sqlite").open()
+        try:
+            fleet, clock = FakeFleet(1, 512 * MiB), Clock()
+            control = FakeTritonControl(fleet)
+            registry = Registry(
+                store, Renderer(ProtobufSchema(), TemplateFiles()), ArtifactPolicy(None), clock
+            )
+            await registry.register(ModelSpec.model_validate(python_spec("m", min_replicas=1)))
+            await _settle(_reconciler(fleet, control, store, clock))
+            await control.load(fleet.servers[0], "theirs", '{"name": "theirs"}', {})
+            assert set(control.models["s0"]) == {"m", "theirs"}
+            restarted = _reconciler(fleet, control, store, clock)  # memory lost
+            await registry.delete("m")
+            await _settle(restarted, 2)
+            assert set(control.models["s0"]) == {"theirs"}
+            assert control.unloads == [("m", "s0")]
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_load_that_waited_for_a_slot_is_dropped_once_its_model_is_gone() -> None:
+    """Found by the storm test (tests/api/test_storm.py): under a storm of changes, loads
+    queued behind the concurrency cap ran for models deleted (or changed) while they waited,
+    42 of 250 loads in one run. A queued load now re-checks the latest registry the loop read."""
+
+    async def scenario() -> None:
+        fleet, store, clock = FakeFleet(1, 512 * MiB), MemoryStore(), Clock()
+        control = FakeTritonControl(fleet, load_delay_s=0.05)
+        await _register(store, "a", min_replicas=1)
+        await _register(store, "b", min_replicas=1)
+        rec = _reconciler(fleet, control, store, clock, max_concurrent_loads=1)
+        await rec.tick()  # both loads start; one waits for the only slot
+        await asyncio.sleep(0)
+        first = control.loads[0][0]
+        other = "b" if first == "a" else "a"
+        await store.delete(other)
+        await store.update(
+            ModelRecord(first, 2, (await store.get(first)).spec, "", '{"v": 2}', 0.0, 0.0), 1
+        )
+        await rec.tick()  # the loop reads the registry: `other` deleted, `first` changed
+        await rec.wait_idle()
+        assert control.loads == [(first, "s0")]  # nothing loaded for the deleted model
+        assert rec.model_status(other)["replicas"] == []
+        await _settle(rec)
+        assert control.configs[("s0", first)] == {"v": 2}
 
     asyncio.run(scenario())

@@ -1,0 +1,74 @@
+"""The long API fuzz: every control-API operation and the stateful lifecycle from the OpenAPI
+links, with many more examples than the suite runs (tests/api/test_api_fuzz.py).
+
+Real app, uvicorn, SQLite store, registry and reconciler; the fleet is the in-memory FakeFleet
+(see tests/api/fuzzing.py). Prints the calls made, the answers by status code, and every
+failed check (a finding); exits 1 when there is one.
+
+    .venv/bin/python -m benchmarks.api_fuzz [--examples 500] [--lifecycle 500] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.api.fuzzing import (
+    CHECKS,
+    EXCLUDED,
+    FuzzReport,
+    ServedApi,
+    fuzz_lifecycle,
+    fuzz_operations,
+    lifecycle_schema,
+    load_schema,
+)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=500, help="examples per operation")
+    parser.add_argument("--lifecycle", type=int, default=500, help="stateful scenarios")
+    parser.add_argument("--quick", action="store_true", help="50 and 50: a smoke run")
+    args = parser.parse_args()
+    if args.quick:
+        args.examples = args.lifecycle = 50
+    findings = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        api = ServedApi(Path(tmp)).start()
+        try:
+            ops, life = FuzzReport(), FuzzReport()
+            t0 = time.monotonic()
+            schema = load_schema(api.url)
+            n_ops = sum(1 for _ in schema.get_all_operations())
+            failures = fuzz_operations(schema, args.examples, ops)
+            t1 = time.monotonic()
+            try:
+                fuzz_lifecycle(lifecycle_schema(api.url), args.lifecycle, life)
+            except (Exception, BaseExceptionGroup) as exc:
+                failures.append(("lifecycle", exc))
+            t2 = time.monotonic()
+        finally:
+            api.stop()
+    findings = len(failures)
+    print(f"operations: {n_ops}, {args.examples} examples each (positive and negative)")
+    print(
+        f"  calls {ops.calls} in {t1 - t0:.0f} s; by status {dict(sorted(ops.by_status.items()))}"
+    )
+    print(f"lifecycle: {args.lifecycle} scenarios of up to 12 linked calls")
+    print(
+        f"  calls {life.calls} in {t2 - t1:.0f} s; by status {dict(sorted(life.by_status.items()))}"
+    )
+    excluded = ", ".join(c.__name__ for c in EXCLUDED)
+    print(f"checks: schemathesis defaults + {CHECKS[0].__name__}, without {excluded}")
+    for where, exc in failures:
+        print(f"\nFINDING in {where}:\n{exc}")
+    print(f"\nfindings: {findings}")
+    return 1 if findings else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
