@@ -53,7 +53,7 @@ def scenario(servers: int, models: int, hours: float, rate_rps: float, seed: int
             "fleet": {"servers": servers, "memory_mib": 80 * 1024, "warm_start": True},
             "models": groups,
             "workload": {"kind": "poisson", "popularity": "azure", "rate_rps": rate_rps},
-            "reconciler": {"max_concurrent_loads": 64, "tick_cost_s": 0.05},
+            "reconciler": {"max_concurrent_loads": 64, "tick_cost_s": 0.15},
             "report": {"interval_s": 60.0},
             "policies": {"autopilot_interval_s": 5.0},
         }

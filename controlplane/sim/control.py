@@ -246,11 +246,15 @@ class Control:
         views = []
         current: dict[str, tuple[str, ...]] = {}
         cache, sig = self._model_views, self._sig
+        fresh_s = self.cfg.interval_s
         for idx in sorted(self.active):
             m = self.models[idx]
+            wanted, blocked, load_driven = sig.get(idx) or (0, now < m.retry_at, False)
+            if not m.replicas and not wanted and not m.group.min_replicas:
+                continue  # neither placed nor wanted: the plan would not look at it
             v = cache.get(idx)
-            if v is None or v.last_used != m.last_used:
-                wanted, blocked, load_driven = sig.get(idx) or (0, now < m.retry_at, False)
+            # last_used as the live reconciler sees it: observed once per tick.
+            if v is None or m.last_used > v.last_used + fresh_s:
                 g = m.group
                 v = cache[idx] = placement.ModelView(
                     name=m.name,
@@ -265,7 +269,11 @@ class Control:
                 )
             views.append(v)
             if m.replicas:
-                held = tuple(r.server.id for r in m.replicas.values() if r.state <= Rep.READY)
+                held = m.placed
+                if held is None:
+                    held = m.placed = tuple(
+                        r.server.id for r in m.replicas.values() if r.state <= Rep.READY
+                    )
                 if held:
                     current[m.name] = held
         if self._views is None:
@@ -459,15 +467,18 @@ class Control:
                 self._free(r)
             else:
                 r.state = Rep.UNLOADING  # unloaded as soon as its load finishes
+                m.placed = None
             return
         m.ready.remove(r)
         r.state = Rep.DRAINING if a.drain else Rep.UNLOADING
+        m.placed = None
         if r.inflight == 0:
             self.on_drained(r)
 
     def _add_replica(self, m: ModelRt, srv: Server) -> Replica:
         r = Replica(m, srv, self.engine.now)
         m.replicas[srv.idx] = r
+        m.placed = None
         if not srv.replicas:
             self.metrics.servers(self.engine.now, +1)
         srv.replicas[m.idx] = r
@@ -499,6 +510,7 @@ class Control:
         now = self.engine.now
         if m.replicas.get(srv.idx) is r:
             del m.replicas[srv.idx]
+            m.placed = None
         if srv.replicas.get(m.idx) is r:
             del srv.replicas[m.idx]
             srv.used_bytes -= m.memory_bytes

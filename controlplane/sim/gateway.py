@@ -11,7 +11,9 @@ Batcher (Triton's dynamic batcher, per replica): with an instance free, a queue 
 `max_batch_size` goes as a full batch; else the largest preferred size that the queue reaches;
 else, once the oldest request has waited `max_queue_delay_us` (at once when that is 0), the whole
 queue. A batch of n takes (a + b x n) x the server's slow factor (exponential around it when the
-model says so).
+model says so). With `fleet.gpu_slots` set, a server executes at most that many batches at once
+across all its models (one GPU shared by the models packed on it); ready batches wait in FIFO
+order of their replicas. Without it, models on one server never slow each other down.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class DataPlane:
         self._on_busy = on_busy
         self._on_drained = on_drained
         self._tau = spec.latency_tau_s
+        self.gpu_slots: int | None = None  # set from the fleet spec
 
     # --- the gateway ---------------------------------------------------------------------
     def arrive(self, req: Request) -> None:
@@ -146,7 +149,13 @@ class DataPlane:
         q = r.queue
         m = r.model
         now = self.engine.now
+        slots = self.gpu_slots
+        srv = r.server
         while q and r.busy < m.instances:
+            if slots is not None and srv.executing >= slots:
+                if r not in srv.waiting:
+                    srv.waiting.append(r)
+                return
             n = len(q)
             mb = m.max_batch
             if n >= mb:
@@ -163,7 +172,8 @@ class DataPlane:
                 return
             batch = [q.popleft() for _ in range(k)]
             r.busy += 1
-            dur = (m.a_s + m.b_s * k) * r.server.slow
+            srv.executing += 1
+            dur = (m.a_s + m.b_s * k) * srv.slow
             if m.exponential and dur > 0:
                 dur = self.service_rng.expovariate(1.0 / dur)
             self.engine.at(now + dur, self._done, (r, batch, r.server.epoch, dur))
@@ -180,6 +190,7 @@ class DataPlane:
             return  # the server failed meanwhile; these requests were retried or failed
         now = self.engine.now
         r.busy -= 1
+        srv.executing -= 1
         m = r.model
         m.last_used = now
         tau = self._tau
@@ -195,6 +206,9 @@ class DataPlane:
             self._finish(req, Outcome.COMPLETED)
         self._on_busy(m, dur)
         self._kick(r)
+        waiting = srv.waiting
+        while waiting and (self.gpu_slots is None or srv.executing < self.gpu_slots):
+            self._kick(waiting.popleft())
         if r.inflight == 0 and r.state >= Rep.DRAINING:
             self._on_drained(r)
 
@@ -204,6 +218,8 @@ class DataPlane:
         victims = list(srv.inflight)
         srv.inflight.clear()
         srv.rif = 0
+        srv.executing = 0
+        srv.waiting.clear()
         for req in victims:
             r = req.replica
             if r is not None:

@@ -41,6 +41,12 @@ class FleetSpec(_Strict):
         description="Start with a replica of every model expected at least once per keep-alive "
         "already loaded (placed by the real planner), instead of an empty fleet.",
     )
+    gpu_slots: int | None = Field(
+        default=None,
+        ge=1,
+        description="Batches one server executes at once across all its models (the GPU is "
+        "shared; 1: one at a time); none: models on one server never contend.",
+    )
     slow_fraction: float = Field(
         default=0.0, ge=0, le=1, description="Share of servers that are slow."
     )

@@ -47,6 +47,7 @@ class Server:
     __slots__ = (
         "capacity_bytes",
         "epoch",
+        "executing",
         "id",
         "idx",
         "inflight",
@@ -56,6 +57,7 @@ class Server:
         "rif",
         "slow",
         "used_bytes",
+        "waiting",
     )
 
     def __init__(self, idx: int, capacity_bytes: int, slow: float) -> None:
@@ -70,6 +72,8 @@ class Server:
         self.replicas: dict[int, Replica] = {}  # model index -> replica
         self.used_bytes = 0
         self.loads_active = 0
+        self.executing = 0  # batches on the GPU now (gpu_slots)
+        self.waiting: deque[Replica] = deque()  # replicas with a batch ready, waiting for a slot
 
 
 class Replica:
@@ -124,6 +128,7 @@ class ModelRt:
         "max_batch",
         "memory_bytes",
         "name",
+        "placed",
         "preferred",
         "quiet_idle",
         "ready",
@@ -166,3 +171,4 @@ class ModelRt:
         self.load: int | None = None  # the autopilot's last desired replicas
         self.quiet_idle: bool | None = None  # last decision was on a quiet model: idle or not
         self.cold_starts = 0
+        self.placed: tuple[str, ...] | None = None  # servers in the planner's view; None: stale

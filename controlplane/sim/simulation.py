@@ -66,6 +66,7 @@ class Simulation:
             on_drained=self.control.on_drained,
         )
         self.control.dp = self.dp
+        self.dp.gpu_slots = fleet.gpu_slots
         self.weights: list[float] | None = None
         if arrivals is None:
             rng = _stream(scn.seed, "workload")

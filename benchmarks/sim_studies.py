@@ -1,0 +1,249 @@
+"""Three policy studies on the simulator; tables on stdout, plots into docs/img/.
+
+    PYTHONPATH=. python -m benchmarks.sim_studies [--study keepwarm|routing|packing|all]
+        [--seed 1] [--img docs/img]
+
+1. keep-warm: fixed keep-alive vs LRU vs the histogram policy, on the Azure-like skew with
+   memory for about a quarter of the models: cold holds per 10k requests and memory-seconds.
+2. routing: 1,000 servers, 1% of them 5x slow, 50 models x 20 replicas: p99 per policy.
+3. packing vs spreading: models on servers whose GPU runs one batch at a time
+   (`fleet.gpu_slots: 1`): p99 against servers used, best-fit (shipped) vs spread.
+
+Every run is a `controlplane.sim` scenario built below; see docs/simulator.md for the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from controlplane.sim import Scenario, simulate
+
+
+def _run(doc: dict[str, Any]) -> dict[str, Any]:
+    started = time.perf_counter()
+    report = simulate(Scenario.model_validate(doc))
+    report["wall_s"] = round(time.perf_counter() - started, 1)
+    return report
+
+
+# --- 1. keep-warm ----------------------------------------------------------------------------
+def keepwarm(seed: int) -> list[dict[str, Any]]:
+    rows = []
+    for policy, label in (("fixed", "fixed 300 s"), ("lru", "LRU"), ("histogram", "histogram")):
+        doc = {
+            "name": f"keepwarm-{policy}",
+            "seed": seed,
+            "duration_s": 3 * 3600,
+            "fleet": {"servers": 20, "memory_mib": 32 * 1024},
+            "models": [
+                {"name": "s", "count": 900, "memory_mib": 1024, "load_s": 1.0},
+                {"name": "m", "count": 450, "memory_mib": 2048, "load_s": 2.0},
+                {"name": "l", "count": 150, "memory_mib": 4096, "load_s": 4.0},
+            ],
+            "workload": {"kind": "poisson", "popularity": "azure", "rate_rps": 60},
+            "policies": {"keep_warm": policy, "autopilot_interval_s": 5.0},
+            "reconciler": {"max_concurrent_loads": 16},
+            "report": {"interval_s": 300},
+        }
+        r = _run(doc)
+        rows.append(
+            {
+                "policy": label,
+                "requests": r["requests"]["arrived"],
+                "cold_per_10k": r["cold_holds_per_10k"],
+                "loads": r["loads"],
+                "evictions": r["evictions"],
+                "mean_gib": round(r["memory_gib_s"] / doc["duration_s"], 1),
+                "gib_s": r["memory_gib_s"],
+                "p99_ms": r["latency_ms"]["p99"],
+                "timed_out": r["requests"]["timed_out"],
+                "wall_s": r["wall_s"],
+            }
+        )
+        print(f"  keepwarm {label}: {rows[-1]}", file=sys.stderr, flush=True)
+    return rows
+
+
+# --- 2. routing --------------------------------------------------------------------------
+def routing(seed: int) -> list[dict[str, Any]]:
+    rows = []
+    for policy in ("round-robin", "least-request", "hot-cold"):
+        doc = {
+            "name": f"routing-{policy}",
+            "seed": seed,
+            "duration_s": 40,
+            "drain_s": 10,
+            "fleet": {
+                "servers": 1000,
+                "memory_mib": 16 * 1024,
+                "warm_start": True,
+                "slow_fraction": 0.01,
+                "slow_factor": 5,
+            },
+            "models": [
+                {
+                    "name": "m",
+                    "count": 50,
+                    "memory_mib": 10 * 1024,
+                    "min_replicas": 20,
+                    "max_replicas": 20,
+                    "service_a_s": 0.03,
+                    "service_b_s": 0.005,
+                    "max_batch_size": 8,
+                }
+            ],
+            "workload": {"kind": "poisson", "rate_rps": 10_000},
+            "gateway": {"routing": policy},
+            "policies": {"autoscale": "static"},
+            "report": {"interval_s": 5},
+        }
+        r = _run(doc)
+        lat = r["latency_ms"]
+        rows.append(
+            {
+                "policy": policy,
+                "requests": r["requests"]["completed"],
+                "p50_ms": lat["p50"],
+                "p99_ms": lat["p99"],
+                "p999_ms": lat["p999"],
+                "mean_ms": lat["mean"],
+                "wall_s": r["wall_s"],
+            }
+        )
+        print(f"  routing {policy}: {rows[-1]}", file=sys.stderr, flush=True)
+    return rows
+
+
+# --- 3. packing vs spreading ------------------------------------------------------------------
+def packing(seed: int) -> list[dict[str, Any]]:
+    rows = []
+    cases = [(rate, True) for rate in (120, 240, 360, 480)] + [(120, False)]
+    for rate, warm in cases:
+        for policy in ("best-fit", "spread"):
+            doc = {
+                "name": f"packing-{policy}-{rate}",
+                "seed": seed,
+                "duration_s": 300,
+                "fleet": {
+                    "servers": 12,
+                    "memory_mib": 24 * 1024,
+                    "gpu_slots": 1,
+                    "warm_start": warm,
+                },
+                "models": [
+                    {
+                        "name": "m",
+                        "count": 12,
+                        "memory_mib": 4096,
+                        "min_replicas": 1,
+                        "max_replicas": 1,
+                        "service_a_s": 0.004,
+                        "service_b_s": 0.001,
+                        "max_batch_size": 8,
+                        "max_queue_delay_us": 1000,
+                    }
+                ],
+                "workload": {"kind": "poisson", "rate_rps": rate},
+                "policies": {"autoscale": "static", "placement": policy},
+                "report": {"interval_s": 30},
+            }
+            r = _run(doc)
+            rows.append(
+                {
+                    "placement": policy,
+                    "start": "warm" if warm else "empty",
+                    "rate_rps": rate,
+                    "servers_used": r["mean_servers_in_use"],
+                    "p50_ms": r["latency_ms"]["p50"],
+                    "p99_ms": r["latency_ms"]["p99"],
+                    "cold_holds": r["cold_holds"],
+                    "max_ms": r["latency_ms"]["max"],
+                    "wall_s": r["wall_s"],
+                }
+            )
+            print(f"  packing {rows[-1]}", file=sys.stderr, flush=True)
+    return rows
+
+
+# --- output ----------------------------------------------------------------------------
+def _table(rows: list[dict[str, Any]]) -> str:
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _plots(img: Path, results: dict[str, list[dict[str, Any]]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img.mkdir(parents=True, exist_ok=True)
+    if "keepwarm" in results:
+        rows = results["keepwarm"]
+        fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+        for r in rows:
+            ax.scatter(r["mean_gib"], r["cold_per_10k"], s=60)
+            ax.annotate(r["policy"], (r["mean_gib"], r["cold_per_10k"]), fontsize=9)
+        ax.set_xlabel("mean memory loaded (GiB)")
+        ax.set_ylabel("cold holds per 10k requests")
+        ax.set_title("Keep-warm: cold starts against memory")
+        fig.savefig(img / "sim-keepwarm.png", dpi=90)
+        plt.close(fig)
+    if "routing" in results:
+        rows = results["routing"]
+        fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+        xs = range(len(rows))
+        ax.bar([x - 0.2 for x in xs], [r["p50_ms"] for r in rows], width=0.4, label="p50")
+        ax.bar([x + 0.2 for x in xs], [r["p99_ms"] for r in rows], width=0.4, label="p99")
+        ax.set_xticks(list(xs), [r["policy"] for r in rows])
+        ax.set_ylabel("latency (ms)")
+        ax.set_title("Routing, 1,000 servers, 1% 5x slow")
+        ax.legend()
+        fig.savefig(img / "sim-routing.png", dpi=90)
+        plt.close(fig)
+    if "packing" in results:
+        rows = results["packing"]
+        fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+        for policy, marker in (("best-fit", "o"), ("spread", "s")):
+            pts = [r for r in rows if r["placement"] == policy and r["start"] == "warm"]
+            ax.plot(
+                [r["servers_used"] for r in pts],
+                [r["p99_ms"] for r in pts],
+                marker=marker,
+                linestyle="",
+                label=policy,
+            )
+            for r in pts:
+                ax.annotate(f"{r['rate_rps']} rps", (r["servers_used"], r["p99_ms"]), fontsize=8)
+        ax.set_yscale("log")
+        ax.set_xlabel("servers holding a replica (mean)")
+        ax.set_ylabel("p99 (ms)")
+        ax.set_title("Packing vs spreading, warm (one GPU slot per server)")
+        ax.legend()
+        fig.savefig(img / "sim-packing.png", dpi=90)
+        plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--study", default="all", choices=["keepwarm", "routing", "packing", "all"])
+    ap.add_argument("--seed", type=int, default=1, help="seed of every scenario")
+    ap.add_argument("--img", default="docs/img", help="where the PNG plots go")
+    args = ap.parse_args(argv)
+    studies = {"keepwarm": keepwarm, "routing": routing, "packing": packing}
+    chosen = list(studies) if args.study == "all" else [args.study]
+    results = {name: studies[name](args.seed) for name in chosen}
+    for name, rows in results.items():
+        print(f"\n{name} (seed {args.seed})\n{_table(rows)}")
+    _plots(Path(args.img), results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
