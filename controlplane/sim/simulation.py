@@ -7,7 +7,6 @@ seeded from the scenario's seed, so changing a policy never changes the requests
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -78,7 +77,6 @@ class Simulation:
         if scn.fleet.warm_start:
             self._warm_start()
         self.metrics.per_tenant = scn.workload.tenants > 1 or scn.workload.kind == "trace"
-        self.wall_s = 0.0
 
     def _warm_start(self) -> None:
         """Models expected at least once per keep-alive start with a replica, placed by the
@@ -137,7 +135,6 @@ class Simulation:
         return scn.duration_s + drain
 
     def run(self, progress: Progress | None = None) -> dict[str, Any]:
-        started = time.perf_counter()
         scn = self.scn
         self.control.start()
         self._next_arrival()
@@ -148,7 +145,6 @@ class Simulation:
         self.engine.run(end, cb, progress_every_s=end / 200)
         if progress is not None:
             progress(end, end)
-        self.wall_s = time.perf_counter() - started
         return self.report()
 
     def report(self) -> dict[str, Any]:
