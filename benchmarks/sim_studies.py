@@ -3,8 +3,9 @@
     PYTHONPATH=. python -m benchmarks.sim_studies [--study keepwarm|routing|packing|all]
         [--seed 1] [--img docs/img]
 
-1. keep-warm: fixed keep-alive vs LRU vs the histogram policy, on the Azure-like skew with
-   memory for about a quarter of the models: cold holds per 10k requests and memory-seconds.
+1. keep-warm: fixed keep-alive vs LRU vs the histogram policy, on the Azure-like skew (all
+   Poisson, and with 30% of models on timers): cold holds per 10k requests and memory; LRU
+   also in the histogram policy's mean memory.
 2. routing: 1,000 servers, 1% of them 5x slow, 50 models x 20 replicas: p99 per policy.
 3. packing vs spreading: models on servers whose GPU runs one batch at a time
    (`fleet.gpu_slots: 1`): p99 against servers used, best-fit (shipped) vs spread.
@@ -31,41 +32,63 @@ def _run(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- 1. keep-warm ----------------------------------------------------------------------------
+def _keepwarm_doc(seed: int, policy: str, servers: int, timers: float) -> dict[str, Any]:
+    return {
+        "name": f"keepwarm-{policy}",
+        "seed": seed,
+        "duration_s": 2 * 3600,
+        "fleet": {"servers": servers, "memory_mib": 32 * 1024},
+        "models": [
+            {"name": "s", "count": 900, "memory_mib": 1024, "load_s": 1.0},
+            {"name": "m", "count": 450, "memory_mib": 2048, "load_s": 2.0},
+            {"name": "l", "count": 150, "memory_mib": 4096, "load_s": 4.0},
+        ],
+        "workload": {
+            "kind": "poisson",
+            "popularity": "azure",
+            "rate_rps": 60,
+            "timer_share": timers,
+        },
+        "policies": {"keep_warm": policy, "autopilot_interval_s": 5.0},
+        "reconciler": {"max_concurrent_loads": 16},
+        "report": {"interval_s": 300},
+    }
+
+
 def keepwarm(seed: int) -> list[dict[str, Any]]:
+    """Room for every policy (48 x 32 GiB), then LRU again in the histogram's mean memory."""
     rows = []
-    for policy, label in (("fixed", "fixed 300 s"), ("lru", "LRU"), ("histogram", "histogram")):
-        doc = {
-            "name": f"keepwarm-{policy}",
-            "seed": seed,
-            "duration_s": 3 * 3600,
-            "fleet": {"servers": 20, "memory_mib": 32 * 1024},
-            "models": [
-                {"name": "s", "count": 900, "memory_mib": 1024, "load_s": 1.0},
-                {"name": "m", "count": 450, "memory_mib": 2048, "load_s": 2.0},
-                {"name": "l", "count": 150, "memory_mib": 4096, "load_s": 4.0},
-            ],
-            "workload": {"kind": "poisson", "popularity": "azure", "rate_rps": 60},
-            "policies": {"keep_warm": policy, "autopilot_interval_s": 5.0},
-            "reconciler": {"max_concurrent_loads": 16},
-            "report": {"interval_s": 300},
-        }
-        r = _run(doc)
-        rows.append(
-            {
-                "policy": label,
-                "requests": r["requests"]["arrived"],
-                "cold_per_10k": r["cold_holds_per_10k"],
-                "loads": r["loads"],
-                "evictions": r["evictions"],
-                "mean_gib": round(r["memory_gib_s"] / doc["duration_s"], 1),
-                "gib_s": r["memory_gib_s"],
-                "p99_ms": r["latency_ms"]["p99"],
-                "timed_out": r["requests"]["timed_out"],
-                "wall_s": r["wall_s"],
-            }
-        )
-        print(f"  keepwarm {label}: {rows[-1]}", file=sys.stderr, flush=True)
+    for timers in (0.0, 0.3):
+        runs = [("fixed", "fixed 300 s", 48), ("histogram", "histogram", 48), ("lru", "LRU", 48)]
+        for policy, label, servers in runs:
+            rows.append(_keepwarm_row(seed, policy, label, servers, timers))
+            if policy == "histogram":
+                hist_servers = max(1, round(rows[-1]["mean_gib"] / 32))
+                runs.append(("lru", f"LRU in {hist_servers} servers", hist_servers))
     return rows
+
+
+def _keepwarm_row(
+    seed: int, policy: str, label: str, servers: int, timers: float
+) -> dict[str, Any]:
+    doc = _keepwarm_doc(seed, policy, servers, timers)
+    r = _run(doc)
+    row = {
+        "trace": "poisson" if not timers else f"{timers:.0%} timers",
+        "policy": label,
+        "servers": servers,
+        "requests": r["requests"]["arrived"],
+        "cold_per_10k": r["cold_holds_per_10k"],
+        "loads": r["loads"],
+        "evictions": r["evictions"],
+        "mean_gib": round(r["memory_gib_s"] / doc["duration_s"], 1),
+        "gib_s": r["memory_gib_s"],
+        "p99_ms": r["latency_ms"]["p99"],
+        "timed_out": r["requests"]["timed_out"],
+        "wall_s": r["wall_s"],
+    }
+    print(f"  keepwarm {label}: {row}", file=sys.stderr, flush=True)
+    return row
 
 
 # --- 2. routing --------------------------------------------------------------------------
@@ -188,8 +211,11 @@ def _plots(img: Path, results: dict[str, list[dict[str, Any]]]) -> None:
         rows = results["keepwarm"]
         fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
         for r in rows:
-            ax.scatter(r["mean_gib"], r["cold_per_10k"], s=60)
-            ax.annotate(r["policy"], (r["mean_gib"], r["cold_per_10k"]), fontsize=9)
+            marker = "o" if r["trace"] == "poisson" else "^"
+            ax.scatter(r["mean_gib"], r["cold_per_10k"], s=60, marker=marker)
+            ax.annotate(
+                f"{r['policy']} ({r['trace']})", (r["mean_gib"], r["cold_per_10k"]), fontsize=8
+            )
         ax.set_xlabel("mean memory loaded (GiB)")
         ax.set_ylabel("cold holds per 10k requests")
         ax.set_title("Keep-warm: cold starts against memory")

@@ -146,6 +146,13 @@ class WorkloadSpec(_Strict):
         default=None,
         description="kind: trace: CSV file `timestamp_s,model[,tenant]` (relative path).",
     )
+    timer_share: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Share of models invoked by a timer (a fixed period = 1 / their rate, 2% "
+        "jitter, random phase) instead of Poisson arrivals, as timer triggers in Azure Functions.",
+    )
     tenants: int = Field(default=1, ge=1, description="Synthetic tenants requests are spread over.")
 
     @model_validator(mode="after")

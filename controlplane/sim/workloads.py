@@ -8,6 +8,9 @@ day of 10,000 models never sits in memory.
   bursts of `burst_factor` x the calm rate, exponential spells of `burst_mean_s` and
   `calm_mean_s`, mean rate kept at `rate_rps`), `diurnal` (1 + amplitude x sin over
   `period_s`); `steps` multiply any of them from given times on.
+- timers: `timer_share` of the models (picked at random) fire on a fixed period (1 / their
+  rate, 2% jitter, random phase) instead, like Azure Functions' timer triggers; rate changes
+  (`mmpp`, `diurnal`, `steps`) apply to the Poisson part only.
 - popularity: the groups' `weight`s, Zipf over models, or `azure`: the skew Shahrad et al.
   (ATC'20) measured on Azure Functions 2019: 45% of models invoked at most once an hour, the
   most popular 19% carrying ~99.6% of invocations (see `azure_rates`).
@@ -21,6 +24,7 @@ the line.
 from __future__ import annotations
 
 import bisect
+import heapq
 import itertools
 import math
 import random
@@ -124,7 +128,42 @@ class _RateProcess:
 def synthetic(
     spec: WorkloadSpec, weights: Sequence[float], duration_s: float, rng: random.Random
 ) -> Iterator[Arrival]:
-    """Arrivals until `duration_s` at `spec.rate_rps` on average, split by `weights`."""
+    """Arrivals until `duration_s` at `spec.rate_rps` on average, split by `weights`; with
+    `timer_share`, that share of models (picked by `rng`) fires periodically instead."""
+    total = sum(weights)
+    if spec.timer_share <= 0 or total <= 0 or spec.rate_rps <= 0:
+        return _poisson(spec, weights, duration_s, rng)
+    n = len(weights)
+    timers = set(rng.sample(range(n), round(spec.timer_share * n)))
+    periods = [
+        (m, total / (weights[m] * spec.rate_rps)) for m in sorted(timers) if weights[m] > 0
+    ]
+    rest = [0.0 if m in timers else w for m, w in enumerate(weights)]
+    share = sum(rest) / total
+    poisson_spec = spec.model_copy(update={"rate_rps": spec.rate_rps * share})
+    timer_rng = random.Random(rng.random())
+    return heapq.merge(
+        _poisson(poisson_spec, rest, duration_s, rng),
+        _timers(periods, duration_s, timer_rng, spec.tenants),
+    )
+
+
+def _timers(
+    periods: Sequence[tuple[int, float]], duration_s: float, rng: random.Random, tenants: int
+) -> Iterator[Arrival]:
+    heap = [(rng.uniform(0, p), m, p) for m, p in periods]
+    heapq.heapify(heap)
+    while heap:
+        t, m, p = heap[0]
+        if t >= duration_s:
+            return
+        yield t, m, (int(rng.random() * tenants) if tenants > 1 else 0)
+        heapq.heapreplace(heap, (t + p * rng.uniform(0.98, 1.02), m, p))
+
+
+def _poisson(
+    spec: WorkloadSpec, weights: Sequence[float], duration_s: float, rng: random.Random
+) -> Iterator[Arrival]:
     cum = list(itertools.accumulate(weights))
     total_w = cum[-1] if cum else 0.0
     if total_w <= 0 or spec.rate_rps <= 0:

@@ -97,3 +97,19 @@ def test_any_text_replays_or_is_refused_clearly(lines: list[str]) -> None:
         assert exc.problems and exc.problems[0].field.startswith("line ")
         return
     assert all(t >= 0 and m in (0, 1) for t, m, _ in out)
+
+
+def test_timer_models_fire_periodically_and_keep_their_rates() -> None:
+    ws = WorkloadSpec.model_validate({"rate_rps": 10, "timer_share": 0.5})
+    arr = list(workloads.synthetic(ws, [1.0, 1.0, 1.0, 1.0], 2000, random.Random(3)))
+    assert all(a[0] <= b[0] for a, b in itertools.pairwise(arr))
+    assert len(arr) == pytest.approx(20_000, rel=0.03)
+    cvs = []
+    for m in range(4):
+        times = [t for t, mm, _ in arr if mm == m]
+        assert len(times) == pytest.approx(5_000, rel=0.05)
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        cvs.append(statistics.stdev(gaps) / statistics.mean(gaps))
+    # two timers (gaps within 2%), two Poisson streams (coefficient of variation ~1)
+    assert sorted(round(cv, 1) for cv in cvs)[:2] == [0.0, 0.0]
+    assert min(sorted(cvs)[2:]) > 0.9
