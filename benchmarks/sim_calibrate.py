@@ -13,9 +13,12 @@ same fleet (never from the result being compared):
 2. load-step: `tritonfleet up` with 3 servers, one replica of the `stepper` model (15 ms + 1 ms
    per request, max batch 4, preferred 4, 2 ms queue delay), static policy, 30 then 90 req/s.
    Fitted: the overhead as in 1, from a 10 req/s stage at the start of the same run.
-3. cold-starts: the same fleet, four more stepper models with `min_replicas: 0`, a Zipf mix at
-   8 req/s for the run: cold holds counted by the gateway (`tritonfleet_gateway_cold_holds_total`)
-   against the simulator's. Fitted: the load time, from timing one `models ensure` first.
+3. cold-starts: the same fleet, four more stepper models with `min_replicas: 0`; one seeded
+   trace (a Zipf mix at 8 req/s) replayed open-loop through the gateway and by the simulator:
+   cold holds counted by the gateway (`tritonfleet_gateway_cold_holds_total`) against the
+   simulator's. Fitted: the load time, from timing the first model's `models ensure`. (loadgen
+   is not used for this one: it reads each model's metadata through the gateway before its
+   run, which loads the models before the measured requests.)
 
 Prints a table: p50 and p99 measured vs simulated with the error, cold holds measured vs
 simulated. Real runs need tritonserver (the `local` extra) and take about two minutes.
@@ -26,6 +29,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
+import random
 import signal
 import subprocess
 import sys
@@ -34,12 +39,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 
 from adapters.gateway.demofleet import DemoModel
 from benchmarks.autopilot_step import _tritonfleet
 from benchmarks.gateway_common import GatewayProcess, start_fleet
-from controlplane.sim import Scenario, simulate
+from controlplane.sim import Scenario, Simulation, simulate, workloads
+from controlplane.sim.scenario import WorkloadSpec
 from tests.support import free_port_block, stepper_spec
 
 SLEEPY = DemoModel("sleepy", "TYPE_FP32", "double", service_ms=10.0, max_batch_size=0)
@@ -136,7 +143,55 @@ def slow_replica_sim(
 
 
 # --- 2 and 3. tritonfleet up: load step and cold starts -------------------------------
-def fleet_real(seconds: float, work: Path) -> dict[str, Any]:
+def cold_trace(seconds: float, seed: int) -> list[tuple[float, str]]:
+    """The cold-start scenario's requests: a Zipf mix over four models at 8 req/s, as a trace
+    both the real fleet and the simulator replay (loadgen is not used here: it reads each
+    model's metadata through the gateway before its run, which warms the models first)."""
+    spec = WorkloadSpec.model_validate({"rate_rps": 8.0})
+    rng = random.Random(seed)
+    weights = [1.0 / (k + 1) for k in range(len(COLD))]
+    return [(t, COLD[m]) for t, m, _ in workloads.synthetic(spec, weights, seconds, rng)]
+
+
+async def replay(url: str, trace: list[tuple[float, str]]) -> list[float | None]:
+    """Send each request at its time (open loop); latencies in seconds, None for failures."""
+    body = json.dumps(
+        {"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "FP32", "data": [0.5] * 16}]}
+    ).encode()
+    results: list[float | None] = []
+    timeout = aiohttp.ClientTimeout(total=40.0)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def one(model: str, due: float) -> None:
+            try:
+                async with session.post(
+                    f"http://{url}/v2/models/{model}/infer", data=body, timeout=timeout
+                ) as r:
+                    await r.read()
+                    ok = r.status == 200
+            except (TimeoutError, aiohttp.ClientError):
+                ok = False
+            dt = time.perf_counter() - due  # from the intended send time
+            results.append(dt if ok else None)
+
+        start = time.perf_counter()
+        tasks = []
+        for t, model in trace:
+            delay = start + t - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(model, start + t)))
+        await asyncio.gather(*tasks)
+    return results
+
+
+def _q(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))]
+
+
+def fleet_real(seconds: float, work: Path, seed: int) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     api_port = free_port_block(3)
     http_port = api_port + 1
@@ -190,14 +245,15 @@ def fleet_real(seconds: float, work: Path) -> dict[str, Any]:
                         slo=None,
                     )
                 )
-            before = httpx.get(f"{api}/metrics").text
-            cold = loadgen(url, COLD, ["--rate", "8", "--zipf", "1.0", "--duration",
-                           f"{seconds:g}s", "--warmup", "0s", "--timeout", "40s"],
-                           work / "cold.json")  # fmt: skip
-            after = httpx.get(f"{api}/metrics").text
-            out["cold_p50_ms"], out["cold_p99_ms"] = _lat(cold)
-            out["cold_requests"] = cold["totals"]["requests"]
-            out["cold_per_model"] = {m: cold["models"][m]["requests"] for m in COLD}
+            gw_metrics = f"http://{url}/metrics"
+            before = httpx.get(gw_metrics).text
+            trace = cold_trace(seconds, seed)
+            lat = asyncio.run(replay(url, trace))
+            after = httpx.get(gw_metrics).text
+            ok = sorted(x for x in lat if x is not None)
+            out["cold_failed"] = len(lat) - len(ok)
+            out["cold_p50_ms"], out["cold_p99_ms"] = _q(ok, 0.5) * 1000, _q(ok, 0.99) * 1000
+            out["cold_requests"] = len(lat)
             out["cold_holds"] = _holds(after) - _holds(before)
         finally:
             proc.send_signal(signal.SIGINT)
@@ -243,7 +299,6 @@ def step_sim(real: dict[str, Any], seconds: float, seed: int) -> dict[str, Any]:
 
 def cold_sim(real: dict[str, Any], seconds: float, seed: int) -> dict[str, Any]:
     overhead_s = max(0.0, real["low_p50_ms"] / 1000 - 0.016)
-    total = sum(real["cold_per_model"].values()) or 1
     models = [
         {
             "name": m,
@@ -254,26 +309,25 @@ def cold_sim(real: dict[str, Any], seconds: float, seed: int) -> dict[str, Any]:
             "max_batch_size": 4,
             "preferred_batch_sizes": [4],
             "max_queue_delay_us": 2000,
-            # the measured mix, so both runs cold-start the same models at the same rates
-            "weight": real["cold_per_model"][m] / total,
         }
         for m in COLD
     ]
-    report = simulate(
-        Scenario.model_validate(
-            {
-                "name": "calibrate-cold-starts",
-                "seed": seed,
-                "duration_s": seconds,
-                "fleet": {"servers": 3, "memory_mib": 2048},
-                "models": models,
-                "workload": {"rate_rps": 8},
-                "gateway": {"cold_hold_s": 30},
-                "policies": {"autoscale": "static"},
-                "reconciler": {"interval_s": 1.0},
-            }
-        )
+    scn = Scenario.model_validate(
+        {
+            "name": "calibrate-cold-starts",
+            "seed": seed,
+            "duration_s": seconds,
+            "fleet": {"servers": 3, "memory_mib": 2048},
+            "models": models,
+            "workload": {"kind": "trace", "trace": "(the replayed requests)"},
+            "gateway": {"cold_hold_s": 30},
+            "policies": {"autoscale": "static"},
+            "reconciler": {"interval_s": 1.0},
+        }
     )
+    lines = [f"{t},{m}" for t, m in cold_trace(seconds, seed)]
+    names = {m: i for i, m in enumerate(COLD)}
+    report = Simulation(scn, workloads.parse_trace(lines, names)).run()
     lat = report["latency_ms"]
     return {"p50_ms": lat["p50"], "p99_ms": lat["p99"], "cold_holds": report["cold_holds"]}
 
@@ -291,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="simcal-"))
     real1 = asyncio.run(slow_replica_real(args.rate, args.seconds, work / "slow"))
     sim1 = slow_replica_sim(real1, args.rate, args.seconds, args.seed)
-    real23 = fleet_real(args.seconds, work / "up")
+    real23 = fleet_real(args.seconds, work / "up", args.seed)
     sim2 = step_sim(real23, args.seconds, args.seed)
     sim3 = cold_sim(real23, args.seconds, args.seed)
     rows = [

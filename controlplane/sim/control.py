@@ -307,8 +307,9 @@ class Control:
             if m.idx in wanted or m.group.min_replicas > 0
         )
         servers = tuple(placement.ServerView(s.id, s.capacity_bytes, s.live) for s in self.servers)
-        plan = placement.plan(placement.Snapshot(servers, views, {}, 0.0))
-        for a in plan.actions:
+        snap = placement.Snapshot(servers, views, {}, 0.0)
+        plan = placement.plan(snap)
+        for a in self._spread(plan, snap) if self.spread else plan.actions:
             m = self.models[self._index[a.model]]
             r = self._add_replica(m, self._server(a.server))
             r.state = Rep.READY
