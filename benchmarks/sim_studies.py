@@ -145,15 +145,17 @@ def routing(seed: int) -> list[dict[str, Any]]:
 def packing(seed: int) -> list[dict[str, Any]]:
     rows = []
     cases = [(rate, True) for rate in (120, 240, 360, 480)] + [(120, False)]
+    # best-fit on 24 GiB servers packs six models a server; on 8 GiB servers, two; spread, one.
+    variants = (("best-fit", 24), ("best-fit", 8), ("spread", 24))
     for rate, warm in cases:
-        for policy in ("best-fit", "spread"):
+        for policy, gib in variants:
             doc = {
-                "name": f"packing-{policy}-{rate}",
+                "name": f"packing-{policy}-{gib}g-{rate}",
                 "seed": seed,
                 "duration_s": 300,
                 "fleet": {
                     "servers": 12,
-                    "memory_mib": 24 * 1024,
+                    "memory_mib": gib * 1024,
                     "gpu_slots": 1,
                     "warm_start": warm,
                 },
@@ -177,7 +179,7 @@ def packing(seed: int) -> list[dict[str, Any]]:
             r = _run(doc)
             rows.append(
                 {
-                    "placement": policy,
+                    "placement": f"{policy}, {gib} GiB servers",
                     "start": "warm" if warm else "empty",
                     "rate_rps": rate,
                     "servers_used": r["mean_servers_in_use"],
@@ -236,7 +238,11 @@ def _plots(img: Path, results: dict[str, list[dict[str, Any]]]) -> None:
     if "packing" in results:
         rows = results["packing"]
         fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-        for policy, marker in (("best-fit", "o"), ("spread", "s")):
+        for policy, marker in (
+            ("best-fit, 24 GiB servers", "o"),
+            ("best-fit, 8 GiB servers", "^"),
+            ("spread, 24 GiB servers", "s"),
+        ):
             pts = [r for r in rows if r["placement"] == policy and r["start"] == "warm"]
             ax.plot(
                 [r["servers_used"] for r in pts],
