@@ -135,9 +135,7 @@ def synthetic(
         return _poisson(spec, weights, duration_s, rng)
     n = len(weights)
     timers = set(rng.sample(range(n), round(spec.timer_share * n)))
-    periods = [
-        (m, total / (weights[m] * spec.rate_rps)) for m in sorted(timers) if weights[m] > 0
-    ]
+    periods = [(m, total / (weights[m] * spec.rate_rps)) for m in sorted(timers) if weights[m] > 0]
     rest = [0.0 if m in timers else w for m, w in enumerate(weights)]
     share = sum(rest) / total
     poisson_spec = spec.model_copy(update={"rate_rps": spec.rate_rps * share})
