@@ -31,7 +31,7 @@ import random
 from collections import deque
 from typing import TYPE_CHECKING
 
-from controlplane import autoscale, keepalive, placement
+from controlplane import autoscale, batching, keepalive, placement
 from controlplane.autoscale import Knobs, Observation, ScalerConfig
 from controlplane.loadstats import RequestLog, Window
 from controlplane.sim.engine import Engine
@@ -384,9 +384,38 @@ class Control:
         d = autoscale.decide(m.name, knobs, obs, m.scale, cfg, now)
         m.scale = d.state
         m.quiet_idle = idle if quiet else None
+        if m.group.batching is not None and self.policy is ScalingPolicy.SLO:
+            self._tune_batching(m, knobs, obs, d.state.capacity_peak_rps, now)
         if self.dp is not None and self.scn.gateway.admission == "auto":
             self.dp.auto_limits[m.idx] = d.admission_limit
         return d.desired
+
+    def _tune_batching(
+        self, m: ModelRt, knobs: Knobs, obs: Observation, peak: float | None, now: float
+    ) -> None:
+        """`Autopilot._tune_batching`: AIMD on the queue delay; the new config is a reload, so
+        the old delay serves until a load time has passed."""
+        bounds = m.group.batching
+        assert bounds is not None
+        current = batching.clamp(bounds, m.delay_us)
+        utilization = obs.stable.rate_rps / (obs.ready * peak) if peak and obs.ready else None
+        step = batching.next_delay(
+            bounds,
+            current,
+            autoscale.slo_ratio(knobs, obs.panic, self.scaler),
+            utilization,
+            now - m.delay_changed_at,
+        )
+        if step is None:
+            return
+        m.delay_us, m.delay_changed_at = step.delay_us, now
+        self.metrics.batching_changes += 1
+        self.engine.at(now + m.load_s, self._delay_applied, (m, step.delay_us))
+
+    def _delay_applied(self, arg: tuple[ModelRt, int]) -> None:
+        m, delay_us = arg
+        if m.delay_us == delay_us:
+            m.delay_s = delay_us / 1e6
 
     def _knobs(self, m: ModelRt) -> Knobs:
         g = m.group

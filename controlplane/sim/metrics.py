@@ -46,6 +46,7 @@ class Metrics:
         self.plan_actions = 0
         self.ticks = 0
         self.retries = 0
+        self.batching_changes = 0  # queue delays the autopilot retuned
         self.tenants: dict[int, list[int]] = {}
         self.per_tenant = False  # set when the workload names more than one tenant
         # exact integrals, updated on change
@@ -189,6 +190,7 @@ class Metrics:
             "replica_s": round(self.replica_s, 1),
             "mean_servers_in_use": round(self.server_s / now, 3) if now > 0 else 0.0,
             "reconciler": {"ticks": self.ticks, "plans": self.plans, "actions": self.plan_actions},
+            "batching_changes": self.batching_changes,
             "tenants": {str(k): v for k, v in sorted(self.tenants.items())},
             "series": series,
         }

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from controlplane.spec import BatchingBounds
+
 MIB = 1 << 20
 
 
@@ -89,6 +91,11 @@ class ModelGroup(_Strict):
     )
     max_queue_delay_us: int = Field(
         default=0, ge=0, description="Triton max_queue_delay_microseconds."
+    )
+    batching: BatchingBounds | None = Field(
+        default=None,
+        description="Let the autopilot tune max_queue_delay_us within these bounds "
+        "(controlplane.batching; autoscale: slo, needs p95_ms or p99_ms).",
     )
     instances: int = Field(
         default=1, ge=1, description="Model instances per replica (instance_group)."

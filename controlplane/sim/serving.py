@@ -110,7 +110,9 @@ class ModelRt:
         "a_s",
         "b_s",
         "cold_starts",
+        "delay_changed_at",
         "delay_s",
+        "delay_us",
         "demand_until",
         "exponential",
         "failures",
@@ -153,6 +155,8 @@ class ModelRt:
             sorted({p for p in group.preferred_batch_sizes if p <= self.max_batch})
         )
         self.delay_s = group.max_queue_delay_us / 1e6
+        self.delay_us = group.max_queue_delay_us  # the autopilot's tuned delay (batching)
+        self.delay_changed_at = float("-inf")
         self.instances = group.instances
         self.replicas: dict[int, Replica] = {}  # server index -> replica (any state)
         self.ready: list[Replica] = []  # routable replicas, in the order they became ready

@@ -93,3 +93,26 @@ def test_spreading_uses_more_servers_than_best_fit() -> None:
     packed = simulate(_busy(**over, policies={"placement": "best-fit"}))
     spread = simulate(_busy(**over, policies={"placement": "spread"}))
     assert spread["mean_servers_in_use"] > packed["mean_servers_in_use"]
+
+
+def test_the_autopilot_halves_a_queue_delay_that_breaks_the_slo() -> None:
+    scn = _busy(
+        models=[
+            {
+                "name": "batchy",
+                "memory_mib": 1024,
+                "min_replicas": 1,
+                "max_replicas": 1,
+                "max_batch_size": 64,
+                "max_queue_delay_us": 80_000,
+                "p99_ms": 40,
+                "batching": {"min_queue_delay_us": 1_000, "max_queue_delay_us": 80_000},
+            }
+        ],
+        workload={"kind": "poisson", "rate_rps": 50},
+        duration_s=400,
+    )
+    sim = Simulation(scn)
+    report = sim.run()
+    assert report["batching_changes"] >= 2
+    assert sim.models[0].delay_us <= 20_000
