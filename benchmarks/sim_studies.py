@@ -217,13 +217,18 @@ def _plots(img: Path, results: dict[str, list[dict[str, Any]]]) -> None:
     img.mkdir(parents=True, exist_ok=True)
     if "keepwarm" in results:
         rows = results["keepwarm"]
-        fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+        fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
         for r in rows:
             marker = "o" if r["trace"] == "poisson" else "^"
-            ax.scatter(r["mean_gib"], r["cold_per_10k"], s=60, marker=marker)
-            ax.annotate(
-                f"{r['policy']} ({r['trace']})", (r["mean_gib"], r["cold_per_10k"]), fontsize=8
+            ax.scatter(
+                r["mean_gib"],
+                r["cold_per_10k"],
+                s=50,
+                marker=marker,
+                alpha=0.8,
+                label=f"{r['policy']} ({r['trace']})",
             )
+        ax.legend(fontsize=7, loc="upper right")
         ax.set_xlabel("mean memory loaded (GiB)")
         ax.set_ylabel("cold holds per 10k requests")
         ax.set_title("Keep-warm: cold starts against memory")
