@@ -469,7 +469,12 @@ def cmd_sim_run(args: argparse.Namespace) -> int:
     if bar is not None:
         bar.close()
     out = Path(args.out) if args.out else path.with_suffix("").with_name(path.stem + "-sim")
-    written = simio.write_report(report, out)
+    try:
+        written = simio.write_report(report, out)
+    except OSError as exc:
+        raise CliError(
+            f"sim run: cannot write the report into {out}: {exc.strerror}; pass --out DIR"
+        ) from exc
     req, lat = report["requests"], report["latency_ms"]
     print(
         f"{report['scenario']}: {req['arrived']} requests: {req['completed']} completed, "

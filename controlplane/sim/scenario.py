@@ -132,7 +132,9 @@ class WorkloadSpec(_Strict):
     kind: Literal["poisson", "mmpp", "diurnal", "trace"] = Field(
         default="poisson", description="Arrival process (trace: replay `trace` file)."
     )
-    rate_rps: float = Field(default=10.0, ge=0, description="Mean arrival rate over all models.")
+    rate_rps: float = Field(
+        default=10.0, ge=0, le=10_000_000, description="Mean arrival rate over all models."
+    )
     popularity: Literal["weights", "zipf", "azure"] = Field(
         default="weights",
         description="How requests split over models: the groups' weights, Zipf, or the "

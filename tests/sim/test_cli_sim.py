@@ -65,3 +65,15 @@ def test_bad_scenarios_name_the_field(
     assert cli.main(["sim", "run", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
+
+
+def test_an_unwritable_out_dir_is_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(SCENARIO)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert cli.main(["sim", "run", str(path), "--out", str(blocker), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the report" in err and "Traceback" not in err
