@@ -1,4 +1,5 @@
-"""The `tritonfleet` command line: `up`, `models …`, `config render`, `fleet status`, `loadgen`.
+"""The `tritonfleet` command line: `up`, `models …`, `config render`, `fleet status`, `loadgen`,
+`sim run`.
 
 `up` runs everything in this process; the other commands talk to a running control API
 (`--api`, default $TRITONFLEET_API_URL or http://127.0.0.1:8080). User mistakes print one clear
@@ -571,6 +572,64 @@ def _logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def cmd_sim_run(args: argparse.Namespace) -> int:
+    from adapters import simio
+
+    path = Path(args.scenario)
+    if not path.is_file():
+        raise CliError(f"sim run: scenario {path} is not a file; pass a YAML scenario")
+    bar = _ProgressBar(sys.stderr) if not args.quiet else None
+    report = simio.run(path, args.seed, bar)
+    if bar is not None:
+        bar.close()
+    out = Path(args.out) if args.out else path.with_suffix("").with_name(path.stem + "-sim")
+    try:
+        written = simio.write_report(report, out)
+    except OSError as exc:
+        raise CliError(
+            f"sim run: cannot write the report into {out}: {exc.strerror}; pass --out DIR"
+        ) from exc
+    req, lat = report["requests"], report["latency_ms"]
+    print(
+        f"{report['scenario']}: {req['arrived']} requests: {req['completed']} completed, "
+        f"{req['failed']} failed, {req['refused']} refused, {req['timed_out']} timed out; "
+        f"p50 {lat['p50']} ms, p99 {lat['p99']} ms; {report['cold_holds']} cold holds, "
+        f"{report['loads']} loads, {report['evictions']} evictions; "
+        f"{report['memory_gib_s']:.0f} GiB-s of memory, mean {report['mean_servers_in_use']} "
+        "servers in use"
+    )
+    for p in written:
+        print(f"wrote {p}")
+    return 0
+
+
+class _ProgressBar:
+    """A one-line progress bar of simulated time on a terminal (a line per 10% otherwise)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last = -1
+
+    def __call__(self, now: float, end: float) -> None:
+        frac = min(1.0, now / end) if end > 0 else 1.0
+        step = int(frac * (40 if self.tty else 10))
+        if step == self.last:
+            return
+        self.last = step
+        if self.tty:
+            bar = "#" * int(frac * 40)
+            self.stream.write(f"\rsimulating [{bar:<40}] {frac:4.0%} ({now:.0f}/{end:.0f} s)")
+        else:
+            self.stream.write(f"simulated {frac:4.0%} ({now:.0f}/{end:.0f} s)\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _logging(args.verbose)
@@ -898,6 +957,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     api_opts(usage)
     usage.set_defaults(func=cmd_usage)
+
+    sim = sub.add_parser(
+        "sim", help="simulate a fleet with tritonfleet's own policies (docs/simulator.md)"
+    ).add_subparsers(dest="sim_command", required=True)
+    simrun = sim.add_parser(
+        "run", help="run a scenario; write report.json and PNG plots, progress on stderr"
+    )
+    simrun.add_argument("scenario", help="scenario YAML (fleet, models, workload, policies)")
+    simrun.add_argument(
+        "--out", default=None, help="output directory (default: SCENARIO-sim beside the file)"
+    )
+    simrun.add_argument(
+        "--seed", type=int, default=None, help="override the scenario's seed (same seed: same run)"
+    )
+    simrun.add_argument("--quiet", action="store_true", help="no progress bar")
+    simrun.set_defaults(func=cmd_sim_run)
 
     lg = sub.add_parser(
         "loadgen", help="load generator and SLO gate (see `loadgen --help`)", add_help=False
