@@ -108,8 +108,9 @@ def test_step_grows_the_fleet_then_drains_and_shrinks_without_failures(
                 assert ups[0]["inputs"]["capacity_peak_rps"], ups[0]
 
                 # Back down: the surplus replica is drained, then unloaded; nothing fails.
-                quiet = asyncio.create_task(load.run(5, 25))
-                await eventually(lambda: len(rec.replicas("stepper")) == 1, 25)
+                # (stable window 6 s + scale-down delay 4 s + drain; the margin is for a loaded box)
+                quiet = asyncio.create_task(load.run(5, 40))
+                await eventually(lambda: len(rec.replicas("stepper")) == 1, 40)
                 await eventually(lambda: len(rec.state.replicas_of("stepper")) == 1, 10)
                 await quiet
                 await load.drain()
