@@ -308,8 +308,13 @@ def valid_specs() -> st.SearchStrategy[dict[str, Any]]:
 
 
 def lifecycle_schema(url: str) -> Any:
-    """The schema with valid specs mixed into the generated register/update bodies."""
-    schema = load_schema(url)
+    """The schema with valid specs mixed into the generated register/update bodies.
+
+    Without the tenant routes: a tenant cannot be deleted (DELETE revokes it), so a scenario
+    could not start from the empty state hypothesis needs to replay it (a second `POST
+    /v1/tenants` of the same name is a 409, and the run diverges). The operation fuzz covers
+    them; tests/api/test_tenants.py walks their lifecycle."""
+    schema = load_schema(url).exclude(path_regex="^/v1/tenants")
 
     @schema.hook
     def before_generate_body(ctx: Any, strategy: Any) -> Any:
