@@ -18,6 +18,7 @@ from controlplane.spec import NAME_SCHEMA, ModelSpec
 from controlplane.tenants import TENANT_NAME_SCHEMA, TenantCreate
 
 _REF = "#/components/schemas/{model}"
+Responses = dict[int | str, dict[str, Any]]  # what FastAPI's `responses=` takes
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -66,19 +67,25 @@ def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str,
 
 _RETRY_AFTER = {"Retry-After": {"schema": {"type": "string"}, "description": "Seconds"}}
 
-E401 = {
+E401: Responses = {
     401: _error(
         "The call needs a token and has none, or the token is neither the admin's nor a live "
         "tenant's (Authorization: Bearer)"
     )
 }
-E403 = {403: _error("The token may not do this (a tenant token, or over its tenant's quota)")}
-E404 = {404: _error("No model of that name is registered")}
-E409 = {409: _error("The name is taken (POST) or the model changed meanwhile (PUT): retry")}
-E413 = {413: _error("The body exceeds --max-body-bytes")}
-E422 = {422: _error("Invalid input; `detail` names each field and what to change")}
-E501 = {501: _error("The feature is not enabled in this embedding (tritonfleet always enables it)")}
-TENANT_404 = {404: _error("No tenant of that name")}
+E403: Responses = {
+    403: _error("The token may not do this (a tenant token, or over its tenant's quota)")
+}
+E404: Responses = {404: _error("No model of that name is registered")}
+E409: Responses = {
+    409: _error("The name is taken (POST) or the model changed meanwhile (PUT): retry")
+}
+E413: Responses = {413: _error("The body exceeds --max-body-bytes")}
+E422: Responses = {422: _error("Invalid input; `detail` names each field and what to change")}
+E501: Responses = {
+    501: _error("The feature is not enabled in this embedding (tritonfleet always enables it)")
+}
+TENANT_404: Responses = {404: _error("No tenant of that name")}
 _STREAM_503 = _error(
     "No fleet attached, or TRITONFLEET_UI_STREAM_MAX_CLIENTS streams are open: retry after "
     "Retry-After",
@@ -116,7 +123,7 @@ def _record(description: str, links: tuple[str, ...] = ()) -> dict[str, Any]:
 
 
 _ALL_LINKS = tuple(_LINKS)
-REGISTER = {
+REGISTER: Responses = {
     201: _record("Registered at generation 1", _ALL_LINKS),
     **E401,
     **E403,
@@ -124,16 +131,28 @@ REGISTER = {
     **E413,
     **E422,
 }
-READ = {200: _record("The registered record", _ALL_LINKS), **E401, **E404, **E422}
-UPDATE = {200: _record("Stored as the next generation", _ALL_LINKS), **E401, **E403, **E404}
+READ: Responses = {200: _record("The registered record", _ALL_LINKS), **E401, **E404, **E422}
+UPDATE: Responses = {
+    200: _record("Stored as the next generation", _ALL_LINKS),
+    **E401,
+    **E403,
+    **E404,
+}
 UPDATE |= {**E409, **E413, **E422}
-DELETE = {200: _record("Removed; its replicas are unloaded within two ticks"), **E401, **E404}
+DELETE: Responses = {
+    200: _record("Removed; its replicas are unloaded within two ticks"),
+    **E401,
+    **E404,
+}
 DELETE |= E422
-BY_NAME = {**E401, **E404, **E422}
-READ_ANY = E401  # a token is optional on reads, but a wrong one is refused
-GATEWAY_ONLY = {**E401, 403: _error("The call needs the admin token (it is the gateway's)")}
-RENDER = {**E413, **E422}
-ENSURE = {
+BY_NAME: Responses = {**E401, **E404, **E422}
+READ_ANY: Responses = E401  # a token is optional on reads, but a wrong one is refused
+GATEWAY_ONLY: Responses = {
+    **E401,
+    403: _error("The call needs the admin token (it is the gateway's)"),
+}
+RENDER: Responses = {**E413, **E422}
+ENSURE: Responses = {
     200: {"description": "A replica is READY; the body is the model's status"},
     503: _error(
         "No replica READY within the timeout: the body is the model's status plus `error` "
@@ -171,15 +190,15 @@ TENANT_SCHEMA: dict[str, Any] = {
     },
 }
 _TENANT = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Tenant"}}}}
-_ADMIN = {**E401, **E403, **E501}
-CREATE_TENANT = {
+_ADMIN: Responses = {**E401, **E403, **E501}
+CREATE_TENANT: Responses = {
     201: {"description": "Created; `token` is shown this once", **_TENANT},
     **_ADMIN,
     409: _error("The tenant exists, or unowned models already use its prefix"),
     **E413,
     **E422,
 }
-LIST_TENANTS = {
+LIST_TENANTS: Responses = {
     200: {
         "description": "Every tenant (revoked ones too) and what it holds",
         "content": {
@@ -199,13 +218,16 @@ LIST_TENANTS = {
     },
     **_ADMIN,
 }
-GET_TENANT = {200: {"description": "The tenant and what it holds", **_TENANT}, **_ADMIN}
+GET_TENANT: Responses = {200: {"description": "The tenant and what it holds", **_TENANT}, **_ADMIN}
 GET_TENANT |= {**TENANT_404, **E422}
-SET_QUOTA = {200: {"description": "The new quota applies at once", **_TENANT}, **_ADMIN}
+SET_QUOTA: Responses = {200: {"description": "The new quota applies at once", **_TENANT}, **_ADMIN}
 SET_QUOTA |= {**TENANT_404, **E413, **E422}
-ROTATE = {200: {"description": "A new token (the old one stops working)", **_TENANT}, **_ADMIN}
+ROTATE: Responses = {
+    200: {"description": "A new token (the old one stops working)", **_TENANT},
+    **_ADMIN,
+}
 ROTATE |= {**TENANT_404, **E422}
-REVOKE = {
+REVOKE: Responses = {
     200: {
         "description": "Revoked: its token stops working at once. The tenant stays (GET shows "
         "it with `active: false`); its models keep serving and stay its own; a token rotation "
@@ -216,7 +238,7 @@ REVOKE = {
 }
 REVOKE |= {**TENANT_404, **E422}
 
-WHOAMI = {
+WHOAMI: Responses = {
     200: {
         "description": "Who the token acts as",
         "content": {
@@ -248,7 +270,7 @@ _USAGE_ROW: dict[str, Any] = {
     },
     "description": "One group; its key is named after `by` (tenant, tag or model)",
 }
-USAGE = {
+USAGE: Responses = {
     200: {
         "description": "Usage per group over [from, to): JSON, or CSV with ?format=csv or "
         "Accept: text/csv",
@@ -304,13 +326,13 @@ _LATENCY: dict[str, Any] = {
         }
     },
 }
-LATENCY = {
+LATENCY: Responses = {
     200: _LATENCY,
     **E401,
     404: _error("`model` is not a model this token may see"),
     **E422,
 }
-MODEL_LATENCY = {200: _LATENCY, **E401, **E404, **E422}
+MODEL_LATENCY: Responses = {200: _LATENCY, **E401, **E404, **E422}
 
 
 def _event(name: str, data: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -366,7 +388,7 @@ SSE_EVENT_SCHEMA: dict[str, Any] = {
         _event("bye", {"required": ["reason"], "properties": {"reason": {"type": "string"}}}),
     ]
 }
-EVENTS = {
+EVENTS: Responses = {
     200: {
         "description": "Server-sent events (`hello`, `decision` with an id, `gap`, `bye`) and "
         "keepalive comments, until the client leaves or TRITONFLEET_UI_STREAM_MAX_S",
