@@ -20,7 +20,7 @@ from typing import Any
 
 import uvicorn
 
-from adapters.api.control import ApiContext, create_app
+from adapters.api.control import ApiContext, UsageSource, create_app
 from adapters.api.dashboard import UiConfig
 from adapters.api.eventstream import StreamLimits
 from adapters.artifactfiles import LocalArtifactFiles
@@ -199,6 +199,35 @@ def autopilot(s: Settings) -> Autopilot:
     )
 
 
+def tenant_quotas(tenants: TenantRegistry) -> dict[str, QuotaView]:
+    """Each tenant's caps for the planner (revoked tenants keep theirs)."""
+    return {
+        t.name: QuotaView(t.quota.replicas, t.quota.memory_bytes)
+        for t in tenants.list()
+        if t.quota.replicas is not None or t.quota.memory_bytes is not None
+    }
+
+
+def api_context(
+    s: Settings,
+    registry: Registry,
+    reconciler: Reconciler,
+    tenants: TenantRegistry,
+    usage: UsageSource,
+) -> ApiContext:
+    """What the control API serves: every feature on (tenants, chargeback, the dashboard)."""
+    return ApiContext(
+        registry=registry,
+        fleet=reconciler,
+        api_token=s.api_token,
+        tenants=tenants,
+        usage=usage,
+        max_body_bytes=s.max_body_bytes,
+        ensure_timeout_s=s.ensure_timeout_s,
+        ui=ui_config(s),
+    )
+
+
 class EmbeddedServer(uvicorn.Server):
     """uvicorn inside our own event loop: signals are ours to handle, not uvicorn's."""
 
@@ -281,18 +310,7 @@ class Runtime:
             retention_s=s.usage_retention_days * 86400,
         )
         self._tasks.append(asyncio.create_task(self.usage.run(), name="usage"))
-        app = create_app(
-            ApiContext(
-                registry=self.registry,
-                fleet=self.reconciler,
-                api_token=s.api_token,
-                tenants=self.tenants,
-                usage=self.usage,
-                max_body_bytes=s.max_body_bytes,
-                ensure_timeout_s=s.ensure_timeout_s,
-                ui=ui_config(s),
-            )
-        )
+        app = create_app(api_context(s, self.registry, self.reconciler, self.tenants, self.usage))
         config = uvicorn.Config(
             app, host=s.api_host, port=s.api_port, log_level="warning", lifespan="off"
         )
@@ -329,14 +347,7 @@ class Runtime:
         return self
 
     def _quotas(self) -> dict[str, QuotaView]:
-        """Each tenant's caps for the planner (revoked tenants keep theirs)."""
-        if self.tenants is None:
-            return {}
-        return {
-            t.name: QuotaView(t.quota.replicas, t.quota.memory_bytes)
-            for t in self.tenants.list()
-            if t.quota.replicas is not None or t.quota.memory_bytes is not None
-        }
+        return {} if self.tenants is None else tenant_quotas(self.tenants)
 
     def _attach_signals(self) -> None:
         """The in-process gateway's request log when there is one, else Prometheus, else none."""

@@ -63,7 +63,8 @@ def main() -> int:
         f"  calls {life.calls} in {t2 - t1:.0f} s; by status {dict(sorted(life.by_status.items()))}"
     )
     excluded = ", ".join(c.__name__ for c in EXCLUDED)
-    print(f"checks: schemathesis defaults + {CHECKS[0].__name__}, without {excluded}")
+    added = ", ".join(c.__name__ for c in CHECKS)
+    print(f"checks: schemathesis defaults + {added}, without {excluded}")
     for where, exc in failures:
         print(f"\nFINDING in {where}:\n{exc}")
     print(f"\nfindings: {findings}")

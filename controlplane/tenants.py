@@ -21,7 +21,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -31,6 +31,11 @@ from controlplane.spec import ModelSpec
 
 TENANT_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
 _TENANT_RE = re.compile(TENANT_NAME_PATTERN)
+TENANT_NAME_SCHEMA: dict[str, Any] = {
+    "pattern": TENANT_NAME_PATTERN,
+    "minLength": 1,
+    "maxLength": 32,
+}
 TOKEN_PREFIX = "tft_"
 
 
@@ -53,9 +58,12 @@ def prefix_of(tenant: str) -> str:
 
 
 class Quota(BaseModel):
-    """What one tenant may hold. `None` is unlimited."""
+    """What one tenant may hold. `None` is unlimited.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Strict: `true` is not a quota of 1 (JSON booleans are not numbers; an integer is still a
+    valid `requests_per_s`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     memory_bytes: int | None = Field(
         default=None, ge=1, le=1 << 60, description="Bytes of replica memory, fleet-wide"
@@ -85,7 +93,11 @@ class TenantCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str
+    name: str = Field(
+        description="1-32 lowercase letters, digits and '-' (a DNS label); its models are "
+        "named '<name>.*'",
+        json_schema_extra=TENANT_NAME_SCHEMA,
+    )
     quota: Quota = Field(default_factory=Quota)
 
     @field_validator("name")

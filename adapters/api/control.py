@@ -49,6 +49,7 @@ from controlplane.tenants import (
     Quota,
     TenantCreate,
     TenantRegistry,
+    check_tenant_name,
 )
 from controlplane.usage import BUCKET_S, GroupBy, UsageRow
 
@@ -302,6 +303,14 @@ def _name(name: str) -> str:
         raise InvalidSpec([FieldProblem("name", str(exc))]) from exc
 
 
+def _tenant(name: str) -> str:
+    """A tenant name from a path, checked before any lookup (a 404 would echo a 1 MB name)."""
+    try:
+        return check_tenant_name(name)
+    except ValueError as exc:
+        raise InvalidSpec([FieldProblem("name", str(exc))], subject="tenant name") from exc
+
+
 async def _json_object(request: Request, what: str) -> dict[str, Any]:
     data = await _body(request)
     if not isinstance(data, dict):
@@ -427,7 +436,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         models_gauge.set(len(await registry.list()))
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/whoami")
+    @app.get("/v1/whoami", responses=apidoc.WHOAMI)
     async def whoami(who: Principal = Depends(caller)) -> dict[str, Any]:
         """Who the given token acts as (the dashboard asks this to know what it may show)."""
         return {"admin": who.admin, "tenant": who.tenant, "role": who.label}
@@ -441,7 +450,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def register(request: Request, who: Principal = Depends(writer)) -> dict[str, Any]:
         return record_view(await registry.register(await _spec_from(request), who))
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses=apidoc.READ_ANY)
     async def list_models(who: Principal = Depends(caller)) -> dict[str, Any]:
         return {"models": [record_view(r) for r in await registry.list(who)]}
 
@@ -472,7 +481,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def render(request: Request) -> str:
         return registry.render(await _spec_from(request)).pbtxt
 
-    @app.get("/v1/fleet")
+    @app.get("/v1/fleet", responses=apidoc.READ_ANY)
     async def fleet(who: Principal = Depends(caller)) -> JSONResponse:
         if ctx.fleet is None:
             return JSONResponse({"servers": [], "note": "no fleet attached"})
@@ -481,7 +490,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
             status = _fleet_for(status, {r.name for r in await registry.list(who)})
         return JSONResponse(status)
 
-    @app.get("/v1/replicas")
+    @app.get("/v1/replicas", responses=apidoc.GATEWAY_ONLY)
     async def replicas(who: Principal = Depends(caller)) -> JSONResponse:
         """Where each registered model is ready now: what a separate gateway polls (with the
         admin token when one is set: it carries the tenants' token hashes)."""
@@ -530,7 +539,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return JSONResponse(status, status_code=503, headers={"Retry-After": "2"})
 
     # --- chargeback ---------------------------------------------------------------------------
-    @app.get("/v1/usage", response_model=None)
+    @app.get("/v1/usage", response_model=None, responses=apidoc.USAGE)
     async def usage(
         request: Request,
         from_: str | None = Query(
@@ -579,35 +588,46 @@ def create_app(ctx: ApiContext) -> FastAPI:
         )
 
     # --- tenants (admin only) --------------------------------------------------------------
-    @app.post("/v1/tenants", status_code=201, dependencies=[Depends(admin)])
+    @app.post(
+        "/v1/tenants",
+        status_code=201,
+        dependencies=[Depends(admin)],
+        responses=apidoc.CREATE_TENANT,
+        openapi_extra=apidoc.TENANT_BODY,
+    )
     async def create_tenant(request: Request) -> dict[str, Any]:
         body = TenantCreate.model_validate(await _json_object(request, "tenant"))
         unowned = [r.name for r in await registry.list() if r.tenant is None]
         tenant, token = await tenants().create(body, unowned)
         return {**tenant.view(), "token": token}
 
-    @app.get("/v1/tenants", dependencies=[Depends(admin)])
+    @app.get("/v1/tenants", dependencies=[Depends(admin)], responses=apidoc.LIST_TENANTS)
     async def list_tenants() -> dict[str, Any]:
         records = await registry.list()
         return {"tenants": [_tenant_view(t.view(), records) for t in tenants().list()]}
 
-    @app.get("/v1/tenants/{name}", dependencies=[Depends(admin)])
+    @app.get("/v1/tenants/{name}", dependencies=[Depends(admin)], responses=apidoc.GET_TENANT)
     async def get_tenant(name: str) -> dict[str, Any]:
-        return _tenant_view(tenants().get(name).view(), await registry.list())
+        return _tenant_view(tenants().get(_tenant(name)).view(), await registry.list())
 
-    @app.put("/v1/tenants/{name}/quota", dependencies=[Depends(admin)])
+    @app.put(
+        "/v1/tenants/{name}/quota",
+        dependencies=[Depends(admin)],
+        responses=apidoc.SET_QUOTA,
+        openapi_extra=apidoc.QUOTA_BODY,
+    )
     async def set_quota(name: str, request: Request) -> dict[str, Any]:
         quota = Quota.model_validate(await _json_object(request, "quota"))
-        return (await tenants().set_quota(name, quota)).view()
+        return (await tenants().set_quota(_tenant(name), quota)).view()
 
-    @app.post("/v1/tenants/{name}/token", dependencies=[Depends(admin)])
+    @app.post("/v1/tenants/{name}/token", dependencies=[Depends(admin)], responses=apidoc.ROTATE)
     async def rotate_token(name: str) -> dict[str, Any]:
-        tenant, token = await tenants().rotate(name)
+        tenant, token = await tenants().rotate(_tenant(name))
         return {**tenant.view(), "token": token}
 
-    @app.delete("/v1/tenants/{name}", dependencies=[Depends(admin)])
+    @app.delete("/v1/tenants/{name}", dependencies=[Depends(admin)], responses=apidoc.REVOKE)
     async def revoke_tenant(name: str) -> dict[str, Any]:
-        return (await tenants().revoke(name)).view()
+        return (await tenants().revoke(_tenant(name))).view()
 
     # --- the dashboard ------------------------------------------------------------------------
     async def viewer(request: Request) -> visibility.Viewer:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
+from adapters.api import apidoc
 from adapters.api.eventstream import EventStream, StreamLimits, StreamSlots
 from controlplane.errors import FieldProblem, InvalidSpec, NotFound, ServerUnavailable
 from controlplane.events import Event
@@ -150,7 +151,7 @@ def install(app: FastAPI, ctx: ApiContext, viewer: Callable[[Request], Awaitable
         300, ge=1, le=MAX_LATENCY_POINTS, description="At most this many (the newest) per model"
     )
 
-    @app.get("/v1/latency")
+    @app.get("/v1/latency", responses=apidoc.LATENCY)
     async def latency(
         request: Request,
         since: float | None = since_q,
@@ -160,13 +161,13 @@ def install(app: FastAPI, ctx: ApiContext, viewer: Callable[[Request], Awaitable
         """Per model: state, SLO targets and the autopilot's measurements over time."""
         return await _latency(request, _model(model), since, limit)
 
-    @app.get("/v1/models/{name}/latency")
+    @app.get("/v1/models/{name}/latency", responses=apidoc.MODEL_LATENCY)
     async def model_latency(
         request: Request, name: str, since: float | None = since_q, limit: int = limit_q
     ) -> JSONResponse:
         return await _latency(request, _model(name, "name"), since, limit)
 
-    @app.get("/v1/events")
+    @app.get("/v1/events", response_class=Response, responses=apidoc.EVENTS)
     async def events(
         request: Request,
         after: int | None = Query(

@@ -3,7 +3,10 @@ one regression test per finding the fuzzing made.
 
 The suite runs a bounded, derandomized sample (tens of seconds); `python -m
 benchmarks.api_fuzz` runs the long form. The fleet behind the API is the in-memory `FakeFleet`
-(an emulation, see tests/api/fuzzing.py); the app, store, registry and reconciler are real.
+(an emulation, see tests/api/fuzzing.py); the app, store, registry and reconciler are real, and
+tenants, chargeback and the dashboard's feed are wired as `adapters.runtime` wires them. The
+event stream is fuzzed whole: the served app ends each stream after `STREAM_MAX_S`, and every
+event is checked against the document's per-event schema.
 """
 
 from __future__ import annotations
@@ -13,18 +16,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema
 import pytest
 
 from adapters.api.control import ApiContext, create_app
 from controlplane.spec import ModelSpec
 from tests.api.fuzzing import (
+    STREAM_MAX_S,
     FuzzReport,
     ServedApi,
     fuzz_lifecycle,
     fuzz_operations,
     lifecycle_schema,
     load_schema,
+    operations,
 )
 from tests.api.test_control_api import Api
 from tests.support import python_spec
@@ -39,9 +45,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedApi]:
 
 def test_every_operation_holds_to_its_document(served: ServedApi) -> None:
     report = FuzzReport()
-    failures = fuzz_operations(load_schema(served.url), 25, report)
+    schema = load_schema(served.url)
+    n_ops = sum(1 for _ in operations(schema))
+    assert n_ops >= 25  # the tenant, usage and dashboard routes are in the document
+    failures = fuzz_operations(schema, 25, report)
     assert not failures, "\n\n".join(f"{op}: {exc}" for op, exc in failures)
-    assert report.calls >= 14 * 25 * 0.5  # every operation ran (a dead fuzzer fails here)
+    assert report.calls >= n_ops * 25 * 0.5  # every operation ran (a dead fuzzer fails here)
+    # No 5xx at all, 501 included: the served app enables every feature, as the runtime does.
     assert all(code < 500 for code in report.by_status)
 
 
@@ -120,6 +130,68 @@ def test_ensure_503_names_why_and_keeps_the_status(tmp_path: Path) -> None:
         assert body["name"] == "m" and body["replicas"] == []
     finally:
         api.close()
+
+
+def test_fuzzed_app_is_wired_like_the_runtime(served: ServedApi) -> None:
+    """Finding: the fuzzed app had no tenants, usage or event feed, so those routes answered
+    501 (and the fuzzer tested nothing behind them). They answer as in production now."""
+    url = served.url
+    assert httpx.get(f"{url}/v1/tenants", timeout=30).status_code == 200
+    usage = httpx.get(f"{url}/v1/usage", params={"format": "csv"}, timeout=30)
+    assert usage.status_code == 200 and usage.text.startswith("tenant,replica_s,")
+    assert httpx.get(f"{url}/v1/latency", timeout=30).json()["columns"]
+
+
+def test_event_stream_ends_and_each_event_matches_its_schema(served: ServedApi) -> None:
+    """GET /v1/events is fuzzed whole: the served app ends each stream after STREAM_MAX_S
+    (TRITONFLEET_UI_STREAM_MAX_S, 600 s by default), and schemathesis checks every event
+    against the per-event schema. Here: the stream really ends with `bye`, within seconds."""
+    with httpx.stream("GET", f"{served.url}/v1/events", timeout=30) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        text = r.read().decode()
+    assert text.startswith("retry: ") and "event: hello" in text
+    assert text.rstrip().endswith('event: bye\ndata: {"reason":"max stream time"}')
+    assert STREAM_MAX_S < 5
+
+
+def test_disabled_features_document_501_for_embedders(api: Api) -> None:
+    """An embedder's ApiContext may leave tenants and usage out: their routes answer 501 with
+    the Error shape, and the document says so (tritonfleet itself always enables them)."""
+    doc = _doc(api)
+    for path, method in (
+        ("/v1/tenants", "post"),
+        ("/v1/tenants", "get"),
+        ("/v1/tenants/{name}", "get"),
+        ("/v1/tenants/{name}", "delete"),
+        ("/v1/tenants/{name}/token", "post"),
+        ("/v1/tenants/{name}/quota", "put"),
+        ("/v1/usage", "get"),
+    ):
+        assert "501" in doc["paths"][path][method]["responses"], (method, path)
+    r = api("GET", "/v1/tenants")
+    assert r.status_code == 501 and "not enabled" in r.json()["error"]
+    r = api("GET", "/v1/usage")
+    assert r.status_code == 501 and "not enabled" in r.json()["error"]
+
+
+def test_usage_documents_json_and_csv(api: Api) -> None:
+    """Finding: /v1/usage answered text/csv (format=csv or Accept: text/csv) undocumented."""
+    content = _doc(api)["paths"]["/v1/usage"]["get"]["responses"]["200"]["content"]
+    assert set(content) == {"application/json", "text/csv"}
+
+
+def test_tenant_paths_state_the_tenant_name_rule(api: Api) -> None:
+    """Finding: tenant path names took the model-name schema (dots, capitals, 128 chars) while
+    the API takes DNS labels of at most 32; the document now states the tenant rule."""
+    doc = _doc(api)
+    param = doc["paths"]["/v1/tenants/{name}"]["get"]["parameters"][0]["schema"]
+    body = doc["components"]["schemas"]["TenantCreate"]["properties"]["name"]
+    for schema in (param, body):
+        validator = jsonschema.Draft202012Validator(schema)
+        assert validator.is_valid("team-a")
+        for bad in ("Team", "a.b", "-a", "a-", "x" * 33, ""):
+            assert not validator.is_valid(bad), bad
 
 
 @pytest.fixture

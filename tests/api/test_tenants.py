@@ -243,6 +243,35 @@ def test_bad_tenant_input_names_the_field(api: TenantApi) -> None:
     assert r.status_code == 409 and "legacy.*" in r.json()["error"]
 
 
+def test_booleans_are_not_quotas(api: TenantApi) -> None:
+    """Finding (schemathesis): `{"requests_per_s": true}` made a tenant with a rate of 1/s
+    (`true` coerced to 1); a JSON boolean for any quota is now a 422 naming the field, on
+    create and on a quota change, and nothing is stored."""
+    for key in ("memory_bytes", "replicas", "models", "requests_per_s", "burst"):
+        r = api.admin("POST", "/v1/tenants", json={"name": "b", "quota": {key: True}})
+        assert r.status_code == 422 and f"quota.{key}" in _fields(r), (key, r.text)
+    assert api.admin("GET", "/v1/tenants").json() == {"tenants": []}
+    api.create_tenant("b", requests_per_s=5, burst=10)  # integers stay valid numbers
+    r = api.admin("PUT", "/v1/tenants/b/quota", json={"requests_per_s": False})
+    assert r.status_code == 422 and _fields(r) == ["requests_per_s"], r.text
+    assert api.admin("GET", "/v1/tenants/b").json()["quota"]["requests_per_s"] == 5
+
+
+def test_bad_tenant_names_in_paths_are_422_and_not_echoed(api: TenantApi) -> None:
+    """Finding (schemathesis): tenant routes looked any path name up, so a 1,000-character
+    name came back in the 404's message; the name is now checked first (422 naming `name`)."""
+    long = "x" * 1000
+    for method, path in (
+        ("GET", f"/v1/tenants/{long}"),
+        ("DELETE", "/v1/tenants/Bad_Name"),
+        ("POST", f"/v1/tenants/{long}/token"),
+        ("PUT", "/v1/tenants/-x/quota"),
+    ):
+        r = api.admin(method, path, json={})
+        assert r.status_code == 422 and _fields(r) == ["name"], (path, r.text)
+        assert long not in r.text
+
+
 def test_open_mode_without_admin_token(tmp_path: Path) -> None:
     """No api_token (a local `up`): no token acts as the admin; a tenant token still scopes."""
     api = TenantApi(tmp_path, api_token=None)
