@@ -69,6 +69,9 @@ class ReconcilerConfig:
     demand_ttl_s: float = 300.0  # an ensure keeps a replica wanted this long after last use
     drain_grace_s: float = 1.0  # scale-in: out of routing at least this long before unloading
     drain_timeout_s: float = 30.0  # ... and at most this long waiting for requests in flight
+    # Where new replicas go; the runtime passes the user's setting (default AUTO). PACK here
+    # keeps a bare Reconciler as it always was.
+    placement_strategy: placement.PlacementSetting = placement.PlacementSetting.PACK
 
 
 @dataclass(frozen=True)
@@ -428,7 +431,15 @@ class Reconciler:
             placement={k: tuple(v) for k, v in current.items()},
             now=now,
             quotas=self._quotas(),
+            strategy=self.placement_strategy,
         )
+
+    @property
+    def placement_strategy(self) -> placement.Placement:
+        """The configured strategy, AUTO resolved: pack while the autopilot may resize the
+        fleet (an empty top server is what lets it shrink), spread while it cannot."""
+        pilot = self.autopilot
+        return self._cfg.placement_strategy.resolve(pilot.enabled and pilot.bounds.elastic)
 
     # --- the autopilot and the fleet's size ----------------------------------------------
     async def _pilot(self, now: float) -> None:
