@@ -436,10 +436,12 @@ class Reconciler:
 
     @property
     def placement_strategy(self) -> placement.Placement:
-        """The configured strategy, AUTO resolved: pack while the autopilot may resize the
-        fleet (an empty top server is what lets it shrink), spread while it cannot."""
-        pilot = self.autopilot
-        return self._cfg.placement_strategy.resolve(pilot.enabled and pilot.bounds.elastic)
+        """The configured strategy, AUTO resolved: pack when the fleet's bounds let the
+        autopilot resize it (an empty top server is what lets it shrink), spread when they do
+        not. The bounds, not whether signals are attached yet: the first plans at start run
+        before the autopilot is attached, and must not spread floors onto a server it may
+        later stop."""
+        return self._cfg.placement_strategy.resolve(self.autopilot.bounds.elastic)
 
     # --- the autopilot and the fleet's size ----------------------------------------------
     async def _pilot(self, now: float) -> None:

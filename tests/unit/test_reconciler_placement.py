@@ -29,7 +29,7 @@ def _servers_of(rec: Reconciler, *models: str) -> list[str]:
     ("setting", "expected"),
     [
         (None, Placement.PACK),  # a bare ReconcilerConfig keeps the planner as it was
-        (PlacementSetting.AUTO, Placement.SPREAD),  # no autopilot: the fleet cannot resize
+        (PlacementSetting.AUTO, Placement.SPREAD),  # default bounds: a fixed-size fleet
         (PlacementSetting.PACK, Placement.PACK),
         (PlacementSetting.SPREAD, Placement.SPREAD),
     ],
@@ -63,7 +63,10 @@ def test_auto_packs_while_the_autopilot_may_resize_the_fleet() -> None:
 
     assert strategy(FakeLoadSignals(), FleetBounds(1, 2)) is Placement.PACK
     assert strategy(FakeLoadSignals(), FleetBounds(2, 2)) is Placement.SPREAD
-    assert strategy(None, FleetBounds(1, 2)) is Placement.SPREAD  # autopilot off: fixed size
+    # Bounds decide, not whether signals are attached yet (the runtime attaches them after
+    # the reconciler's first ticks, which must already pack on an elastic fleet).
+    assert strategy(None, FleetBounds(1, 2)) is Placement.PACK
+    assert strategy(None, FleetBounds(1, 1)) is Placement.SPREAD
 
 
 @pytest.mark.parametrize("setting", [PlacementSetting.AUTO, PlacementSetting.SPREAD])
