@@ -191,7 +191,9 @@ def cmd_fleet_status(args: argparse.Namespace) -> int:
         ]
         for s in fleet["servers"]
     ]
-    print(f"fleet driver: {fleet['driver']}")
+    placement = fleet.get("placement")
+    how = f", placement: {placement['strategy']} ({placement['setting']})" if placement else ""
+    print(f"fleet driver: {fleet['driver']}{how}")
     print(_table(rows, ["SERVER", "HEALTH", "URL", "USED", "CAPACITY", "MODELS"]))
     for model, why in sorted(fleet.get("unplaced", {}).items()):
         print(f"unplaced {model}: {why}")

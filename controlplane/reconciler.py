@@ -524,7 +524,12 @@ class Reconciler:
         return self.views.scaling_metrics()
 
     def fleet_status(self) -> dict[str, Any]:
-        return self.views.fleet_status()
+        status = self.views.fleet_status()
+        status["placement"] = {
+            "setting": self._cfg.placement_strategy.value,
+            "strategy": self.placement_strategy.value,
+        }
+        return status
 
     def counters(self) -> dict[str, float]:
         # Ticks finished: lets a test in another process wait for N ticks, not a sleep.

@@ -43,6 +43,10 @@ def test_floors_on_a_fixed_fleet_follow_the_strategy(setting, expected) -> None:
         cfg = {} if setting is None else {"placement_strategy": setting}
         rec = _reconciler(fleet, control, store, clock, **cfg)
         assert rec.placement_strategy is expected
+        assert rec.fleet_status()["placement"] == {
+            "setting": (setting or PlacementSetting.PACK).value,
+            "strategy": expected.value,
+        }
         await _settle(rec)
         used = _servers_of(rec, "a", "b", "c")
         assert len(used) == 3
