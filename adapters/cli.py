@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from adapters import specfile
 from adapters.settings import FleetKind, Settings
 from controlplane.errors import FleetError, InvalidSpec, TritonfleetError
+from controlplane.placement import PlacementSetting
 from controlplane.routing import POLICIES
 from controlplane.spec import field_errors
 
@@ -190,7 +191,9 @@ def cmd_fleet_status(args: argparse.Namespace) -> int:
         ]
         for s in fleet["servers"]
     ]
-    print(f"fleet driver: {fleet['driver']}")
+    placement = fleet.get("placement")
+    how = f", placement: {placement['strategy']} ({placement['setting']})" if placement else ""
+    print(f"fleet driver: {fleet['driver']}{how}")
     print(_table(rows, ["SERVER", "HEALTH", "URL", "USED", "CAPACITY", "MODELS"]))
     for model, why in sorted(fleet.get("unplaced", {}).items()):
         print(f"unplaced {model}: {why}")
@@ -355,6 +358,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "slo_p95_ms",
         "slo_p99_ms",
         "server_idle_s",
+        "placement_strategy",
         "ui_stream_max_clients",
         "usage_flush_interval_s",
         "usage_retention_days",
@@ -794,6 +798,16 @@ def _parser() -> argparse.ArgumentParser:
             type=float,
             default=None,
             help="stop an empty highest-ordinal server after this long (elastic fleet)",
+        )
+        sp.add_argument(
+            "--placement",
+            "--placement-strategy",
+            dest="placement_strategy",
+            choices=[k.value for k in PlacementSetting],
+            default=None,
+            help="where new replicas go: pack (fill servers; lets an elastic fleet stop empty "
+            "ones), spread (most free memory: less GPU sharing, parallel cold loads), auto "
+            "(default: spread on a fixed-size fleet, pack on an elastic one)",
         )
         sp.add_argument(
             "--no-ui",

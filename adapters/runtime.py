@@ -287,6 +287,7 @@ class Runtime:
                 max_concurrent_loads=s.max_concurrent_loads,
                 max_loads_per_server=s.max_loads_per_server,
                 drain_timeout_s=s.drain_timeout_s,
+                placement_strategy=s.placement_strategy,
             ),
             meter=ProcessTreeMeter() if isinstance(self.fleet, LocalFleet) else None,
             autopilot=autopilot(s),

@@ -14,6 +14,8 @@ from typing import Any, Literal, Self
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from controlplane.placement import PlacementSetting
+
 _NOT_GATEWAY_CONFIG = frozenset({"gateway_enabled"})
 
 
@@ -125,6 +127,13 @@ class Settings(BaseSettings):
     )
     slo_max_error_rate: float = Field(
         default=0.001, ge=0, lt=1, description="Fleet-wide error-rate target (0..1)"
+    )
+    placement_strategy: PlacementSetting = Field(
+        default=PlacementSetting.AUTO,
+        description="Where a new replica goes: `pack` (best-fit: fill servers, so an elastic "
+        "fleet can stop empty ones), `spread` (the server with the most free memory: models "
+        "share GPU time and cold loads with fewer neighbours), or `auto` (spread when the fleet "
+        "cannot change size, pack when the autopilot may grow and shrink it)",
     )
     server_idle_s: float = Field(
         default=30.0,

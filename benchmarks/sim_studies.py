@@ -8,7 +8,7 @@
    also in the histogram policy's mean memory.
 2. routing: 1,000 servers, 1% of them 5x slow, 50 models x 20 replicas: p99 per policy.
 3. packing vs spreading: models on servers whose GPU runs one batch at a time
-   (`fleet.gpu_slots: 1`): p99 against servers used, best-fit (shipped) vs spread.
+   (`fleet.gpu_slots: 1`): p99 against servers used, best-fit (`pack`) vs `spread`.
 
 Every run is a `controlplane.sim` scenario built below; see docs/simulator.md for the results.
 """

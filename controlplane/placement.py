@@ -1,10 +1,12 @@
 """Placement: which models go on which servers, as a pure function of a snapshot.
 
 `plan(snapshot)` keeps what is already placed (a warm model is never moved to gain a few
-bytes), drops replicas on servers that are gone, and places what is missing best-fit
-decreasing: larger and higher-priority replicas first, each onto the live server with the least
-room left after it, never two replicas of one model on one server, never past a server's
-capacity. When nothing fits it evicts idle replicas (above their model's warm floor and its
+bytes), drops replicas on servers that are gone, and places what is missing in decreasing order
+(larger and higher-priority replicas first), never two replicas of one model on one server,
+never past a server's capacity. The snapshot's strategy picks the server: PACK (best-fit) takes
+the fitting live server with the least room left after it, so empty servers stay empty and an
+elastic fleet can stop them; SPREAD (worst-fit) takes the one with the most free memory, so a
+fixed-size fleet shares GPU time and cold loads across all its servers. When nothing fits it evicts idle replicas (above their model's warm floor and its
 current target) least-recently-used first, and only when that makes room. Every decision that
 leaves something unplaced says why.
 
@@ -59,6 +61,28 @@ class QuotaView:
     memory_bytes: int | None = None
 
 
+class Placement(StrEnum):
+    """Where `plan` puts a new replica among the live servers it fits on."""
+
+    PACK = "pack"  # best-fit: the least free memory left after it
+    SPREAD = "spread"  # worst-fit: the most free memory
+
+
+class PlacementSetting(StrEnum):
+    """The configured strategy: AUTO spreads on a fleet that cannot change size and packs on
+    one the autopilot grows and shrinks (shrinking stops an empty top server; spreading would
+    never leave one empty)."""
+
+    AUTO = "auto"
+    PACK = "pack"
+    SPREAD = "spread"
+
+    def resolve(self, elastic: bool) -> Placement:
+        if self is PlacementSetting.AUTO:
+            return Placement.PACK if elastic else Placement.SPREAD
+        return Placement(self.value)
+
+
 @dataclass(frozen=True)
 class Snapshot:
     servers: tuple[ServerView, ...]
@@ -66,6 +90,7 @@ class Snapshot:
     placement: Mapping[str, tuple[str, ...]]  # model -> servers holding (or loading) it
     now: float = 0.0
     quotas: Mapping[str, QuotaView] = field(default_factory=dict)  # tenant -> caps
+    strategy: Placement = Placement.PACK
 
 
 class ActionKind(StrEnum):
@@ -105,7 +130,7 @@ class Plan:
 
 
 class _Free:
-    """Live servers ordered by free bytes, for O(log n) best-fit lookups."""
+    """Live servers ordered by free bytes, for O(log n) best-fit and worst-fit lookups."""
 
     def __init__(self, free: dict[str, int], biggest: int) -> None:
         self.free = free
@@ -129,6 +154,18 @@ class _Free:
         order = self._order
         for j in range(bisect.bisect_left(order, (need, "")), len(order)):
             server = order[j][1]
+            if server not in exclude and ok(server):
+                return server
+        return None
+
+    def worst_fit(self, need: int, exclude: set[str], ok: ServerFilter) -> str | None:
+        """The allowed server with the most free bytes, if that is at least `need`; ties go to
+        the highest server id (the order's end), deterministically."""
+        order = self._order
+        for j in range(len(order) - 1, -1, -1):
+            b, server = order[j]
+            if b < need:
+                return None
             if server not in exclude and ok(server):
                 return server
         return None
@@ -274,7 +311,8 @@ def plan(snap: Snapshot) -> Plan:
                 break
             evict(server, victim, "server over capacity after footprints were measured")
 
-    # 3. Place missing replicas, best-fit decreasing (priority, floor, size).
+    # 3. Place missing replicas in decreasing order (priority, floor, size), best-fit (PACK)
+    #    or worst-fit (SPREAD).
     needs: list[tuple[ModelView, int, bool]] = []
     for model in snap.models:
         want = target[model.name]
@@ -287,18 +325,21 @@ def plan(snap: Snapshot) -> Plan:
     # only shrinks until an eviction succeeds: a size that found no room will not find it later
     # either. Remembering that keeps an overcommitted fleet cheap to plan.
     hopeless: dict[tuple[int, tuple[tuple[str, str], ...]], int] = {}
+    fit = free.worst_fit if snap.strategy is Placement.SPREAD else free.best_fit
     for model, _k, is_floor in needs:
         replicas = kept.setdefault(model.name, [])
         taken = set(replicas)
         ok = ServerFilter(servers, model.server_labels)
         memo_key = (model.priority, tuple(sorted(model.server_labels.items())))
-        chosen = free.best_fit(model.memory_bytes, taken, ok)
+        chosen = fit(model.memory_bytes, taken, ok)
         # (A failure recorded without exclusions also holds for a model that must avoid the
         # servers its replicas are on; failures are recorded only without exclusions.)
         if chosen is None and (
             model.memory_bytes > biggest or model.memory_bytes >= hopeless.get(memo_key, 1 << 62)
         ):
-            unplaced[model.name] = _why(model, servers, live, taken, ok, free, is_floor)
+            unplaced[model.name] = _why(
+                model, servers, live, taken, ok, free, is_floor, snap.strategy
+            )
             continue
         if chosen is None:
             chosen = _make_room(model, live, taken, ok, free, on_server, models, evictable, evict)
@@ -308,7 +349,9 @@ def plan(snap: Snapshot) -> Plan:
                 hopeless[memo_key] = min(hopeless.get(memo_key, 1 << 62), model.memory_bytes)
         if chosen is None:
             if model.name not in unplaced:
-                unplaced[model.name] = _why(model, servers, live, taken, ok, free, is_floor)
+                unplaced[model.name] = _why(
+                    model, servers, live, taken, ok, free, is_floor, snap.strategy
+                )
             continue
         replicas.append(chosen)
         on_server[chosen].append(model.name)
@@ -431,6 +474,7 @@ def _why(
     ok: ServerFilter,
     free: _Free,
     is_floor: bool,
+    strategy: Placement = Placement.PACK,
 ) -> str:
     what = "warm-floor replica" if is_floor else "replica"
     if not live:
@@ -453,8 +497,13 @@ def _why(
         room = max(free.free[s] for s in others)
     if model.memory_bytes > biggest:
         return f"needs {model.memory_bytes} bytes; the largest eligible server has {biggest}"
-    return (
+    why = (
         f"needs {model.memory_bytes} bytes for a {what}; the most free on an eligible server "
         f"is {room} and nothing there may be evicted (warm floors and busier or "
         "higher-priority models stay)"
     )
+    if strategy is Placement.SPREAD:
+        # Spreading splits free memory across servers; packing keeps it together for a large
+        # model that comes later. Say so: it is the one thing the user can change here.
+        why += "; placement is spread, which splits free memory across servers (pack keeps it)"
+    return why

@@ -69,6 +69,9 @@ class ReconcilerConfig:
     demand_ttl_s: float = 300.0  # an ensure keeps a replica wanted this long after last use
     drain_grace_s: float = 1.0  # scale-in: out of routing at least this long before unloading
     drain_timeout_s: float = 30.0  # ... and at most this long waiting for requests in flight
+    # Where new replicas go; the runtime passes the user's setting (default AUTO). PACK here
+    # keeps a bare Reconciler as it always was.
+    placement_strategy: placement.PlacementSetting = placement.PlacementSetting.PACK
 
 
 @dataclass(frozen=True)
@@ -428,7 +431,17 @@ class Reconciler:
             placement={k: tuple(v) for k, v in current.items()},
             now=now,
             quotas=self._quotas(),
+            strategy=self.placement_strategy,
         )
+
+    @property
+    def placement_strategy(self) -> placement.Placement:
+        """The configured strategy, AUTO resolved: pack when the fleet's bounds let the
+        autopilot resize it (an empty top server is what lets it shrink), spread when they do
+        not. The bounds, not whether signals are attached yet: the first plans at start run
+        before the autopilot is attached, and must not spread floors onto a server it may
+        later stop."""
+        return self._cfg.placement_strategy.resolve(self.autopilot.bounds.elastic)
 
     # --- the autopilot and the fleet's size ----------------------------------------------
     async def _pilot(self, now: float) -> None:
@@ -511,7 +524,12 @@ class Reconciler:
         return self.views.scaling_metrics()
 
     def fleet_status(self) -> dict[str, Any]:
-        return self.views.fleet_status()
+        status = self.views.fleet_status()
+        status["placement"] = {
+            "setting": self._cfg.placement_strategy.value,
+            "strategy": self.placement_strategy.value,
+        }
+        return status
 
     def counters(self) -> dict[str, float]:
         # Ticks finished: lets a test in another process wait for N ticks, not a sleep.

@@ -110,7 +110,9 @@ class Control:
         )
         self.policy = ScalingPolicy(pol.autoscale)
         self.shed = pol.keep_warm != "lru" and self.policy is not ScalingPolicy.STATIC
-        self.spread = pol.placement == "spread"
+        # The simulated fleet never changes size: `auto` resolves as the reconciler's would.
+        setting = "pack" if pol.placement == "best-fit" else pol.placement
+        self.strategy = placement.PlacementSetting(setting).resolve(elastic=False)
         self._slots = math.ceil(max(pol.stable_window_s, pol.panic_window_s)) + 2
         self._logs: dict[int, _Log] = {}
         self._slo_log = RequestLog(self._slots)
@@ -280,11 +282,11 @@ class Control:
             self._views = tuple(
                 placement.ServerView(s.id, s.capacity_bytes, s.live) for s in self.servers
             )
-        snap = placement.Snapshot(self._views, tuple(views), current, now)
+        snap = placement.Snapshot(self._views, tuple(views), current, now, strategy=self.strategy)
         plan = placement.plan(snap)
         self.last_plan = plan
         self.metrics.plans += 1
-        actions = self._spread(plan, snap) if self.spread else plan.actions
+        actions = plan.actions
         self.metrics.plan_actions += len(actions)
         for a in actions:
             self._act(a)
@@ -307,9 +309,8 @@ class Control:
             if m.idx in wanted or m.group.min_replicas > 0
         )
         servers = tuple(placement.ServerView(s.id, s.capacity_bytes, s.live) for s in self.servers)
-        snap = placement.Snapshot(servers, views, {}, 0.0)
-        plan = placement.plan(snap)
-        for a in self._spread(plan, snap) if self.spread else plan.actions:
+        snap = placement.Snapshot(servers, views, {}, 0.0, strategy=self.strategy)
+        for a in placement.plan(snap).actions:
             m = self.models[self._index[a.model]]
             r = self._add_replica(m, self._server(a.server))
             r.state = Rep.READY
@@ -445,35 +446,6 @@ class Control:
             return False
         k = m.knobs.keep_windows
         return now - m.last_request_at < k.prewarm_s + k.keepalive_s
-
-    # --- 3b. the spreading candidate -----------------------------------------------------
-    def _spread(
-        self, plan: placement.Plan, snap: placement.Snapshot
-    ) -> tuple[placement.Action, ...]:
-        """The plan's loads moved to the live server with the most free memory."""
-        free = {
-            s.id: s.capacity_bytes - plan.used_bytes.get(s.id, 0) for s in snap.servers if s.live
-        }
-        holders = {n: set(h) for n, h in plan.placement.items()}
-        sizes = {v.name: v.memory_bytes for v in snap.models}
-        out = []
-        for a in plan.actions:
-            if a.kind is not placement.ActionKind.LOAD:
-                out.append(a)
-                continue
-            size = sizes[a.model]
-            free[a.server] += size
-            held = holders.setdefault(a.model, set())
-            held.discard(a.server)
-            best = max(
-                (s for s in free if s not in held), key=lambda s: (free[s], s), default=a.server
-            )
-            if free[best] < size:
-                best = a.server
-            free[best] -= size
-            held.add(best)
-            out.append(placement.Action(a.kind, a.model, best, a.reason + " (spread)"))
-        return tuple(out)
 
     # --- 4. act ------------------------------------------------------------------------
     def _act(self, a: placement.Action) -> None:

@@ -214,11 +214,12 @@ class PolicySpec(_Strict):
         description="histogram: controlplane.keepalive windows; fixed: idle_to_zero_s; "
         "lru: never unload when idle, evict least recently used when room is needed.",
     )
-    placement: Literal["best-fit", "spread"] = Field(
+    placement: Literal["best-fit", "pack", "spread", "auto"] = Field(
         default="best-fit",
-        description="best-fit: controlplane.placement.plan as shipped; spread: the same plan "
-        "with each new replica moved to the live server with the most free memory (a "
-        "candidate policy, simulated only).",
+        description="controlplane.placement strategy: best-fit (or pack): fill a server before "
+        "the next; spread: each new replica on the live server with the most free memory; "
+        "auto: what the control plane does by default, which is spread on the simulator's "
+        "fixed-size fleet. The default stays best-fit so recorded results reproduce.",
     )
     autopilot_interval_s: float | None = Field(
         default=None,

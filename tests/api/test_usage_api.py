@@ -202,6 +202,7 @@ def test_a_tenant_sees_the_fleet_with_only_its_own_models(world: World) -> None:
         headers = {"Authorization": f"Bearer {token}"}
         fleet = world.run(world.client.get("/v1/fleet", headers=headers)).json()
         assert len(fleet["servers"]) == 2  # every server, with its memory in use
+        assert fleet["placement"] == {"setting": "pack", "strategy": "pack"}  # fleet-wide facts
         return {m["name"] for s in fleet["servers"] for m in s["models"]}
 
     assert placed(world.tokens["blue"]) == {"blue.m"}

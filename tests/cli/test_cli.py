@@ -182,6 +182,31 @@ def test_dashboard_flags_map_to_settings_and_are_checked(
     assert Settings().ui_stream_heartbeat_s == 5
 
 
+def test_placement_flag_maps_to_settings_and_is_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from adapters.cli import CliError, _parser, _settings
+    from adapters.settings import Settings
+    from controlplane.placement import PlacementSetting
+
+    assert _settings(_parser().parse_args(["up"])).placement_strategy is PlacementSetting.AUTO
+    for argv in (["up", "--placement", "spread"], ["controlplane", "--placement", "spread"]):
+        assert _settings(_parser().parse_args(argv)).placement_strategy is PlacementSetting.SPREAD
+    monkeypatch.setenv("TRITONFLEET_PLACEMENT_STRATEGY", "pack")
+    assert Settings().placement_strategy is PlacementSetting.PACK
+    assert _settings(_parser().parse_args(["up"])).placement_strategy is PlacementSetting.PACK
+    monkeypatch.setenv("TRITONFLEET_PLACEMENT_STRATEGY", "bestfit")
+    with pytest.raises(
+        CliError,
+        match=r"^--placement-strategy: Input should be 'auto', 'pack' or 'spread' "
+        r"\(got 'bestfit'\) \[env TRITONFLEET_PLACEMENT_STRATEGY\]",
+    ):
+        _settings(_parser().parse_args(["up"]))
+    r = run("up", "--placement", "worst")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "--placement" in r.stderr and "'auto', 'pack', 'spread'" in r.stderr
+
+
 def test_bad_slo_in_a_spec_names_the_field(tmp_path: Path) -> None:
     shutil.copytree(EXAMPLES / "batch_sleep", tmp_path / "m")
     spec = tmp_path / "m" / "spec.yaml"

@@ -671,6 +671,30 @@ def test_autopilot_values_reach_the_control_plane_as_settings(chart: helm.Chart)
     assert off_env["TRITONFLEET_AUTOPILOT"]["value"] == "false"
 
 
+def test_placement_strategy_reaches_the_control_plane_as_a_setting(chart: helm.Chart) -> None:
+    from adapters.settings import Settings
+    from controlplane.placement import PlacementSetting
+
+    def strategy(values: dict[str, Any]) -> str:
+        deployment = only(render(chart, values), "Deployment", "demo-tritonfleet-controlplane")
+        env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+        value = env["TRITONFLEET_PLACEMENT_STRATEGY"]["value"]
+        assert Settings(placement_strategy=value).placement_strategy is PlacementSetting(value)
+        return value
+
+    assert strategy({}) == "auto"
+    for chosen in ("pack", "spread"):
+        assert strategy({"controlplane": {"placement": {"strategy": chosen}}}) == chosen
+    # The control plane's own scaleFleet: it knows its bounds and resolves auto itself.
+    assert strategy(VARIATIONS["scale-fleet"]) == "auto"
+    # KEDA/HPA resize the StatefulSet behind its back: auto becomes pack, an explicit choice
+    # stands.
+    for variation in ("keda", "hpa"):
+        assert strategy(VARIATIONS[variation]) == "pack"
+        spread = {**VARIATIONS[variation], "controlplane": {"placement": {"strategy": "spread"}}}
+        assert strategy(spread) == "spread"
+
+
 def test_dashboard_values_reach_the_control_plane_as_settings(chart: helm.Chart) -> None:
     from adapters.settings import Settings
 
@@ -876,6 +900,10 @@ def test_notes_tell_how_to_reach_scale_and_read_the_key(chart: helm.Chart) -> No
         (
             {"controlplane": {"ui": {"enabled": True, "theme": "dark"}}},
             "at '/controlplane/ui'",
+        ),
+        (
+            {"controlplane": {"placement": {"strategy": "worst-fit"}}},
+            "at '/controlplane/placement/strategy'",
         ),
     ],
 )

@@ -93,6 +93,14 @@ def test_spreading_uses_more_servers_than_best_fit() -> None:
     packed = simulate(_busy(**over, policies={"placement": "best-fit"}))
     spread = simulate(_busy(**over, policies={"placement": "spread"}))
     assert spread["mean_servers_in_use"] > packed["mean_servers_in_use"]
+    # The simulator drives controlplane.placement's strategies: pack is best-fit by another
+    # name, and auto on its fixed-size fleet is spread, as the control plane resolves it.
+    pack = simulate(_busy(**over, policies={"placement": "pack"}))
+    auto = simulate(_busy(**over, policies={"placement": "auto"}))
+    for a, b in ((pack, packed), (auto, spread)):
+        for k in ("scenario", "policies"):
+            a.pop(k), b.pop(k)
+        assert _strip(a) == _strip(b)
 
 
 def test_the_autopilot_halves_a_queue_delay_that_breaks_the_slo() -> None:
