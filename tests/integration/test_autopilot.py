@@ -110,7 +110,13 @@ def test_step_grows_the_fleet_then_drains_and_shrinks_without_failures(
                 # Back down: the surplus replica is drained, then unloaded; nothing fails.
                 # (stable window 6 s + scale-down delay 4 s + drain; the margin is for a loaded box)
                 quiet = asyncio.create_task(load.run(5, 40))
-                await eventually(lambda: len(rec.replicas("stepper")) == 1, 40)
+                try:
+                    await eventually(lambda: len(rec.replicas("stepper")) == 1, 40)
+                except AssertionError as exc:  # say why: the autopilot's own reasons
+                    last = [(d.get("desired"), d.get("reason")) for d in rec.decisions("stepper")[-5:]]
+                    raise AssertionError(
+                        f"no scale-down within 40 s; last decisions {last}"
+                    ) from exc
                 await eventually(lambda: len(rec.state.replicas_of("stepper")) == 1, 10)
                 await quiet
                 await load.drain()
