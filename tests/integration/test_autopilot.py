@@ -113,7 +113,9 @@ def test_step_grows_the_fleet_then_drains_and_shrinks_without_failures(
                 try:
                     await eventually(lambda: len(rec.replicas("stepper")) == 1, 40)
                 except AssertionError as exc:  # say why: the autopilot's own reasons
-                    last = [(d.get("desired"), d.get("reason")) for d in rec.decisions("stepper")[-5:]]
+                    last = [
+                        (d.get("desired"), d.get("reason")) for d in rec.decisions("stepper")[-5:]
+                    ]
                     raise AssertionError(
                         f"no scale-down within 40 s; last decisions {last}"
                     ) from exc
