@@ -251,9 +251,11 @@ def test_a_one_second_stall_shows_in_open_loop_p99_and_hides_in_closed_loop(
     closed_p99 = closed_doc["totals"]["latency"]["p99_us"]
     # ~200 requests were due during the stall: 200/700 of the window waited up to 1 s
     assert open_p99 >= 500_000, open_doc["totals"]["latency"]
-    assert open_doc["totals"]["latency"]["max_us"] >= 900_000
+    # (≥ half the stall: on a loaded box the timer that freezes the server fires late, and
+    # part of the stall can fall in the warm-up; unstalled requests take a few ms)
+    assert open_doc["totals"]["latency"]["max_us"] >= 500_000
     # the same stall, closed loop: one request waits, the rest is never sent
-    assert closed_doc["totals"]["latency"]["max_us"] >= 900_000
+    assert closed_doc["totals"]["latency"]["max_us"] >= 500_000
     assert open_p99 > 5 * closed_p99, (open_p99, closed_p99)
     # the open-loop service time (from the actual send) hides the stall much less than the
     # closed loop, but the intended-time latency is the one that tells the truth
