@@ -8,6 +8,7 @@ untouched; sizes outside --min-servers..--max-servers are refused with the flag 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 from pathlib import Path
@@ -43,20 +44,34 @@ async def ready(fleet: LocalFleet) -> dict[str, int]:
         }
 
 
+def _slow_start(install: TritonInstall, tmp_path: Path) -> tuple[TritonInstall, Path]:
+    """The same tritonserver behind a wrapper that waits 3 s before exec while `flag` exists:
+    servers started then are still coming up when the test looks, however slow the box."""
+    flag = tmp_path / "slow-start"
+    wrapper = tmp_path / "tritonserver"
+    wrapper.write_text(f'#!/bin/sh\n[ -e "{flag}" ] && sleep 3\nexec "{install.binary}" "$@"\n')
+    wrapper.chmod(0o755)
+    return dataclasses.replace(install, binary=wrapper), flag
+
+
 @pytest.mark.triton
 def test_scale_up_down_bounds_and_stop(triton_install: TritonInstall, tmp_path: Path) -> None:
+    install, slow = _slow_start(triton_install, tmp_path)
+
     async def scenario() -> None:
         fleet = await start_fleet(
-            triton_install, tmp_path / "fleet", servers=1, max_servers=3, stop_grace_s=5
+            install, tmp_path / "fleet", servers=1, max_servers=3, stop_grace_s=5
         )
         try:
             (first,) = fleet.snapshot().servers
             assert (fleet.snapshot().min_servers, fleet.snapshot().max_servers) == (1, 3)
 
             # Grow: the new servers are in the snapshot as STARTING before they are live.
+            slow.touch()
             growing = asyncio.create_task(fleet.scale(3))
             await asyncio.sleep(0)
             during = await fleet.refresh()
+            slow.unlink()
             assert [s.id for s in during.servers] == ["local-0", "local-1", "local-2"]
             assert [s.health for s in during.servers[1:]] == [ServerHealth.STARTING] * 2
             await growing
