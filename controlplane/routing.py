@@ -9,8 +9,8 @@ policies can be tested exhaustively and simulated without servers.
 - `HotCold` (the default): Prequal's hot-cold lexicographic rule (Wydrowski et al., NSDI'24)
   over the gateway's own requests-in-flight (RIF) and a peak-EWMA latency (Finagle/Linkerd).
   A replica is *hot* when its RIF is above the `hot_quantile` of the candidates' RIFs; among the
-  cold ones the lowest expected wait wins (peak-EWMA latency x (RIF + 1)), and only when every
-  candidate is hot does the lowest RIF win. Triton's own signals (pending requests, queue time)
+  cold ones (never none: the lowest RIF is at or under any quantile) the lowest expected wait
+  wins (peak-EWMA latency x (RIF + 1)). Triton's own signals (pending requests, queue time)
   raise a replica's RIF and latency when they are fresh (other clients load that server too);
   stale or missing signals fall back to the local view, never to an error. A stuck replica
   (SIGSTOP, GC pause) is caught twice: its RIF grows, and the age of its oldest outstanding
@@ -126,13 +126,13 @@ class HotCold:
         eff = {i: self.effective(replicas[i], now) for i in idx}
         rifs = sorted(v[0] for v in eff.values())
         threshold = _quantile(rifs, self.hot_quantile)
+        # The threshold is a quantile of these same RIFs, so the candidate with the lowest RIF
+        # is always cold: Prequal's "all hot → lowest RIF" case cannot arise here (its probe
+        # pool outlives a request; ours is the request's own candidates).
         cold = [i for i in idx if eff[i][0] <= threshold]
         # Ties go to a random candidate rather than the first, so equal replicas share load.
-        rng.shuffle(idx)
-        if cold:
-            rng.shuffle(cold)
-            return min(cold, key=lambda i: eff[i][1] * (eff[i][0] + 1.0))
-        return min(idx, key=lambda i: eff[i][0])
+        rng.shuffle(cold)
+        return min(cold, key=lambda i: eff[i][1] * (eff[i][0] + 1.0))
 
 
 def _quantile(sorted_values: Sequence[float], q: float) -> float:
