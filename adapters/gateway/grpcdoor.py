@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from adapters.gateway.attempt import Attempt
 from adapters.gateway.config import GatewayConfig
 from adapters.gateway.grpcproto import (
     CLOSED,
@@ -32,7 +33,7 @@ from adapters.gateway.grpcproto import (
 )
 from adapters.gateway.metrics import GatewayMetrics
 from adapters.gateway.router import Router
-from controlplane.replicas import ModelRouting, Replica
+from controlplane.replicas import Replica
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +42,15 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", -1),
 ]
 __all__ = ["GrpcDoor", "field1_string"]
+_REPLICA_FAILURES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
-class _Attempt:
-    """The router's handle on one gRPC attempt; gRPC deadlines time it out, not the sweep."""
+class _Call(Attempt):
+    """One grpcio call's lifecycle; gRPC deadlines time it out, not the router's sweep."""
 
     __slots__ = ()
+    protocol = "grpc"
+    cancel_code = "CANCELLED"
 
     def expire(self) -> None:
         pass
@@ -122,15 +126,15 @@ class GrpcDoor(grpc.GenericRpcHandler):
             c = self.calls[key] = ch.stream_stream(method) if stream else ch.unary_unary(method)
         return c
 
-    async def _admit(self, model: str) -> tuple[ModelRouting, list[Replica]]:
-        rt = admit(self.router, self.metrics, model)
-        replicas = list(self.router.directory.replicas(model))
+    async def _admit(self, call: _Call) -> list[Replica]:
+        """Admit `call` and find its replicas (waiting for a cold model); raises `Refusal`."""
+        admit(call, self.metrics)
+        replicas = list(self.router.directory.replicas(call.model))
         if not replicas:
-            replicas = list(await self.router.hold(model))
+            replicas = list(await self.router.hold(call.model))
             if not replicas:
-                self.router.release(model)
-                raise cold(model, self.config)
-        return rt, replicas
+                raise cold(call.model, self.config)
+        return replicas
 
     def _metadata_for(self, name: str, replica: Replica) -> tuple[tuple[str, str], ...] | None:
         md = admin_metadata(name, replica, self.config)
@@ -148,17 +152,18 @@ class GrpcDoor(grpc.GenericRpcHandler):
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, f"{name}: malformed request: {exc}"
                 )
+            call = _Call(router, model)
+            # Whatever ends the handler (a reply, an abort, the client's cancel raising
+            # CancelledError here), the call finishes exactly once: `finally` cancels it
+            # unless an answer finished it first.
             try:
-                rt, replicas = await self._admit(model)
-            except Refusal as r:
-                self.metrics.local(model, "grpc", r.code.name)
-                await context.abort(grpc.StatusCode[r.code.name], r.details)
-            try:
-                exclude: str | None = None
-                for attempt in (0, 1):
-                    replica = router.pick(model, replicas, exclude)
-                    handle = _Attempt()
-                    start = router.begin(replica, handle)
+                try:
+                    replicas = await self._admit(call)
+                except Refusal as r:
+                    call.finish(r.code.name)
+                    await context.abort(grpc.StatusCode[r.code.name], r.details)
+                replica = call.send(replicas)
+                while True:
                     try:
                         reply = await self._call(replica, method)(
                             request,
@@ -167,27 +172,19 @@ class GrpcDoor(grpc.GenericRpcHandler):
                         )
                     except aio.AioRpcError as exc:
                         code = exc.code()
-                        failed = code in (
-                            grpc.StatusCode.UNAVAILABLE,
-                            grpc.StatusCode.DEADLINE_EXCEEDED,
-                        )
-                        elapsed = router.end(model, replica, handle, start, not failed)
-                        if (
-                            attempt == 0
-                            and code is grpc.StatusCode.UNAVAILABLE
-                            and len(replicas) > 1
-                            and router.may_retry(model, rt, "unavailable")
-                        ):
-                            exclude = replica.server_id
-                            continue
-                        self.metrics.observe(model, replica.server_id, "grpc", code.name, elapsed)
+                        call.outcome(code not in _REPLICA_FAILURES)
+                        if code is grpc.StatusCode.UNAVAILABLE:
+                            retried = call.retry("unavailable", replicas)
+                            if retried is not None:
+                                replica = retried
+                                continue
+                        call.finish(code.name)
                         await context.abort(code, exc.details() or code.name)
-                    elapsed = router.end(model, replica, handle, start, True)
-                    self.metrics.observe(model, replica.server_id, "grpc", "OK", elapsed)
+                    call.outcome(True)
+                    call.finish("OK")
                     return reply
-                raise AssertionError("unreachable")
             finally:
-                router.release(model)
+                call.cancel()
 
         return handler
 
@@ -209,33 +206,31 @@ class GrpcDoor(grpc.GenericRpcHandler):
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, f"ModelStreamInfer: malformed request: {exc}"
                 )
+            call = _Call(router, model)
             try:
-                _, replicas = await self._admit(model)
-            except Refusal as r:
-                await context.abort(grpc.StatusCode[r.code.name], r.details)
-            # One stream stays on one replica: sequences and decoupled models need that.
-            replica = router.pick(model, replicas)
-            handle = _Attempt()
-            start = router.begin(replica, handle)
-            ok = False
+                try:
+                    replicas = await self._admit(call)
+                except Refusal as r:
+                    call.finish(r.code.name)
+                    await context.abort(grpc.StatusCode[r.code.name], r.details)
+                # One stream stays on one replica: sequences and decoupled models need that.
+                replica = call.send(replicas)
 
-            async def upstream() -> AsyncIterator[bytes]:
-                yield first
-                async for r in requests:
-                    yield r
+                async def upstream() -> AsyncIterator[bytes]:
+                    yield first
+                    async for r in requests:
+                        yield r
 
-            try:
-                call = self._call(replica, method, stream=True)(upstream(), timeout=None)
-                async for reply in call:
-                    yield reply
-                ok = True
-            except aio.AioRpcError as exc:
-                await context.abort(exc.code(), exc.details() or exc.code().name)
+                try:
+                    stream = self._call(replica, method, stream=True)(upstream(), timeout=None)
+                    async for reply in stream:
+                        yield reply
+                except aio.AioRpcError as exc:
+                    code = exc.code()
+                    call.finish(code.name, code not in _REPLICA_FAILURES)
+                    await context.abort(code, exc.details() or code.name)
+                call.finish("OK", True)
             finally:
-                elapsed = router.end(model, replica, handle, start, ok)
-                self.metrics.observe(
-                    model, replica.server_id, "grpc", "OK" if ok else "ERROR", elapsed
-                )
-                router.release(model)
+                call.cancel()
 
         return handler

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import enum
 
+from adapters.gateway.attempt import Attempt
 from adapters.gateway.config import GatewayConfig
 from adapters.gateway.metrics import GatewayMetrics
-from adapters.gateway.router import Router
 from controlplane.replicas import ModelRouting, Replica
 
 SERVICE = "/inference.GRPCInferenceService/"
@@ -200,16 +200,17 @@ class MessageReader:
         return len(self.buf)
 
 
-def admit(router: Router, metrics: GatewayMetrics, model: str) -> ModelRouting:
-    """Admit one call for `model` (the caller must `router.release(model)` later) or refuse."""
-    rt = router.directory.routing(model)
+def admit(attempt: Attempt, metrics: GatewayMetrics) -> ModelRouting:
+    """Admit `attempt` for its model (it must be finished later, which releases it) or refuse."""
+    model = attempt.model
+    rt = attempt.router.directory.routing(model)
     if rt is None:
         metrics.rejections[model, "unknown_model"] += 1
         raise Refusal(
             Status.NOT_FOUND,
             f"model {model!r} is not registered with tritonfleet; register it first",
         )
-    if not router.admit(model, rt):
+    if not attempt.admit(rt):
         raise Refusal(
             Status.RESOURCE_EXHAUSTED,
             f"model {model!r} has too many requests in flight at the gateway; retry later, "

@@ -19,6 +19,7 @@ import re
 from collections import deque
 from collections.abc import Sequence
 
+from adapters.gateway.attempt import Attempt
 from adapters.gateway.framing import (
     FramingError,
     HeadCache,
@@ -29,7 +30,7 @@ from adapters.gateway.framing import (
 from adapters.gateway.metrics import GatewayMetrics
 from adapters.gateway.router import Router
 from adapters.gateway.upstream import UpstreamPool, _Conn
-from controlplane.replicas import ModelRouting, Replica
+from controlplane.replicas import Replica
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ _CLIENT_FAULT_500 = re.compile(rb'\{"error":"(?:failed to parse|Unable to parse|
 MAX_PIPELINED = 256  # requests one connection may send ahead of its replies before it is paused
 MAX_ROUTE_TARGET_BYTES = 256  # longer targets are routed every time, not remembered
 _HEADS: HeadCache[RequestHead] = HeadCache()
+_CODES = {c: str(c) for c in range(100, 600)}  # status -> metrics label, without a str() each
 _MODEL_ACTIONS = frozenset((b"", b"ready", b"config", b"infer", b"stats"))
 _REASONS = {
     200: b"OK", 400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found",
@@ -487,8 +489,8 @@ class _Client(asyncio.Protocol):
                 req.keep_alive,
             )
         replicas = router.directory.replicas(model)
-        ex = _Exchange(self, model, rt, action, req)
-        if not router.admit(model, rt):
+        ex = _Exchange(self, model, action, req)
+        if not ex.admit(rt):
             ex.finish_local(
                 error_response(
                     429,
@@ -497,7 +499,6 @@ class _Client(asyncio.Protocol):
                     extra=b"Retry-After: 1\r\n",
                 ),
                 "429",
-                admitted=False,
             )
             return
         if replicas:
@@ -506,51 +507,38 @@ class _Client(asyncio.Protocol):
             asyncio.get_running_loop().create_task(ex.send_when_warm())
 
 
-class _Exchange:
-    """One client request through its one or two upstream attempts."""
+class _Exchange(Attempt):
+    """One client request through its one or two upstream attempts (`Attempt`'s lifecycle)."""
 
-    __slots__ = (
-        "action", "attempt", "client", "conn", "done", "head", "model", "replica", "req", "rt",
-        "start", "streamed",
-    )  # fmt: skip
+    __slots__ = ("action", "client", "conn", "head", "req", "streamed")
 
-    def __init__(
-        self,
-        client: _Client,
-        model: str,
-        rt: ModelRouting,
-        action: bytes,
-        req: _Request,
-    ) -> None:
+    def __init__(self, client: _Client, model: str, action: bytes, req: _Request) -> None:
+        super().__init__(client.door.router, model)
         self.client = client
-        self.model = model
-        self.rt = rt
         self.action = action
         self.req = req
-        self.attempt = 0
-        self.done = False
-        self.replica: Replica | None = None
         self.conn: _Conn | None = None
-        self.start = 0.0
-        self.streamed = -1.0  # >= 0: the reply is being relayed as it comes (its latency)
+        self.streamed = False  # the reply is being relayed as it comes: committed
         self.head = req.head
 
-    def send(self, replicas: Sequence[Replica], exclude: str | None = None) -> None:
-        router = self.client.door.router
-        replica = self.replica = router.pick(self.model, replicas, exclude)
+    def send(self, replicas: Sequence[Replica], exclude: str | None = None) -> Replica:
+        replica = super().send(replicas, exclude)
+        self._write(replica)
+        return replica
+
+    def _write(self, replica: Replica) -> None:
         head = self.head
         if self.action == b"config" and replica.admin_key:
             key = b"%s: %s\r\n\r\n" % (replica.admin_header.encode(), replica.admin_key.encode())
             head = head[:-2] + key
-        self.start = router.begin(replica, self)
         self.conn = self.client.door.pool(replica).send(self, head, self.req.body)
 
     async def send_when_warm(self) -> None:
-        replicas = await self.client.door.router.hold(self.model)
+        replicas = await self.router.hold(self.model)
         if self.done:
             return
         if not replicas:
-            retry_after = self.client.door.router.config.retry_after_s
+            retry_after = self.router.config.retry_after_s
             self.finish_local(
                 error_response(
                     503,
@@ -569,10 +557,10 @@ class _Exchange:
         client = self.client
         if self.done or client.closed:
             return None
-        assert self.replica is not None
         # Committed: no retry is possible once bytes reached the client; the latency is
         # the time to the reply's head, and the upstream timeout no longer applies.
-        self.streamed = client.door.router.end(self.model, self.replica, self, self.start, True)
+        self.outcome(True)
+        self.streamed = True
         self.req.body = b""  # kept only for a retry, and there will be none
         client.upstream = conn
         if client.write_paused:
@@ -582,88 +570,61 @@ class _Exchange:
     def on_response(self, status: int, raw: bytes) -> None:
         if self.done:
             return
-        if self.streamed >= 0:  # the whole reply went out through `_Client.relay`
+        if self.streamed:  # the whole reply went out through `_Client.relay`
             self.client.upstream = None
-            self._finish(b"", str(status), self.streamed)
+            self._finish(b"", status)
             return
-        router = self.client.door.router
-        assert self.replica is not None
-        failed = status in (502, 503, 504)
-        elapsed = router.end(self.model, self.replica, self, self.start, not failed)
-        if status == 503 and self._retry("503"):
+        self.outcome(status not in (502, 503, 504))
+        if status == 503 and self.retry("503"):
             return
         if status == 500 and _CLIENT_FAULT_500.search(raw, 0, 512):
             # Triton answers a request body it cannot parse with 500; it is the client's fault.
             raw, status = b"HTTP/1.1 400 Bad Request" + raw[raw.find(b"\r\n") :], 400
-        self._finish(raw, str(status), elapsed)
+        self._finish(raw, status)
 
     def on_failure(self, reason: str, sent: bool) -> None:
         if self.done:
             return
-        if self.streamed >= 0:  # part of the reply was relayed: only closing can tell the client
+        if self.streamed:  # part of the reply was relayed: only closing can tell the client
             client = self.client
             client.upstream = None
             if client.transport is not None and not client.closed:
                 client.refused = client.closed = True
                 client.transport.abort()
-            self._finish(b"", "502", self.streamed)
+            self._finish(b"", 502)
             return
-        router = self.client.door.router
+        self.outcome(False)
+        if self.retry("connect" if not sent else "connection_lost"):
+            return
         assert self.replica is not None
-        elapsed = router.end(self.model, self.replica, self, self.start, False)
-        if self._retry("connect" if not sent else "connection_lost"):
-            return
         self._finish(
             error_response(
                 502, f"replica {self.replica.server_id} of {self.model!r} failed: {reason}"
             ),
-            "502",
-            elapsed,
+            502,
         )
 
     def expire(self) -> None:
         if self.done:
             return
-        router = self.client.door.router
-        assert self.replica is not None
-        elapsed = router.end(self.model, self.replica, self, self.start, False)
         if self.conn is not None:
             self.conn.waiter = None
             self.conn.abort()
-        self._finish(
+        assert self.replica is not None
+        self.finish("504", ok=False)
+        self.client.respond(
             error_response(
                 504,
                 f"replica {self.replica.server_id} did not answer {self.model!r} within "
-                f"{router.config.upstream_timeout_s:.0f}s",
+                f"{self.router.config.upstream_timeout_s:.0f}s",
             ),
-            "504",
-            elapsed,
+            self.req.keep_alive,
         )
 
-    def _retry(self, reason: str) -> bool:
-        if self.attempt > 0:
-            return False
-        router = self.client.door.router
-        replicas = router.directory.replicas(self.model)
-        assert self.replica is not None
-        if len(replicas) < 2 or not router.may_retry(self.model, self.rt, reason):
-            return False
-        self.attempt += 1
-        self.send(replicas, exclude=self.replica.server_id)
-        return True
+    def _finish(self, raw: bytes, status: int) -> None:
+        if self.finish(_CODES.get(status) or str(status)):
+            self.client.respond(raw, self.req.keep_alive)
 
-    def _finish(self, raw: bytes, code: str, elapsed: float) -> None:
-        self.done = True
-        assert self.replica is not None
-        door = self.client.door
-        door.metrics.observe(self.model, self.replica.server_id, "http", code, elapsed)
-        door.router.release(self.model)
-        self.client.respond(raw, self.req.keep_alive)
-
-    def finish_local(self, raw: bytes, code: str, *, admitted: bool = True) -> None:
-        self.done = True
-        door = self.client.door
-        door.metrics.local(self.model, "http", code)
-        if admitted:
-            door.router.release(self.model)
-        self.client.respond(raw, self.req.keep_alive)
+    def finish_local(self, raw: bytes, code: str) -> None:
+        if self.finish(code):
+            self.client.respond(raw, self.req.keep_alive)
