@@ -132,12 +132,18 @@ def test_body_over_limit_is_413_before_reading(env: Env) -> None:
         ("GARBAGE\r\n\r\n", 400),
         ("GET /v2 HTTP/2.0\r\n\r\n", 505),
         (
-            "POST /v2/models/double_fp32/infer HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "POST /v2/models/double_fp32/infer HTTP/1.1\r\nHost: x\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             411,
         ),
-        ("GET /v2/models/double_fp32/infer HTTP/1.1\r\n\r\n", 405),
-        ("GET /nope HTTP/1.1\r\n\r\n", 404),
-        ("POST /v2/models/double_fp32/infer HTTP/1.1\r\nContent-Length: x1\r\n\r\n", 400),
+        ("GET /v2/models/double_fp32/infer HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+        ("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        ("GET /v2 HTTP/1.1\r\n\r\n", 400),  # no Host (RFC 9112 section 3.2)
+        ("GET /v2 HTTP/1.1\r\nHost: x\r\nConnection: content-length\r\n\r\n", 400),
+        (
+            "POST /v2/models/double_fp32/infer HTTP/1.1\r\nHost: x\r\nContent-Length: x1\r\n\r\n",
+            400,
+        ),
     ],
 )
 def test_client_mistakes_are_4xx(env: Env, request_text: str, status: int) -> None:
@@ -161,7 +167,7 @@ def test_keep_alive_pipelining_and_expect_continue(env: Env) -> None:
         assert all(json.loads(b)["outputs"][0]["data"] == [2, 4, 6, 8] for _, b in replies)
         s.sendall(
             (
-                "POST /v2/models/double_fp32/infer HTTP/1.1\r\nExpect: 100-continue\r\n"
+                "POST /v2/models/double_fp32/infer HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n"
             ).encode()
         )
@@ -173,7 +179,7 @@ def test_keep_alive_pipelining_and_expect_continue(env: Env) -> None:
 def test_gateway_metrics(env: Env) -> None:
     c = httpclient.InferenceServerClient(env.http)
     c.infer("double_fp32", _inputs(httpclient, "double_fp32", True))
-    status, text = _raw(env, "GET /metrics HTTP/1.1\r\n\r\n")
+    status, text = _raw(env, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
     assert status == 200
     assert 'tritonfleet_gateway_requests_total{model="double_fp32"' in text
     assert "tritonfleet_gateway_request_duration_seconds_bucket" in text
@@ -238,7 +244,7 @@ def test_triton_signals_are_scraped(env: Env) -> None:
 def test_unparseable_body_is_400_not_tritons_500(env: Env) -> None:
     status, body = _raw(
         env,
-        "POST /v2/models/double_fp32/infer HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+        "POST /v2/models/double_fp32/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
     )
     assert status == 400
     assert "failed to parse" in json.loads(body)["error"]
@@ -249,10 +255,11 @@ def test_many_pipelined_local_answers_behind_an_inference(env: Env) -> None:
         {"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
     )
     infer = (
-        f"POST /v2/models/double_fp32/infer HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+        "POST /v2/models/double_fp32/infer HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
     )
     with socket.create_connection(_addr(env), timeout=10) as s:
-        s.sendall((infer + "GET /nope HTTP/1.1\r\n\r\n" * 200).encode())
+        s.sendall((infer + "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n" * 200).encode())
         replies = _read_replies(s, 201)
     assert replies[0][0] == 200 and {st for st, _ in replies[1:]} == {404}
     with socket.create_connection(_addr(env), timeout=10) as s:
