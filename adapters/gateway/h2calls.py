@@ -304,14 +304,25 @@ class Unary(Attempt):
             return
         if status == Status.UNAVAILABLE and self.retry("unavailable", self.replicas):
             return
-        self.finish(STATUS_NAMES.get(status, "UNKNOWN"))
         client = self.client
+        data = b""
+        if trailers is not None:
+            data = self.resp_data[0] if len(self.resp_data) == 1 else b"".join(self.resp_data)
+            self.resp_data = []
+            if not client.reply_fits(len(data)):
+                cap = client.buffer_cap
+                self._answer(
+                    Status.RESOURCE_EXHAUSTED,
+                    f"{self.name}: this connection's unread replies would exceed {cap} bytes "
+                    "(h2_max_connection_buffer_bytes); read replies before sending more",
+                )
+                return
+        self.finish(STATUS_NAMES.get(status, "UNKNOWN"))
         if client.streams.pop(self.sid, None) is None:
             return  # the client has gone or cancelled
         if trailers is None:
             client.send_headers(self.sid, encode(tuple(head)), True)
         else:
-            data = self.resp_data[0] if len(self.resp_data) == 1 else b"".join(self.resp_data)
             client.send_message(self.sid, encode(tuple(head)), data, encode(tuple(trailers)), True)
 
     def on_failure(self, reason: str) -> None:
