@@ -49,6 +49,7 @@ from adapters.gateway.h2calls import (
     status_headers,
     trailers_only,
 )
+from adapters.gateway.h2rules import request_error
 from adapters.gateway.h2upstream import UpstreamPool
 from adapters.gateway.h2wire import (
     ENHANCE_YOUR_CALM,
@@ -185,6 +186,7 @@ class ClientConnection(Peer):
         self.head_from = 0.0
         self.stall_from = 0.0
         self.buffer_cap = door.config.h2_max_connection_buffer_bytes
+        self.decoder.check = request_error  # malformed requests are reset before on_headers
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         door = self.door

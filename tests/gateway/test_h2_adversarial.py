@@ -651,6 +651,20 @@ _PATHS = [
 ]
 
 
+def _request(path: bytes) -> bytes:
+    """The header block of a well-formed gRPC request for `path` (RFC 9113 §8.3.1)."""
+    return encode(
+        (
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", path),
+            (b":authority", b"gateway"),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+        )
+    )
+
+
 def _frames() -> st.SearchStrategy[bytes]:
     """Mostly well-formed HEADERS and DATA on a few client streams, some frames of anything."""
     sid = st.sampled_from([1, 3, 5, 7])
@@ -662,7 +676,7 @@ def _frames() -> st.SearchStrategy[bytes]:
         st.binary(max_size=40),
     )
     headers = st.builds(
-        lambda s, p, f: frame(HEADERS, f | END_HEADERS, s, encode(((b":path", p),))),
+        lambda s, p, f: frame(HEADERS, f | END_HEADERS, s, _request(p)),
         sid,
         st.sampled_from(_PATHS),
         st.sampled_from([0, END_STREAM]),
@@ -680,7 +694,7 @@ def _frames() -> st.SearchStrategy[bytes]:
     )
     call = st.builds(
         lambda s, p, b, f: (
-            frame(HEADERS, END_HEADERS, s, encode(((b":path", p),))) + frame(DATA, f, s, b)
+            frame(HEADERS, END_HEADERS, s, _request(p)) + frame(DATA, f, s, b)
         ),
         st.sampled_from([1, 3, 5, 7, 9, 11]),
         st.sampled_from(_PATHS[:2]),
@@ -741,8 +755,8 @@ def test_a_call_reset_in_the_read_that_brought_it_never_reaches_a_replica() -> N
     d = StaticDirectory()
     d.put_replicas("double_fp32", [Replica("double_fp32", "s0", "http://h:1", "h:2")])
     body = message(infer_request())
-    infer = encode(((b":path", _PATHS[0]),))
-    stream = encode(((b":path", _PATHS[1]),))
+    infer = _request(_PATHS[0])
+    stream = _request(_PATHS[1])
 
     async def go() -> tuple[_RecordingPool, dict[str, int]]:
         door = H2Door(Router(d, config, metrics), metrics, config)
