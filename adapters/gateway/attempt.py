@@ -99,7 +99,7 @@ class Attempt:
             max_tries=self.max_tries,
             candidates=len(replicas),
             sequence=rt is None or rt.sequence,
-        ) or not router.may_retry(self.model, rt, reason):
+        ) or not router.spend_retry(self.model, reason):
             return None
         return self.send(replicas, exclude=self.replica.server_id)
 

@@ -211,9 +211,9 @@ class Router:
         """Requests to `model` on `server_id` still outstanding (the reconciler's drain)."""
         return self.replica_inflight.get((model, server_id), 0)
 
-    def may_retry(self, model: str, rt: ModelRouting | None, reason: str) -> bool:
-        if rt is None or rt.sequence:
-            return False
+    def spend_retry(self, model: str, reason: str) -> bool:
+        """Take one retry from the budget (counted under `reason`); False when it is spent.
+        Whether a request may be retried at all is `controlplane.attempts.may_retry`."""
         now = self.clock()
         if now - self._window_start > self.budget.window_s:
             self._window_start, self._window_requests, self._window_retries = now, 0, 0

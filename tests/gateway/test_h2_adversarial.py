@@ -693,9 +693,7 @@ def _frames() -> st.SearchStrategy[bytes]:
         lambda s, b, f: frame(DATA, f, s, b), sid, body, st.sampled_from([0, END_STREAM])
     )
     call = st.builds(
-        lambda s, p, b, f: (
-            frame(HEADERS, END_HEADERS, s, _request(p)) + frame(DATA, f, s, b)
-        ),
+        lambda s, p, b, f: frame(HEADERS, END_HEADERS, s, _request(p)) + frame(DATA, f, s, b),
         st.sampled_from([1, 3, 5, 7, 9, 11]),
         st.sampled_from(_PATHS[:2]),
         st.one_of(st.just(good), body),
