@@ -19,7 +19,7 @@ import re
 from collections import deque
 from collections.abc import Sequence
 
-from adapters.gateway.attempt import Attempt
+from adapters.gateway.attempt import SENT, Attempt
 from adapters.gateway.framing import (
     FramingError,
     HeadCache,
@@ -207,6 +207,7 @@ class _Client(asyncio.Protocol):
         self.write_paused_at = 0.0
         self.reading_paused = False
         self.upstream: _Conn | None = None  # relaying a large reply from this connection
+        self.exchange: _Exchange | None = None  # the latest request sent towards a replica
         self.draining = False
         self.closed = False
         # slow/idle client detection (`HttpDoor.sweep`): bytes since the last sweep, when
@@ -236,6 +237,9 @@ class _Client(asyncio.Protocol):
         if self.upstream is not None:  # half a reply relayed: that connection is unusable
             self.upstream.abort()
             self.upstream = None
+        ex, self.exchange = self.exchange, None
+        if ex is not None and not ex.done:  # nobody is left to answer: give everything back
+            ex.client_gone()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -489,7 +493,7 @@ class _Client(asyncio.Protocol):
                 req.keep_alive,
             )
         replicas = router.directory.replicas(model)
-        ex = _Exchange(self, model, action, req)
+        ex = self.exchange = _Exchange(self, model, action, req)
         if not ex.admit(rt):
             ex.finish_local(
                 error_response(
@@ -604,12 +608,22 @@ class _Exchange(Attempt):
             502,
         )
 
-    def expire(self) -> None:
-        if self.done:
-            return
+    def _drop_conn(self) -> None:
+        """Stop waiting for the replica's reply: its connection cannot be reused."""
         if self.conn is not None:
             self.conn.waiter = None
             self.conn.abort()
+
+    def client_gone(self) -> None:
+        """The client closed its connection (as nginx's 499: the request is given up)."""
+        if self.phase is SENT:
+            self._drop_conn()
+        self.cancel()
+
+    def expire(self) -> None:
+        if self.done:
+            return
+        self._drop_conn()
         assert self.replica is not None
         self.finish("504", ok=False)
         self.client.respond(

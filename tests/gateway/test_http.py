@@ -11,8 +11,10 @@ import tritonclient.http as httpclient
 import tritonclient.http.aio as aiohttpclient
 from tritonclient.utils import InferenceServerException
 
+from tests.gateway import support
 from tests.gateway.cases import CASES, check
 from tests.gateway.support import Env, run_async
+from tests.support import eventually
 
 pytestmark = pytest.mark.triton
 
@@ -174,6 +176,34 @@ def test_keep_alive_pipelining_and_expect_continue(env: Env) -> None:
         assert s.recv(1024).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
         s.sendall(body.encode())
         assert _read_replies(s, 1)[0][0] == 200
+
+
+def test_a_client_that_leaves_gives_its_request_back(env: Env) -> None:
+    """A client that closes its connection while its request is at a replica: the request
+    is given up at once (code 499, as nginx counts it), its admission slot and the replica's
+    in-flight count released, and the replica's connection dropped (its reply has no reader)."""
+    model = support.slow_model(env)
+    gw = env.gateway
+    body = json.dumps(
+        {"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    )
+    with socket.create_connection(_addr(env), timeout=10) as s:
+        s.sendall(
+            (
+                f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: x\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n{body}"
+            ).encode()
+        )
+        env.loop.run(eventually(lambda: gw.router.model_inflight.get(model) == 1, timeout_s=10.0))
+    server = env.snapshot.servers[0].id
+
+    def given_back() -> bool:
+        return model not in gw.router.model_inflight and gw.router.inflight(model, server) == 0
+
+    env.loop.run(eventually(given_back, timeout_s=10.0))
+    codes = {k[3]: v for k, v in gw.metrics.requests.items() if k[0] == model}
+    assert codes == {"499": 1}, codes  # given up, not answered 200 after the model's 2 s
+    assert gw.router.servers[server].failures == 0
 
 
 def test_gateway_metrics(env: Env) -> None:
