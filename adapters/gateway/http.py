@@ -130,6 +130,13 @@ class HttpDoor:
         return _Client(self)
 
     def close(self) -> None:
+        """Stop: drop the client connections still open (the listening socket is closed by
+        the caller; asyncio leaves accepted connections open) and the replica connections."""
+        for c in list(self.clients):
+            c.closed = True
+            if c.transport is not None:
+                c.transport.abort()
+        self.clients.clear()
         for p in self.pools.values():
             p.close()
 
