@@ -291,7 +291,8 @@ class Settings(BaseSettings):
     )
     gateway_h2_max_connection_buffer_bytes: int = Field(
         default=134217728,
-        description="Request bytes one client connection may have buffered in the gateway",
+        description="Request bytes, and unread reply bytes, one gRPC client connection may "
+        "hold in the gateway",
     )
     gateway_h2_stream_idle_timeout_s: float = Field(
         default=300.0, description="A gRPC stream with no frames either way for this long is ended"

@@ -142,9 +142,11 @@ class GatewayConfig(BaseModel):
     h2_max_connection_buffer_bytes: int = Field(
         128 << 20,
         ge=1 << 16,
-        description="Request bytes one client connection may have buffered in the gateway "
-        "(unary messages being read or in flight); a stream that would exceed it gets "
-        "RESOURCE_EXHAUSTED.",
+        description="Bytes one gRPC client connection may hold in the gateway, each way: "
+        "request bytes buffered (unary messages being read or in flight; a stream that would "
+        "exceed it gets RESOURCE_EXHAUSTED) and reply bytes the client has not read (a reply "
+        "that would exceed it gets RESOURCE_EXHAUSTED; past half of it new calls get "
+        "REFUSED_STREAM while the socket is full).",
     )
     h2_stream_idle_timeout_s: float = Field(
         300.0,

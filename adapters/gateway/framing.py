@@ -4,8 +4,10 @@ A request head is validated by llhttp (through `httptools`, strict: no lenient f
 time its exact bytes are seen: obs-fold, bare CR or LF, whitespace before a colon, bytes outside
 the token / field-value grammar, duplicate or list-valued Content-Length, Transfer-Encoding
 with Content-Length and unknown transfer codings are all refused there (RFC 9112). A few
-checks of the gateway's own follow (request-line and head sizes, origin-form target, one
-Host, no transfer coding at all). Only a head that passed all of them is cached, keyed by its
+checks of the gateway's own follow (request-line and head sizes, origin-form target, exactly
+one Host on HTTP/1.1 (RFC 9112 §3.2), no transfer coding at all, no Connection option naming
+Content-Length or Host). Hop-by-hop headers, and every header the Connection field names, are
+dropped from what goes upstream (RFC 9110 §7.6.1). Only a head that passed all of them is cached, keyed by its
 exact bytes, so a client that sends the same head again and again pays one lookup.
 
 Bodies are framed by Content-Length only; a chunked request gets 411 (every KServe client
@@ -26,16 +28,24 @@ MAX_HEAD_BYTES = 64 * 1024  # request line + headers (431 past it)
 MAX_REQUEST_LINE_BYTES = 8 * 1024  # 414 past it, as nginx's default large header buffer
 MAX_HEADERS = 100  # header lines per request (431 past it)
 _H = TypeVar("_H")
+UPSTREAM_HOST = b"Host: tritonfleet-gateway"  # for HTTP/1.0 requests that came without one
 
 _HOP = frozenset(
-    (b"connection", b"expect", b"upgrade", b"keep-alive", b"te", b"transfer-encoding",
-     b"proxy-connection", b"proxy-authorization", b"admin-key")
+    (b"connection", b"expect", b"upgrade", b"keep-alive", b"te", b"trailer",
+     b"transfer-encoding", b"proxy-connection", b"proxy-authenticate", b"proxy-authorization",
+     b"admin-key")
 )  # fmt: skip
-# Headers that never travel upstream as the client sent them (hop-by-hop, or ours to set);
-# a head without any of them is forwarded verbatim.
+# Headers that never travel upstream as the client sent them: the hop-by-hop set (RFC 9110
+# §7.6.1, as nginx and Envoy strip it), every header the client's Connection field names,
+# and ours to set. A head without any of them is forwarded verbatim.
 _REWRITE = re.compile(
-    rb"\r\n(?:connection|expect|upgrade|keep-alive|te|proxy-[a-z-]*|admin-key|transfer-encoding):"
+    rb"\r\n(?:connection|expect|upgrade|keep-alive|te|trailer|proxy-[a-z-]*|admin-key"
+    rb"|transfer-encoding):"
 )
+# Connection options that only say what to do with the connection, and names a client may
+# not make hop-by-hop: dropping them would change how the request is framed or routed.
+_CONNECTION_ONLY = frozenset((b"close", b"keep-alive", b""))
+_END_TO_END = frozenset((b"content-length", b"host"))
 
 
 class FramingError(Exception):
@@ -148,6 +158,15 @@ def parse_request_head(head: bytes) -> RequestHead:
             authorization = value
     if hosts > 1:
         raise FramingError(400, "more than one Host header")
+    if hosts == 0 and version == b"HTTP/1.1":
+        raise FramingError(400, "an HTTP/1.1 request needs a Host header (RFC 9112 section 3.2)")
+    named = tokens - _CONNECTION_ONLY  # header names the client made hop-by-hop
+    if named & _END_TO_END:
+        raise FramingError(
+            400,
+            f"Connection names {b', '.join(sorted(named & _END_TO_END)).decode()}, which the "
+            "request cannot be forwarded without; remove it from Connection",
+        )
     keep_alive = b"close" not in tokens and (version == b"HTTP/1.1" or b"keep-alive" in tokens)
     lines = rest.split(b"\r\n")[1:]
     if len(lines) != len(fields):
@@ -155,7 +174,10 @@ def parse_request_head(head: bytes) -> RequestHead:
         # empty line inside it, say): never forward what cannot be mapped line for line.
         raise FramingError(400, "malformed request head: header lines and fields disagree")
     if version != b"HTTP/1.1" or _REWRITE.search(rest.lower()) is not None:
-        kept = [line for line, (name, _) in zip(lines, fields, strict=True) if name not in _HOP]
+        drop = _HOP | named if named else _HOP
+        kept = [line for line, (name, _) in zip(lines, fields, strict=True) if name not in drop]
+        if not hosts:  # HTTP/1.0 may omit Host; what goes upstream is HTTP/1.1, which may not
+            kept.insert(0, UPSTREAM_HOST)
         upstream = b"%s %s HTTP/1.1\r\n%s\r\n" % (
             method,
             target,

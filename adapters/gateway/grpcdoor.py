@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from adapters.gateway.attempt import Attempt
 from adapters.gateway.config import GatewayConfig
 from adapters.gateway.grpcproto import (
     CLOSED,
@@ -33,7 +34,7 @@ from adapters.gateway.grpcproto import (
 from adapters.gateway.metrics import GatewayMetrics
 from adapters.gateway.router import Router
 from adapters.gateway.tenancy import token_hash
-from controlplane.replicas import ModelRouting, Replica
+from controlplane.replicas import Replica
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +43,21 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", -1),
 ]
 __all__ = ["GrpcDoor", "field1_string"]
+_REPLICA_FAILURES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
-class _Attempt:
-    """The router's handle on one gRPC attempt; gRPC deadlines time it out, not the timeout watch."""
+class _Call(Attempt):
+    """One grpcio call's lifecycle; gRPC deadlines time it out, not the router's timeout watch."""
 
     __slots__ = ()
+    protocol = "grpc"
+    cancel_code = "CANCELLED"
 
     def expire(self) -> None:
         pass
 
 
-class GrpcDoor(grpc.GenericRpcHandler):
+class GrpcDoor(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no types
     def __init__(self, router: Router, metrics: GatewayMetrics, config: GatewayConfig) -> None:
         self.router = router
         self.metrics = metrics
@@ -65,7 +69,7 @@ class GrpcDoor(grpc.GenericRpcHandler):
     async def start(self, host: str, port: int) -> int:
         self.server = aio.server(options=_CHANNEL_OPTIONS)
         self.server.add_generic_rpc_handlers((self,))
-        bound = self.server.add_insecure_port(f"{host}:{port}")
+        bound: int = self.server.add_insecure_port(f"{host}:{port}")
         await self.server.start()
         return bound
 
@@ -123,23 +127,21 @@ class GrpcDoor(grpc.GenericRpcHandler):
             c = self.calls[key] = ch.stream_stream(method) if stream else ch.unary_unary(method)
         return c
 
-    async def _admit(
-        self, model: str, context: aio.ServicerContext
-    ) -> tuple[ModelRouting, list[Replica]]:
+    async def _admit(self, call: _Call, context: aio.ServicerContext) -> list[Replica]:
+        """Admit `call` and find its replicas (waiting for a cold model); raises `Refusal`."""
         token = None
         if self.router.gate.enabled:
             auth = next(
                 (v for k, v in context.invocation_metadata() or () if k == "authorization"), None
             )
             token = token_hash(auth if isinstance(auth, str | bytes) else None)
-        rt = admit(self.router, self.metrics, model, token)
-        replicas = list(self.router.directory.replicas(model))
+        admit(call, self.metrics, token)
+        replicas = list(self.router.directory.replicas(call.model))
         if not replicas:
-            replicas = list(await self.router.hold(model))
+            replicas = list(await self.router.hold(call.model))
             if not replicas:
-                self.router.release(model)
-                raise cold(model, self.config)
-        return rt, replicas
+                raise cold(call.model, self.config)
+        return replicas
 
     def _metadata_for(self, name: str, replica: Replica) -> tuple[tuple[str, str], ...] | None:
         md = admin_metadata(name, replica, self.config)
@@ -157,17 +159,18 @@ class GrpcDoor(grpc.GenericRpcHandler):
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, f"{name}: malformed request: {exc}"
                 )
+            call = _Call(router, model)
+            # Whatever ends the handler (a reply, an abort, the client's cancel raising
+            # CancelledError here), the call finishes exactly once: `finally` cancels it
+            # unless an answer finished it first.
             try:
-                rt, replicas = await self._admit(model, context)
-            except Refusal as r:
-                self.metrics.local(model, "grpc", r.code.name)
-                await context.abort(grpc.StatusCode[r.code.name], r.details)
-            try:
-                exclude: str | None = None
-                for attempt in (0, 1):
-                    replica = router.pick(model, replicas, exclude)
-                    handle = _Attempt()
-                    start = router.begin(replica, handle)
+                try:
+                    replicas = await self._admit(call, context)
+                except Refusal as r:
+                    call.finish(r.code.name)
+                    await context.abort(grpc.StatusCode[r.code.name], r.details)
+                replica = call.send(replicas)
+                while True:
                     try:
                         reply = await self._call(replica, method)(
                             request,
@@ -176,27 +179,19 @@ class GrpcDoor(grpc.GenericRpcHandler):
                         )
                     except aio.AioRpcError as exc:
                         code = exc.code()
-                        failed = code in (
-                            grpc.StatusCode.UNAVAILABLE,
-                            grpc.StatusCode.DEADLINE_EXCEEDED,
-                        )
-                        elapsed = router.end(model, replica, handle, start, not failed)
-                        if (
-                            attempt == 0
-                            and code is grpc.StatusCode.UNAVAILABLE
-                            and len(replicas) > 1
-                            and router.may_retry(model, rt, "unavailable")
-                        ):
-                            exclude = replica.server_id
-                            continue
-                        self.metrics.observe(model, replica.server_id, "grpc", code.name, elapsed)
+                        call.outcome(code not in _REPLICA_FAILURES)
+                        if code is grpc.StatusCode.UNAVAILABLE:
+                            retried = call.retry("unavailable", replicas)
+                            if retried is not None:
+                                replica = retried
+                                continue
+                        call.finish(code.name)
                         await context.abort(code, exc.details() or code.name)
-                    elapsed = router.end(model, replica, handle, start, True)
-                    self.metrics.observe(model, replica.server_id, "grpc", "OK", elapsed)
-                    return reply
-                raise AssertionError("unreachable")
+                    call.outcome(True)
+                    call.finish("OK")
+                    return bytes(reply)
             finally:
-                router.release(model)
+                call.cancel()
 
         return handler
 
@@ -218,33 +213,31 @@ class GrpcDoor(grpc.GenericRpcHandler):
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, f"ModelStreamInfer: malformed request: {exc}"
                 )
+            call = _Call(router, model)
             try:
-                _, replicas = await self._admit(model, context)
-            except Refusal as r:
-                await context.abort(grpc.StatusCode[r.code.name], r.details)
-            # One stream stays on one replica: sequences and decoupled models need that.
-            replica = router.pick(model, replicas)
-            handle = _Attempt()
-            start = router.begin(replica, handle)
-            ok = False
+                try:
+                    replicas = await self._admit(call, context)
+                except Refusal as r:
+                    call.finish(r.code.name)
+                    await context.abort(grpc.StatusCode[r.code.name], r.details)
+                # One stream stays on one replica: sequences and decoupled models need that.
+                replica = call.send(replicas)
 
-            async def upstream() -> AsyncIterator[bytes]:
-                yield first
-                async for r in requests:
-                    yield r
+                async def upstream() -> AsyncIterator[bytes]:
+                    yield first
+                    async for r in requests:
+                        yield r
 
-            try:
-                call = self._call(replica, method, stream=True)(upstream(), timeout=None)
-                async for reply in call:
-                    yield reply
-                ok = True
-            except aio.AioRpcError as exc:
-                await context.abort(exc.code(), exc.details() or exc.code().name)
+                try:
+                    stream = self._call(replica, method, stream=True)(upstream(), timeout=None)
+                    async for reply in stream:
+                        yield reply
+                except aio.AioRpcError as exc:
+                    code = exc.code()
+                    call.finish(code.name, code not in _REPLICA_FAILURES)
+                    await context.abort(code, exc.details() or code.name)
+                call.finish("OK", True)
             finally:
-                elapsed = router.end(model, replica, handle, start, ok)
-                self.metrics.observe(
-                    model, replica.server_id, "grpc", "OK" if ok else "ERROR", elapsed
-                )
-                router.release(model)
+                call.cancel()
 
         return handler

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import enum
 
+from adapters.gateway.attempt import Attempt
 from adapters.gateway.config import GatewayConfig
 from adapters.gateway.metrics import GatewayMetrics
-from adapters.gateway.router import Router
 from controlplane.replicas import ModelRouting, Replica
 
 SERVICE = "/inference.GRPCInferenceService/"
@@ -207,11 +207,11 @@ _DENIED = {
 }
 
 
-def admit(
-    router: Router, metrics: GatewayMetrics, model: str, token: str | None = None
-) -> ModelRouting:
-    """Admit one call for `model` (the caller must `router.release(model)` later) or refuse.
+def admit(attempt: Attempt, metrics: GatewayMetrics, token: str | None = None) -> ModelRouting:
+    """Admit `attempt` for its model (it must be finished later, which releases it) or refuse.
     `token`: the SHA-256 of the call's bearer token (checked when gateway auth is on)."""
+    model = attempt.model
+    router = attempt.router
     rt = router.directory.routing(model)
     if router.gate.enabled:
         denied = router.gate.check(model, rt, token)
@@ -225,7 +225,7 @@ def admit(
             Status.NOT_FOUND,
             f"model {model!r} is not registered with tritonfleet; register it first",
         )
-    if not router.admit(model, rt):
+    if not attempt.admit(rt):
         raise Refusal(
             Status.RESOURCE_EXHAUSTED,
             f"model {model!r} has too many requests in flight at the gateway; retry later, "

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from adapters.gateway.attempt import DONE, NEW, Attempt
 from adapters.gateway.grpcproto import (
     REPLICA_FAILURES,
     STREAM,
@@ -26,7 +27,7 @@ from adapters.gateway.grpcproto import (
 )
 from adapters.gateway.h2upstream import Call
 from adapters.gateway.h2wire import encode
-from controlplane.replicas import ModelRouting, Replica
+from controlplane.replicas import Replica
 
 if TYPE_CHECKING:
     from adapters.gateway.h2door import ClientConnection
@@ -108,35 +109,32 @@ class Local:
         )
 
 
-class Unary:
+class Unary(Attempt):
     """One unary model call: read the request, route it, relay the reply (retry once)."""
 
     __slots__ = (
         "active",
-        "attempt",
         "body",
         "call",
         "client",
         "declared",
-        "done",
         "headers",
-        "model",
         "name",
         "parts",
-        "replica",
         "replicas",
         "resp_data",
         "resp_head",
-        "rt",
         "sid",
         "since",
         "size",
-        "start",
     )
+    protocol = "grpc"
+    cancel_code = "CANCELLED"
 
     def __init__(
         self, client: ClientConnection, sid: int, name: str, headers: list[tuple[bytes, bytes]]
     ) -> None:
+        super().__init__(client.door.router, "")
         self.active, self.since = True, 0.0
         self.declared = -1  # the message's length prefix, once 5 bytes came
         self.client = client
@@ -146,14 +144,8 @@ class Unary:
         self.parts: list[bytes] = []
         self.size = 0
         self.body = b""
-        self.model = ""
-        self.rt: ModelRouting | None = None
         self.replicas: Sequence[Replica] = ()
-        self.replica: Replica | None = None
         self.call: Call | None = None
-        self.start = 0.0
-        self.attempt = 0
-        self.done = False
         self.resp_head: list[tuple[bytes, bytes]] | None = None
         self.resp_data: list[bytes] = []
 
@@ -161,14 +153,14 @@ class Unary:
     def data(self, chunk: bytes, end: bool) -> int:
         """Buffer request data (bounded: credited to the client at once); check it early."""
         self.active = True
-        if self.done:
+        if self.phase is not NEW:
             return len(chunk)
         if chunk:
             self.parts.append(chunk)
             self.size += len(chunk)
             if self.size >= 5 and not self._check():
                 return len(chunk)
-        if end and not self.done:
+        if end:
             self._begin()
         return len(chunk)
 
@@ -210,7 +202,7 @@ class Unary:
     def _refuse_early(self, code: Status, message: str) -> bool:
         self.parts = []
         self.size = 0
-        self._local(code, message, admitted=False)
+        self._local(code, message)
         return False
 
     def _begin(self) -> None:
@@ -223,22 +215,20 @@ class Unary:
                 if body[:1] == b"\x01"
                 else ("expected exactly one length-prefixed message")
             )
-            self._local(Status.INVALID_ARGUMENT, f"{self.name}: {reason}", admitted=False)
+            self._local(Status.INVALID_ARGUMENT, f"{self.name}: {reason}")
             return
         try:
             self.model = model = field1_string(body[5:])
         except Malformed as exc:
             self.size = 0
-            self._local(
-                Status.INVALID_ARGUMENT, f"{self.name}: malformed request: {exc}", admitted=False
-            )
+            self._local(Status.INVALID_ARGUMENT, f"{self.name}: malformed request: {exc}")
             return
         self.body = body
         try:
             token = self.client.token_of(self.headers) if door.router.gate.enabled else None
-            self.rt = admit(door.router, door.metrics, model, token)
+            admit(self, door.metrics, token)
         except Refusal as r:
-            self._local(r.code, r.details, admitted=False)
+            self._local(r.code, r.details)
             return
         replicas = door.router.directory.replicas(model)
         if replicas:
@@ -249,7 +239,7 @@ class Unary:
 
     def _send_first(self) -> None:
         if not self.done:  # not reset in the read that brought it
-            self._send(None)
+            self.send(self.replicas)
 
     async def _send_when_warm(self) -> None:
         door = self.client.door
@@ -261,17 +251,16 @@ class Unary:
             self._local(r.code, r.details)
             return
         self.replicas = replicas
-        self._send(None)
+        self.send(replicas)
 
-    def _send(self, exclude: str | None) -> None:
-        door = self.client.door
-        router = door.router
-        self.replica = replica = router.pick(self.model, self.replicas, exclude)
-        self.start = router.begin(replica, self)
+    def send(self, replicas: Sequence[Replica], exclude: str | None = None) -> Replica:
+        replica = super().send(replicas, exclude)
         self.resp_head = None
         self.resp_data = []
+        door = self.client.door
         block = door.forward_headers(self.headers, self.name, replica)
         self.call = door.pool.start(replica.grpc_url, self, block, self.body, True)
+        return replica
 
     # --- the reply (h2upstream.Listener) -------------------------------------------------
     def on_drained(self) -> None:
@@ -290,7 +279,6 @@ class Unary:
                 Status.DEADLINE_EXCEEDED,
                 f"{self.name}: the request did not end within {after_s:g}s "
                 "(h2_stream_idle_timeout_s)",
-                admitted=self.rt is not None,
             )
 
     def on_response_headers(self, headers: list[tuple[bytes, bytes]], end: bool) -> None:
@@ -312,44 +300,42 @@ class Unary:
         self, head: list[tuple[bytes, bytes]], trailers: list[tuple[bytes, bytes]] | None
     ) -> None:
         self.call = None
-        if self.done:
-            return
-        door = self.client.door
-        router = door.router
-        replica = self.replica
-        assert replica is not None
         status = grpc_status(head if trailers is None else trailers)
-        elapsed = router.end(self.model, replica, self, self.start, status not in REPLICA_FAILURES)
-        if status == Status.UNAVAILABLE and self._retry("unavailable"):
+        if not self.outcome(status not in REPLICA_FAILURES):
             return
-        self.done = True
-        door.metrics.observe(
-            self.model, replica.server_id, "grpc", STATUS_NAMES.get(status, "UNKNOWN"), elapsed
-        )
-        router.release(self.model)
+        if status == Status.UNAVAILABLE and self.retry("unavailable", self.replicas):
+            return
         client = self.client
+        data = b""
+        if trailers is not None:
+            data = self.resp_data[0] if len(self.resp_data) == 1 else b"".join(self.resp_data)
+            self.resp_data = []
+            if not client.reply_fits(len(data)):
+                cap = client.buffer_cap
+                self._answer(
+                    Status.RESOURCE_EXHAUSTED,
+                    f"{self.name}: this connection's unread replies would exceed {cap} bytes "
+                    "(h2_max_connection_buffer_bytes); read replies before sending more",
+                )
+                return
+        self.finish(STATUS_NAMES.get(status, "UNKNOWN"))
         if client.streams.pop(self.sid, None) is None:
             return  # the client has gone or cancelled
         if trailers is None:
             client.send_headers(self.sid, encode(tuple(head)), True)
         else:
-            data = self.resp_data[0] if len(self.resp_data) == 1 else b"".join(self.resp_data)
             client.send_message(self.sid, encode(tuple(head)), data, encode(tuple(trailers)), True)
 
     def on_failure(self, reason: str) -> None:
         self.call = None
-        if self.done:
+        if not self.outcome(False):
             return
-        router = self.client.door.router
-        replica = self.replica
-        assert replica is not None
-        elapsed = router.end(self.model, replica, self, self.start, False)
-        if self._retry("connection_lost"):
+        if self.retry("connection_lost", self.replicas):
             return
-        self._finish_error(
+        assert self.replica is not None
+        self._answer(
             Status.UNAVAILABLE,
-            f"replica {replica.server_id} of {self.model!r} failed: {reason}",
-            elapsed,
+            f"replica {self.replica.server_id} of {self.model!r} failed: {reason}",
         )
 
     def expire(self) -> None:
@@ -358,69 +344,38 @@ class Unary:
             return
         self.call.cancel()
         self.call = None
-        router = self.client.door.router
-        replica = self.replica
-        assert replica is not None
-        elapsed = router.end(self.model, replica, self, self.start, False)
-        self._finish_error(
+        assert self.replica is not None
+        self._answer(
             Status.DEADLINE_EXCEEDED,
-            f"replica {replica.server_id} did not answer {self.model!r} within "
-            f"{router.config.upstream_timeout_s:.0f}s",
-            elapsed,
+            f"replica {self.replica.server_id} did not answer {self.model!r} within "
+            f"{self.router.config.upstream_timeout_s:.0f}s",
+            ok=False,
         )
 
     def reset(self) -> None:
         """The client cancelled the call or went away."""
-        if self.done:
-            return
-        self.done = True
         if self.call is not None:
             self.call.cancel()
             self.call = None
-            router = self.client.door.router
-            assert self.replica is not None
-            elapsed = router.end(self.model, self.replica, self, self.start, True)
-            self.client.door.metrics.observe(
-                self.model, self.replica.server_id, "grpc", "CANCELLED", elapsed
-            )
-        if self.rt is not None:
-            self.client.door.router.release(self.model)
+        self.cancel()
 
-    def _retry(self, reason: str) -> bool:
-        if self.attempt > 0 or len(self.replicas) < 2:
-            return False
-        assert self.replica is not None
-        if not self.client.door.router.may_retry(self.model, self.rt, reason):
-            return False
-        self.attempt += 1
-        self._send(self.replica.server_id)
-        return True
-
-    def _finish_error(self, code: Status, message: str, elapsed: float) -> None:
-        self.done = True
-        door = self.client.door
-        assert self.replica is not None
-        door.metrics.observe(self.model, self.replica.server_id, "grpc", code.name, elapsed)
-        door.router.release(self.model)
-        if self.sid in self.client.streams:
+    def _answer(self, code: Status, message: str, ok: bool | None = None) -> None:
+        """Finish with `code` (after a replica was tried) and tell the client."""
+        if self.finish(code.name, ok) and self.sid in self.client.streams:
             self.client.refuse(self.sid, code, message)
 
-    def _local(self, code: Status, message: str, *, admitted: bool = True) -> None:
-        self.done = True
-        door = self.client.door
-        door.metrics.local(self.model, "grpc", code.name)
-        if admitted:
-            door.router.release(self.model)
-        if self.sid in self.client.streams:
-            self.client.refuse(self.sid, code, message)
+    def _local(self, code: Status, message: str) -> None:
+        """Finish without a replica (refused, malformed, cold) and tell the client."""
+        self._answer(code, message)
 
 
-class Relay:
+class Relay(Attempt):
     """A `ModelStreamInfer` call: pinned to one replica at its first message, then relayed.
 
     Request messages are split and checked (`MessageReader`) before they go on. Backpressure
     both ways: client data is credited back while the replica takes it (else once its queue
-    drains), the replica's data once the client's queue for the stream is empty.
+    drains), the replica's data once the client's queue for the stream is empty. One
+    upstream attempt, never retried: its lifecycle ends with the stream's status.
     """
 
     __slots__ = (
@@ -428,24 +383,24 @@ class Relay:
         "call",
         "client",
         "client_ended",
-        "done",
         "head_sent",
         "headers",
-        "model",
         "owed_client",
         "owed_replica",
         "pending",
         "reader",
-        "replica",
         "sid",
         "since",
-        "start",
         "state",
     )
+    protocol = "grpc"
+    cancel_code = "CANCELLED"
+    max_tries = 1
 
     def __init__(
         self, client: ClientConnection, sid: int, headers: list[tuple[bytes, bytes]]
     ) -> None:
+        super().__init__(client.door.router, "")
         self.client = client
         self.sid = sid
         self.headers = headers
@@ -455,12 +410,8 @@ class Relay:
         self.owed_replica = 0  # replica bytes relayed but not credited (the client is behind)
         self.client_ended = False
         self.head_sent = False
-        self.done = False
         self.active, self.since = True, 0.0
-        self.model = ""
-        self.replica: Replica | None = None
         self.call: Call | None = None
-        self.start = 0.0
         self.state = "first"  # → "holding" → "open"
 
     @property
@@ -496,7 +447,7 @@ class Relay:
         if msgs:
             self._route(msgs[0][5:])
         elif end:  # no request at all: no reply either
-            self.done = True
+            self.phase = DONE  # never admitted: nothing held, nothing counted
             self.client.streams.pop(self.sid, None)
             self.client.send_message(self.sid, HEAD, b"", OK_TRAILERS, True)
         return len(chunk)
@@ -506,7 +457,7 @@ class Relay:
         try:
             self.model = model = field1_string(first)
             token = self.client.token_of(self.headers) if door.router.gate.enabled else None
-            admit(door.router, door.metrics, model, token)
+            admit(self, door.metrics, token)
         except Refusal as r:
             self._fail(r.code, r.details)
             return
@@ -518,19 +469,15 @@ class Relay:
             asyncio.get_running_loop().create_task(self._open_when_warm())
 
     def _open_if_live(self, replicas: Sequence[Replica]) -> None:
-        if self.done:  # reset in the read that brought it: never reaches a replica
-            self.client.door.router.release(self.model)
-        else:
+        if not self.done:  # not reset in the read that brought it
             self._open(replicas)
 
     async def _open_when_warm(self) -> None:
         door = self.client.door
         replicas = await door.router.hold(self.model)
         if self.done:  # the client went away while it was held
-            door.router.release(self.model)
             return
         if not replicas:
-            door.router.release(self.model)
             r = cold(self.model, door.config)
             self._fail(r.code, r.details)
             return
@@ -540,33 +487,23 @@ class Relay:
         # One stream stays on one replica: sequences and decoupled models need that.
         door = self.client.door
         self.state = "open"
-        self.replica = replica = door.router.pick(self.model, replicas)
-        self.start = door.router.begin(replica, self)
+        replica = self.send(replicas)
         block = door.forward_headers(self.headers, STREAM, replica)
         data, self.pending = bytes(self.pending), bytearray()
         self.call = door.pool.start(
             replica.grpc_url, self, block, data, self.client_ended, relay=True
         )
 
-    def _end(self, status: Status) -> bool:
-        """Cancel the replica call and record `status`; False when it had ended already."""
-        if self.done:
-            return False
+    def _cancel_call(self) -> None:
         if self.call is not None:
             self.call.cancel()
             self.call = None
-        if self.replica is not None:
-            self._finish(status)
-        else:  # a hold in progress releases the admission when it ends
-            self.done = True
-        return True
 
     def _fail(self, code: Status, message: str) -> None:
         """End the stream here with `code` (a bad message, a refusal, an idle stream)."""
-        if not self._end(code):
+        self._cancel_call()
+        if not self.finish(code.name):
             return
-        if self.replica is None:
-            self.client.door.metrics.local(self.model, "grpc", code.name)
         client = self.client
         if self.sid in client.streams:
             client.refuse(self.sid, code, message, head_sent=self.head_sent)
@@ -600,7 +537,8 @@ class Relay:
             return
         if end:
             self.call = None
-            self._finish(grpc_status(headers))
+            status = grpc_status(headers)
+            self.finish(STATUS_NAMES.get(status, "UNKNOWN"), status not in REPLICA_FAILURES)
         if self.sid in self.client.streams or end:
             self.client.send_headers(self.sid, encode(tuple(headers)), end)
         self.head_sent = True
@@ -619,7 +557,7 @@ class Relay:
             self.call.credit(len(data))
         if end:
             self.call = None
-            self._finish(Status.UNKNOWN)
+            self.finish("UNKNOWN", True)
             self.client.refuse(
                 self.sid,
                 Status.UNKNOWN,
@@ -629,9 +567,8 @@ class Relay:
 
     def on_failure(self, reason: str) -> None:
         self.call = None
-        if self.done:
+        if not self.finish("UNAVAILABLE", False):
             return
-        self._finish(Status.UNAVAILABLE)
         assert self.replica is not None
         self.client.refuse(
             self.sid,
@@ -646,19 +583,5 @@ class Relay:
     def reset(self) -> None:
         owed, self.owed_client = self.owed_client, 0
         self.client.credit(self.sid, owed)  # the stream is gone: the connection's share
-        self._end(Status.CANCELLED)
-
-    def _finish(self, status: int) -> None:
-        self.done = True
-        door = self.client.door
-        assert self.replica is not None
-        ok = status not in REPLICA_FAILURES
-        elapsed = door.router.end(self.model, self.replica, self, self.start, ok)
-        door.metrics.observe(
-            self.model,
-            self.replica.server_id,
-            "grpc",
-            STATUS_NAMES.get(status, "UNKNOWN"),
-            elapsed,
-        )
-        door.router.release(self.model)
+        self._cancel_call()
+        self.cancel()

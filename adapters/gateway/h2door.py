@@ -49,6 +49,7 @@ from adapters.gateway.h2calls import (
     status_headers,
     trailers_only,
 )
+from adapters.gateway.h2rules import request_error
 from adapters.gateway.h2upstream import H2UpstreamPool
 from adapters.gateway.h2wire import (
     ENHANCE_YOUR_CALM,
@@ -186,6 +187,7 @@ class ClientConnection(Peer):
         self.head_from = 0.0
         self.stall_from = 0.0
         self.buffer_cap = door.config.h2_max_connection_buffer_bytes
+        self.decoder.check = request_error  # malformed requests are reset before on_headers
         # The last `authorization` value and its hash: a client sends the same token on
         # every call of a connection, so it is hashed once per connection.
         self._auth: tuple[bytes | None, str | None] = (None, None)
@@ -238,7 +240,11 @@ class ClientConnection(Peer):
         if sid <= self.last_sid or not sid & 1:
             return  # a closed or server-side stream id: nothing to do with it
         self.last_sid = sid
-        if len(self.windows) >= self.limits.max_concurrent_streams:
+        if len(self.windows) >= self.limits.max_concurrent_streams or (
+            self.paused and self.unsent() * 2 > self.buffer_cap
+        ):
+            # too many streams, or the client is not reading its replies: it may retry
+            # this one later (gRPC clients retry REFUSED_STREAM by themselves)
             self.count_reset()
             self.reset_stream(sid, REFUSED_STREAM)
             return
@@ -284,6 +290,24 @@ class ClientConnection(Peer):
     def buffered(self) -> int:
         """Request bytes this connection's streams hold in the gateway."""
         return sum(h.size for h in self.streams.values())
+
+    def unsent(self) -> int:
+        """Reply bytes queued for this client that its socket has not taken yet: in the
+        streams' queues and the transport's buffer (none counted while neither is backed
+        up: the transport then holds less than its high-water mark)."""
+        if not self.paused and not self.blocked:
+            return 0
+        n = self.transport.get_write_buffer_size() if self.transport is not None else 0
+        for q in self.blocked.values():
+            for _, payload, _ in q:
+                n += len(payload)
+        return n
+
+    def reply_fits(self, size: int) -> bool:
+        """Whether a reply of `size` bytes may be queued: a client that does not read holds
+        at most `h2_max_connection_buffer_bytes` of unsent replies (plus the one reply that
+        found the connection not backed up)."""
+        return (not self.paused and not self.blocked) or self.unsent() + size <= self.buffer_cap
 
     # --- replies ---------------------------------------------------------------------
     def refuse(self, sid: int, code: Status, message: str, *, head_sent: bool = False) -> None:

@@ -32,6 +32,10 @@ from typing import cast
 
 import hpack
 
+from adapters.gateway.h2hpack import BlockDecoder
+from adapters.gateway.h2hpack import encode as encode  # re-exported: the doors use it
+from adapters.gateway.h2rules import trailers_error
+
 log = logging.getLogger(__name__)
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -43,7 +47,7 @@ PADDED = 0x8
 PRIORITY_FLAG = 0x20
 # error codes
 NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0, 1, 2, 3
-FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 6, 7, 8, 9
+STREAM_CLOSED, FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 5, 6, 7, 8, 9
 ENHANCE_YOUR_CALM = 0xB
 # SETTINGS identifiers
 S_HEADER_TABLE_SIZE, S_ENABLE_PUSH, S_MAX_CONCURRENT_STREAMS = 0x1, 0x2, 0x3
@@ -57,7 +61,6 @@ _FRAME = struct.Struct(">BHBBL")  # length (24 bits as 8 + 16), type, flags, str
 _U32 = struct.Struct(">L")
 _SETTING = struct.Struct(">HL")
 _DEFAULT_WINDOW = 65535
-_CACHE_LIMIT = 512  # encoded blocks (ours, from a fixed set of headers)
 LINGER_S = 1.0  # after GOAWAY, input is read and dropped this long before the close
 
 
@@ -110,81 +113,6 @@ def rst(sid: int, code: int) -> bytes:
     return frame(RST_STREAM, 0, sid, _U32.pack(code))
 
 
-def _hpack_int(value: int) -> bytes:
-    """An HPACK integer with a 7-bit prefix (string lengths, Huffman bit clear)."""
-    if value < 127:
-        return bytes((value,))
-    out = bytearray((127,))
-    value -= 127
-    while value >= 128:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-_encoded: dict[tuple[tuple[bytes, bytes], ...], bytes] = {}
-
-
-def encode(headers: tuple[tuple[bytes, bytes], ...]) -> bytes:
-    """A header block of literals "without indexing": stateless, so cached by its headers."""
-    block = _encoded.get(headers)
-    if block is None:
-        parts: list[bytes] = []
-        for name, value in headers:
-            parts += (b"\x00", _hpack_int(len(name)), name, _hpack_int(len(value)), value)
-        block = b"".join(parts)
-        if len(_encoded) >= _CACHE_LIMIT:
-            _encoded.clear()
-        _encoded[headers] = block
-    return block
-
-
-class BlockDecoder:
-    """hpack's decoder, plus a cache of blocks that decode without touching its table.
-
-    The cache is bounded in entries and in bytes (blocks plus decoded headers); past either
-    bound it starts again empty. Decoding itself stops at `max_header_list` decoded bytes.
-    """
-
-    __slots__ = ("_bytes", "_cache", "_d", "_max_bytes", "_max_entries")
-
-    def __init__(self, limits: H2Limits = DEFAULT_LIMITS) -> None:
-        self._d = hpack.Decoder(max_header_list_size=limits.max_header_list)
-        self._cache: dict[bytes, list[tuple[bytes, bytes]]] = {}
-        self._bytes = 0
-        self._max_entries = limits.hpack_cache_entries
-        self._max_bytes = limits.hpack_cache_bytes
-
-    def _table_state(self) -> tuple[int, int, int]:
-        t = self._d.header_table
-        entries = t.dynamic_entries
-        return (len(entries), id(entries[0]) if entries else 0, t.maxsize)
-
-    def decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
-        got = self._cache.get(block)
-        if got is not None:
-            return got
-        before = self._table_state()
-        headers = [(bytes(n), bytes(v)) for n, v in self._d.decode(block, raw=True)]
-        if self._table_state() != before:
-            self._cache.clear()  # indices moved: earlier blocks may now mean other headers
-            self._bytes = 0
-        else:
-            size = 2 * len(block) + sum(len(n) + len(v) + 32 for n, v in headers)
-            if len(self._cache) >= self._max_entries or self._bytes + size > self._max_bytes:
-                self._cache.clear()
-                self._bytes = 0
-            if size <= self._max_bytes:
-                self._cache[block] = headers
-                self._bytes += size
-        return headers
-
-    @property
-    def cached_bytes(self) -> int:
-        return self._bytes
-
-
 class ProtocolViolation(Exception):
     """The peer broke HTTP/2; the connection is closed with `code`."""
 
@@ -226,6 +154,14 @@ class Peer(asyncio.Protocol):
         self._in: dict[int, int] = {}  # streams the peer may still send DATA on
         self._owed: dict[int, int] = {}
         self._peer_sid = 0  # the highest stream id the peer opened
+        # streams the peer ended (END_STREAM) that may still be open our way (half-closed
+        # remote); pruned to those once it grows past a few times the stream limit
+        self._remote_ended: set[int] = set()
+        self._ended_cap = 2 * limits.max_concurrent_streams + 64
+        # the peer's streams we reset lately (oldest first, as many): frames it sent before
+        # it saw our RST_STREAM are ignored; on other closed streams they are an error
+        self._reset_by_us: dict[int, None] = {}
+        self._hprio_self = False  # the HEADERS being read names itself as its dependency
         self._our_sid = 0  # ... and we opened
         # flood accounting (one-second windows, the clock read only past a limit)
         self._resets = self._controls = self._empty = self._out_controls = 0
@@ -346,8 +282,13 @@ class Peer(asyncio.Protocol):
             elif ftype == PUSH_PROMISE:
                 raise ProtocolViolation(PROTOCOL_ERROR, "PUSH_PROMISE is not enabled")
             else:  # PRIORITY and unknown frame types are ignored, as RFC 9113 says
-                if ftype == PRIORITY and (sid == 0 or length != 5):
-                    raise ProtocolViolation(PROTOCOL_ERROR, "malformed PRIORITY")
+                if ftype == PRIORITY:
+                    if sid == 0:
+                        raise ProtocolViolation(PROTOCOL_ERROR, "PRIORITY on stream 0")
+                    if length != 5:
+                        raise ProtocolViolation(FRAME_SIZE_ERROR, "PRIORITY payload not 5 bytes")
+                    if _U32.unpack_from(payload)[0] & MAX_WINDOW == sid:
+                        self._stream_error(sid, PROTOCOL_ERROR, "a stream cannot depend on itself")
                 self._control()
         return pos
 
@@ -386,6 +327,10 @@ class Peer(asyncio.Protocol):
             if self._idle(sid):
                 raise ProtocolViolation(PROTOCOL_ERROR, f"DATA on idle stream {sid}")
             self.credit(sid, size)  # dropped: the connection window gets it back
+            if sid in self._remote_ended and sid in self.windows:
+                self._stream_error(sid, STREAM_CLOSED, f"DATA after END_STREAM on stream {sid}")
+            else:
+                self._on_closed(sid, "DATA")
             return
         if size > window:
             raise ProtocolViolation(FLOW_CONTROL_ERROR, f"DATA past stream {sid}'s window")
@@ -397,6 +342,7 @@ class Peer(asyncio.Protocol):
         if end:
             del self._in[sid]
             self._owed.pop(sid, None)
+            self._ended(sid)
         else:
             self._in[sid] = window - size
         if pad:
@@ -412,10 +358,13 @@ class Peer(asyncio.Protocol):
                 if not payload:
                     raise ProtocolViolation(PROTOCOL_ERROR, "HEADERS padding missing")
                 start, stop = 1, stop - payload[0]
+            prio_at = start
             if flags & PRIORITY_FLAG:
                 start += 5
             if stop < start:
                 raise ProtocolViolation(PROTOCOL_ERROR, "HEADERS padding longer than the frame")
+            if flags & PRIORITY_FLAG:
+                self._hprio_self = _U32.unpack_from(payload, prio_at)[0] & MAX_WINDOW == sid
             payload = payload[start:stop]
         if len(payload) > self.limits.max_header_list:
             raise ProtocolViolation(ENHANCE_YOUR_CALM, "header block over max_header_list")
@@ -461,16 +410,40 @@ class Peer(asyncio.Protocol):
         except hpack.HPACKError as exc:
             raise ProtocolViolation(COMPRESSION_ERROR, f"bad header block: {exc}") from exc
         end = bool(flags & END_STREAM)
+        self_dependent, self._hprio_self = self._hprio_self, False
         if self._peers(sid):
             if not self.expect_preface:
                 raise ProtocolViolation(PROTOCOL_ERROR, "server-initiated streams are disabled")
             if sid > self._peer_sid:  # a new stream
                 self._peer_sid = sid
-                if not end:
+                error = "a stream cannot depend on itself" if self_dependent else headers.error
+                if error is not None:  # a malformed request (RFC 9113 §8.1.1)
+                    self._stream_error(sid, PROTOCOL_ERROR, error)
+                    return
+                if end:
+                    self._ended(sid)
+                else:
                     self._in[sid] = self.limits.stream_window
-            elif end:
-                self._in.pop(sid, None)
+            elif sid in self._in:  # trailers: they end the request, and hold no pseudo-header
+                error = (
+                    "a stream cannot depend on itself"
+                    if self_dependent
+                    else "HEADERS without END_STREAM after the request's headers"
+                    if not end
+                    else trailers_error(headers)
+                )
+                if error is not None:
+                    self._stream_error(sid, PROTOCOL_ERROR, error)
+                    return
+                del self._in[sid]
                 self._owed.pop(sid, None)
+                self._ended(sid)
+            elif sid in self._remote_ended and sid in self.windows:
+                self._stream_error(sid, STREAM_CLOSED, f"HEADERS after END_STREAM on stream {sid}")
+                return
+            else:
+                self._on_closed(sid, "HEADERS")
+                return
         else:
             if sid > self._our_sid:
                 raise ProtocolViolation(PROTOCOL_ERROR, f"HEADERS on idle stream {sid}")
@@ -554,7 +527,8 @@ class Peer(asyncio.Protocol):
         elif sid in self.windows:
             window = self.windows[sid] + inc
             if window > MAX_WINDOW:
-                raise ProtocolViolation(FLOW_CONTROL_ERROR, f"stream {sid}'s window > 2^31-1")
+                self._stream_error(sid, FLOW_CONTROL_ERROR, f"stream {sid}'s window > 2^31-1")
+                return
             self.windows[sid] = window
             if sid in self.blocked:
                 self._drain(sid)
@@ -571,6 +545,46 @@ class Peer(asyncio.Protocol):
                     ENHANCE_YOUR_CALM, "too many PING/SETTINGS/PRIORITY frames per second"
                 )
             self._controls, self._controls_t = 1, now
+
+    def _ended(self, sid: int) -> None:
+        """The peer ended `sid` (END_STREAM): later DATA or HEADERS on it are STREAM_CLOSED."""
+        ended = self._remote_ended
+        ended.add(sid)
+        if len(ended) > self._ended_cap:
+            self._remote_ended = {s for s in ended if s in self.windows}
+
+    def _on_closed(self, sid: int, what: str) -> None:
+        """A frame on a closed stream (RFC 9113 §5.1): ignored when we reset the stream (it
+        may have been sent before our RST_STREAM arrived), else a connection error:
+        STREAM_CLOSED, or PROTOCOL_ERROR for HEADERS on a stream id never seen ending (a new
+        stream must have a higher id than every earlier one, §5.1.1). Only on the server
+        side: a replica connection is shared by many calls and kept lenient."""
+        if self.expect_preface and self._peers(sid) and sid not in self._reset_by_us:
+            if what == "HEADERS" and sid not in self._remote_ended:
+                raise ProtocolViolation(
+                    PROTOCOL_ERROR, f"HEADERS on stream {sid}, not above earlier streams"
+                )
+            raise ProtocolViolation(STREAM_CLOSED, f"{what} on closed stream {sid}")
+
+    def _resetting(self, sid: int) -> None:
+        """We reset the peer's stream `sid` (remembered for `_on_closed`, a bounded number)."""
+        if self._peers(sid):
+            recent = self._reset_by_us
+            recent[sid] = None
+            if len(recent) > self._ended_cap:
+                del recent[next(iter(recent))]
+
+    def _stream_error(self, sid: int, code: int, message: str) -> None:
+        """A stream error (RFC 9113 §5.4.2): RST_STREAM `code`, the connection goes on. On an
+        idle stream, which cannot be reset, a connection error instead (§5.4 allows it)."""
+        if self._idle(sid):
+            raise ProtocolViolation(code, message)
+        log.debug("HTTP/2 stream %d reset (error %d): %s", sid, code, message)
+        self.count_reset()
+        self._forget(sid)
+        self._resetting(sid)
+        self._write_control(rst(sid, code))
+        self.on_reset(sid, code)
 
     def count_reset(self) -> None:
         """A stream reset by the peer or refused by us (rapid reset, CVE-2023-44487)."""
@@ -789,6 +803,7 @@ class Peer(asyncio.Protocol):
             return
         del self._in[sid]
         self._owed.pop(sid, None)
+        self._resetting(sid)
         q = self.blocked.get(sid)
         if q is not None:
             q.append((RST_STREAM, b"", True))
@@ -797,9 +812,11 @@ class Peer(asyncio.Protocol):
 
     def reset_stream(self, sid: int, code: int) -> None:
         self._forget(sid)
+        self._resetting(sid)
         self._write_control(rst(sid, code))
 
     def _forget(self, sid: int) -> None:
+        self._remote_ended.discard(sid)
         self.windows.pop(sid, None)
         self.blocked.pop(sid, None)
         self._in.pop(sid, None)

@@ -19,6 +19,7 @@ import re
 from collections import deque
 from collections.abc import Sequence
 
+from adapters.gateway.attempt import SENT, Attempt
 from adapters.gateway.framing import (
     FramingError,
     HeadCache,
@@ -29,7 +30,7 @@ from adapters.gateway.framing import (
 from adapters.gateway.metrics import GatewayMetrics
 from adapters.gateway.router import Router
 from adapters.gateway.upstream import Http1Upstream, Http1UpstreamPool
-from controlplane.replicas import ModelRouting, Replica
+from controlplane.replicas import Replica
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ _CLIENT_FAULT_500 = re.compile(rb'\{"error":"(?:failed to parse|Unable to parse|
 MAX_PIPELINED = 256  # requests one connection may send ahead of its replies before it is paused
 MAX_ROUTE_TARGET_BYTES = 256  # longer targets are routed every time, not remembered
 _HEADS: HeadCache[RequestHead] = HeadCache()
+_CODES = {c: str(c) for c in range(100, 600)}  # status -> metrics label, without a str() each
 _MODEL_ACTIONS = frozenset((b"", b"ready", b"config", b"infer", b"stats"))
 _REASONS = {
     200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
@@ -128,6 +130,13 @@ class HttpDoor:
         return _Http1Client(self)
 
     def close(self) -> None:
+        """Stop: drop the client connections still open (the listening socket is closed by
+        the caller; asyncio leaves accepted connections open) and the replica connections."""
+        for c in list(self.clients):
+            c.closed = True
+            if c.transport is not None:
+                c.transport.abort()
+        self.clients.clear()
         for p in self.pools.values():
             p.close()
 
@@ -209,6 +218,7 @@ class _Http1Client(asyncio.Protocol):
         self.write_paused_at = 0.0
         self.reading_paused = False
         self.upstream: Http1Upstream | None = None  # relaying a large reply from this connection
+        self.exchange: _Exchange | None = None  # the latest request sent towards a replica
         self.draining = False
         self.closed = False
         # slow/idle client detection (`HttpDoor.reap`): bytes since the last reap, when
@@ -238,6 +248,9 @@ class _Http1Client(asyncio.Protocol):
         if self.upstream is not None:  # half a reply relayed: that connection is unusable
             self.upstream.abort()
             self.upstream = None
+        ex, self.exchange = self.exchange, None
+        if ex is not None and not ex.done:  # nobody is left to answer: give everything back
+            ex.client_gone()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -503,8 +516,8 @@ class _Http1Client(asyncio.Protocol):
                 req.keep_alive,
             )
         replicas = router.directory.replicas(model)
-        ex = _Exchange(self, model, rt, action, req)
-        if not router.admit(model, rt):
+        ex = self.exchange = _Exchange(self, model, action, req)
+        if not ex.admit(rt):
             ex.finish_local(
                 error_response(
                     429,
@@ -513,7 +526,6 @@ class _Http1Client(asyncio.Protocol):
                     extra=b"Retry-After: 1\r\n",
                 ),
                 "429",
-                admitted=False,
             )
             return
         if replicas:
@@ -522,51 +534,38 @@ class _Http1Client(asyncio.Protocol):
             asyncio.get_running_loop().create_task(ex.send_when_warm())
 
 
-class _Exchange:
-    """One client request through its one or two upstream attempts."""
+class _Exchange(Attempt):
+    """One client request through its one or two upstream attempts (`Attempt`'s lifecycle)."""
 
-    __slots__ = (
-        "action", "attempt", "client", "conn", "done", "head", "model", "replica", "req", "rt",
-        "start", "streamed",
-    )  # fmt: skip
+    __slots__ = ("action", "client", "conn", "head", "req", "streamed")
 
-    def __init__(
-        self,
-        client: _Http1Client,
-        model: str,
-        rt: ModelRouting,
-        action: bytes,
-        req: _Request,
-    ) -> None:
+    def __init__(self, client: _Http1Client, model: str, action: bytes, req: _Request) -> None:
+        super().__init__(client.door.router, model)
         self.client = client
-        self.model = model
-        self.rt = rt
         self.action = action
         self.req = req
-        self.attempt = 0
-        self.done = False
-        self.replica: Replica | None = None
         self.conn: Http1Upstream | None = None
-        self.start = 0.0
-        self.streamed = -1.0  # >= 0: the reply is being relayed as it comes (its latency)
+        self.streamed = False  # the reply is being relayed as it comes: committed
         self.head = req.head
 
-    def send(self, replicas: Sequence[Replica], exclude: str | None = None) -> None:
-        router = self.client.door.router
-        replica = self.replica = router.pick(self.model, replicas, exclude)
+    def send(self, replicas: Sequence[Replica], exclude: str | None = None) -> Replica:
+        replica = super().send(replicas, exclude)
+        self._write(replica)
+        return replica
+
+    def _write(self, replica: Replica) -> None:
         head = self.head
         if self.action == b"config" and replica.admin_key:
             key = b"%s: %s\r\n\r\n" % (replica.admin_header.encode(), replica.admin_key.encode())
             head = head[:-2] + key
-        self.start = router.begin(replica, self)
         self.conn = self.client.door.pool(replica).send(self, head, self.req.body)
 
     async def send_when_warm(self) -> None:
-        replicas = await self.client.door.router.hold(self.model)
+        replicas = await self.router.hold(self.model)
         if self.done:
             return
         if not replicas:
-            retry_after = self.client.door.router.config.retry_after_s
+            retry_after = self.router.config.retry_after_s
             self.finish_local(
                 error_response(
                     503,
@@ -585,10 +584,10 @@ class _Exchange:
         client = self.client
         if self.done or client.closed:
             return None
-        assert self.replica is not None
         # Committed: no retry is possible once bytes reached the client; the latency is
         # the time to the reply's head, and the upstream timeout no longer applies.
-        self.streamed = client.door.router.end(self.model, self.replica, self, self.start, True)
+        self.outcome(True)
+        self.streamed = True
         self.req.body = b""  # kept only for a retry, and there will be none
         client.upstream = conn
         if client.write_paused:
@@ -598,88 +597,71 @@ class _Exchange:
     def on_response(self, status: int, raw: bytes) -> None:
         if self.done:
             return
-        if self.streamed >= 0:  # the whole reply went out through `_Http1Client.relay`
+        if self.streamed:  # the whole reply went out through `_Http1Client.relay`
             self.client.upstream = None
-            self._finish(b"", str(status), self.streamed)
+            self._finish(b"", status)
             return
-        router = self.client.door.router
-        assert self.replica is not None
-        failed = status in (502, 503, 504)
-        elapsed = router.end(self.model, self.replica, self, self.start, not failed)
-        if status == 503 and self._retry("503"):
+        self.outcome(status not in (502, 503, 504))
+        if status == 503 and self.retry("503"):
             return
         if status == 500 and _CLIENT_FAULT_500.search(raw, 0, 512):
             # Triton answers a request body it cannot parse with 500; it is the client's fault.
             raw, status = b"HTTP/1.1 400 Bad Request" + raw[raw.find(b"\r\n") :], 400
-        self._finish(raw, str(status), elapsed)
+        self._finish(raw, status)
 
     def on_failure(self, reason: str, sent: bool) -> None:
         if self.done:
             return
-        if self.streamed >= 0:  # part of the reply was relayed: only closing can tell the client
+        if self.streamed:  # part of the reply was relayed: only closing can tell the client
             client = self.client
             client.upstream = None
             if client.transport is not None and not client.closed:
                 client.refused = client.closed = True
                 client.transport.abort()
-            self._finish(b"", "502", self.streamed)
+            self._finish(b"", 502)
             return
-        router = self.client.door.router
+        self.outcome(False)
+        if self.retry("connect" if not sent else "connection_lost"):
+            return
         assert self.replica is not None
-        elapsed = router.end(self.model, self.replica, self, self.start, False)
-        if self._retry("connect" if not sent else "connection_lost"):
-            return
         self._finish(
             error_response(
                 502, f"replica {self.replica.server_id} of {self.model!r} failed: {reason}"
             ),
-            "502",
-            elapsed,
+            502,
         )
+
+    def _drop_conn(self) -> None:
+        """Stop waiting for the replica's reply: its connection cannot be reused."""
+        if self.conn is not None:
+            self.conn.waiter = None
+            self.conn.abort()
+
+    def client_gone(self) -> None:
+        """The client closed its connection (as nginx's 499: the request is given up)."""
+        if self.phase is SENT:
+            self._drop_conn()
+        self.cancel()
 
     def expire(self) -> None:
         if self.done:
             return
-        router = self.client.door.router
+        self._drop_conn()
         assert self.replica is not None
-        elapsed = router.end(self.model, self.replica, self, self.start, False)
-        if self.conn is not None:
-            self.conn.waiter = None
-            self.conn.abort()
-        self._finish(
+        self.finish("504", ok=False)
+        self.client.respond(
             error_response(
                 504,
                 f"replica {self.replica.server_id} did not answer {self.model!r} within "
-                f"{router.config.upstream_timeout_s:.0f}s",
+                f"{self.router.config.upstream_timeout_s:.0f}s",
             ),
-            "504",
-            elapsed,
+            self.req.keep_alive,
         )
 
-    def _retry(self, reason: str) -> bool:
-        if self.attempt > 0:
-            return False
-        router = self.client.door.router
-        replicas = router.directory.replicas(self.model)
-        assert self.replica is not None
-        if len(replicas) < 2 or not router.may_retry(self.model, self.rt, reason):
-            return False
-        self.attempt += 1
-        self.send(replicas, exclude=self.replica.server_id)
-        return True
+    def _finish(self, raw: bytes, status: int) -> None:
+        if self.finish(_CODES.get(status) or str(status)):
+            self.client.respond(raw, self.req.keep_alive)
 
-    def _finish(self, raw: bytes, code: str, elapsed: float) -> None:
-        self.done = True
-        assert self.replica is not None
-        door = self.client.door
-        door.metrics.observe(self.model, self.replica.server_id, "http", code, elapsed)
-        door.router.release(self.model)
-        self.client.respond(raw, self.req.keep_alive)
-
-    def finish_local(self, raw: bytes, code: str, *, admitted: bool = True) -> None:
-        self.done = True
-        door = self.client.door
-        door.metrics.local(self.model, "http", code)
-        if admitted:
-            door.router.release(self.model)
-        self.client.respond(raw, self.req.keep_alive)
+    def finish_local(self, raw: bytes, code: str) -> None:
+        if self.finish(code):
+            self.client.respond(raw, self.req.keep_alive)

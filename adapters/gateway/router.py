@@ -147,8 +147,14 @@ class Router:
         self._window_requests += 1
         return now
 
-    def end(self, model: str, replica: Replica, handle: Expirable, start: float, ok: bool) -> float:
-        """Record one attempt's outcome; returns its latency in seconds."""
+    def end(
+        self, model: str, replica: Replica, handle: Expirable, start: float, ok: bool | None
+    ) -> float:
+        """Record one attempt's outcome; returns its latency in seconds.
+
+        `ok`: a good reply (feeds the latency EWMA, clears the failure streak); False: a
+        replica failure (counts towards ejection); None: neither (a client cancel).
+        """
         now = self.clock()
         st = self._state(replica.server_id)
         st.rif -= 1
@@ -160,6 +166,8 @@ class Router:
         else:
             self.replica_inflight.pop(key, None)
         elapsed = now - start
+        if ok is None:
+            return elapsed
         if ok:
             st.failures = 0
             key = (model, replica.server_id)
@@ -211,9 +219,9 @@ class Router:
         """Requests to `model` on `server_id` still outstanding (the reconciler's drain)."""
         return self.replica_inflight.get((model, server_id), 0)
 
-    def may_retry(self, model: str, rt: ModelRouting | None, reason: str) -> bool:
-        if rt is None or rt.sequence:
-            return False
+    def spend_retry(self, model: str, reason: str) -> bool:
+        """Take one retry from the budget (counted under `reason`); False when it is spent.
+        Whether a request may be retried at all is `controlplane.attempts.may_retry`."""
         now = self.clock()
         if now - self._window_start > self.budget.window_s:
             self._window_start, self._window_requests, self._window_retries = now, 0, 0
@@ -252,17 +260,21 @@ class Router:
             if now >= next_prune:
                 self.prune(now)
                 next_prune = now + PRUNE_EVERY_S
-            for st in list(self.servers.values()):
-                expired = []
-                for handle, start in st.inflight.items():
-                    if now - start < limit:
-                        break
-                    expired.append(handle)
-                for handle in expired:
-                    try:
-                        handle.expire()
-                    except Exception:  # one broken handle never stops the watch
-                        log.exception("expiring a request to %s failed", st.key)
+            self.expire_overdue(now, limit)
+
+    def expire_overdue(self, now: float, limit_s: float) -> None:
+        """Expire every request a replica has held for `limit_s` or longer (one pass of the watch)."""
+        for st in list(self.servers.values()):
+            expired = []
+            for handle, start in st.inflight.items():
+                if now - start < limit_s:
+                    break
+                expired.append(handle)
+            for handle in expired:
+                try:
+                    handle.expire()
+                except Exception:  # one broken handle never stops the watch
+                    log.exception("expiring a request to %s failed", st.key)
 
     def prune(self, now: float) -> None:
         """Forget latency and server state untouched for FORGET_S (servers that left, idle pairs).

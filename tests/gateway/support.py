@@ -137,3 +137,14 @@ def run_async(aw: Awaitable[T]) -> T:
         return await aw
 
     return asyncio.run(_wrap())
+
+
+def slow_model(env: Env, service_ms: float = 2000.0) -> str:
+    """A model that takes `service_ms` per request, on the fleet's first server (loaded once)."""
+    model = DemoModel(
+        f"slow_double_fp32_{service_ms:.0f}", "TYPE_FP32", "double", service_ms=service_ms
+    )
+    if not env.directory.replicas(model.name):
+        env.loop.run(load_everywhere(env.snapshot, [model], servers=[0]))
+        env.directory.put(model.name, env.snapshot.servers[:1])
+    return model.name

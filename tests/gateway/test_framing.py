@@ -33,9 +33,48 @@ def test_hop_by_hop_and_admin_headers_are_dropped() -> None:
     )
     assert h.keep_alive and h.expect_continue
     assert h.upstream_head == (
-        b"POST /v2/models/m/infer HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n"
+        b"POST /v2/models/m/infer HTTP/1.1\r\nHost: tritonfleet-gateway\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n"
     )
-    assert not parse_request_head(b"GET /v2 HTTP/1.1\r\nConnection: close").keep_alive
+    assert not parse_request_head(b"GET /v2 HTTP/1.1\r\nHost: x\r\nConnection: close").keep_alive
+
+
+def test_headers_named_in_connection_and_the_hop_by_hop_set_are_dropped() -> None:
+    h = parse_request_head(
+        b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nConnection: X-Trace-Hop, te\r\n"
+        b"X-Trace-Hop: 1\r\nTE: trailers\r\nTrailer: X-Sum\r\nKeep-Alive: timeout=5\r\n"
+        b"Upgrade: h2c\r\nProxy-Authorization: Basic eA==\r\nProxy-Connection: keep-alive\r\n"
+        b"X-Kept: 2\r\nContent-Length: 2"
+    )
+    assert h.upstream_head == (
+        b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nX-Kept: 2\r\nContent-Length: 2\r\n\r\n"
+    )
+    assert h.length == 2 and h.keep_alive
+    # a header named in Connection but absent, or named in another case, is harmless
+    h = parse_request_head(b"GET /v2 HTTP/1.1\r\nHost: x\r\nConnection: X-Gone\r\nx-gone: 1")
+    assert h.upstream_head == b"GET /v2 HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /v2 HTTP/1.1",
+        b"POST /v2/models/m/infer HTTP/1.1\r\nContent-Length: 2",
+    ],
+)
+def test_http11_without_host_is_400(head: bytes) -> None:
+    with pytest.raises(FramingError, match="Host") as e:
+        parse_request_head(head)
+    assert e.value.status == 400
+
+
+@pytest.mark.parametrize("option", [b"Content-Length", b"host", b"close, content-length"])
+def test_connection_may_not_name_what_frames_or_routes_the_request(option: bytes) -> None:
+    with pytest.raises(FramingError, match="Connection names") as e:
+        parse_request_head(
+            b"POST /x HTTP/1.1\r\nHost: x\r\nConnection: %s\r\nContent-Length: 2" % option
+        )
+    assert e.value.status == 400
 
 
 @pytest.mark.parametrize(
@@ -80,7 +119,9 @@ def test_a_head_still_arriving_is_refused_as_soon_as_it_cannot_be_valid() -> Non
 
 
 def test_connection_close_wins_over_keep_alive() -> None:
-    h = parse_request_head(b"GET /v2 HTTP/1.1\r\nConnection: keep-alive\r\nConnection: close")
+    h = parse_request_head(
+        b"GET /v2 HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\nConnection: close"
+    )
     assert not h.keep_alive
     assert not parse_request_head(b"GET /v2 HTTP/1.0").keep_alive
 

@@ -17,26 +17,40 @@ from tritonclient.utils import InferenceServerException
 from adapters.gateway.app import Gateway
 from adapters.gateway.config import GatewayConfig
 from adapters.gateway.grpcdoor import field1_string
+from tests.gateway import support
 from tests.gateway.cases import CASES, check
 from tests.gateway.support import Env, run_async
+from tests.support import eventually
 
 pytestmark = pytest.mark.triton
 
 
 @pytest.fixture(scope="module", params=["h2", "grpcio"])
-def grpc_url(request: pytest.FixtureRequest, env: Env) -> Iterator[str]:
-    """host:port of a gRPC door of the given kind over the session's fleet."""
+def door(request: pytest.FixtureRequest, env: Env) -> Iterator[Gateway]:
+    """A gateway whose gRPC door is of the given kind, over the session's fleet."""
     if env.gateway.config.grpc_door == request.param:
-        yield env.grpc
+        yield env.gateway
         return
     config = env.gateway.config.model_copy(update={"grpc_door": request.param})
     gw = Gateway(GatewayConfig.model_validate(config.model_dump()), env.directory)
     env.loop.run(gw.start())
     try:
-        assert gw.grpc_url is not None
-        yield gw.grpc_url
+        yield gw
     finally:
         env.loop.run(gw.stop())
+
+
+@pytest.fixture(scope="module")
+def grpc_url(door: Gateway) -> str:
+    """host:port of the gRPC door."""
+    assert door.grpc_url is not None
+    return door.grpc_url
+
+
+@pytest.fixture(scope="module")
+def slow_model(env: Env) -> str:
+    """A model that takes 2 s per request, on the fleet's first server."""
+    return support.slow_model(env)
 
 
 def _inputs(mod: object, model: str) -> list[object]:
@@ -81,6 +95,38 @@ def test_stream_infer(grpc_url: str) -> None:
     for r in results:
         assert not isinstance(r, Exception), r
         check("double_fp32", r.as_numpy("OUTPUT0"))  # type: ignore[attr-defined]
+
+
+def test_cancelled_call_gives_back_everything(door: Gateway, env: Env, slow_model: str) -> None:
+    """A client that gives up (its deadline passes, the call is cancelled) releases the
+    model's admission and the replica's in-flight count, on both doors: a leaked count would
+    make the hot-cold policy see the replica as stuck forever."""
+    router = door.router
+    server = env.snapshot.servers[0].id
+
+    async def give_up() -> None:
+        c = aiogrpcclient.InferenceServerClient(door.grpc_url or "")
+        try:
+            for _ in range(3):
+                with pytest.raises(InferenceServerException, match="Deadline"):
+                    await c.infer(
+                        slow_model, _inputs(aiogrpcclient, "double_fp32"), client_timeout=0.2
+                    )
+        finally:
+            await c.close()
+
+    run_async(give_up())
+
+    def released() -> bool:
+        st = router.servers.get(server)
+        return (
+            slow_model not in router.model_inflight
+            and router.inflight(slow_model, server) == 0
+            and (st is None or (st.rif == 0 and not st.inflight))
+        )
+
+    # the cancels reach the gateway asynchronously; the bound is far above their latency
+    env.loop.run(eventually(released, timeout_s=10.0))
 
 
 def test_server_and_model_endpoints(grpc_url: str) -> None:

@@ -30,6 +30,7 @@ from tritonclient.grpc import service_pb2
 
 from adapters.gateway.app import Gateway
 from adapters.gateway.config import GatewayConfig
+from adapters.gateway.demofleet import DemoModel, load_everywhere
 from adapters.gateway.directory import StaticDirectory
 from adapters.gateway.grpcproto import Malformed, MessageReader, Refusal, field1_string
 from adapters.gateway.h2door import ClientConnection, H2Door
@@ -61,6 +62,7 @@ from tests.gateway import hostile_h2 as hostile
 from tests.gateway.hostile_h2 import FakeTransport, Probe, RawH2, infer_request, message
 from tests.gateway.hostile_h2 import settings as h2settings
 from tests.gateway.support import Env
+from tests.support import eventually
 
 INVALID_ARGUMENT, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED = 3, 4, 8
 MAX_BODY = 1 << 20
@@ -413,6 +415,87 @@ def test_a_client_that_never_reads_is_closed(env: Env) -> None:
         env.loop.run(g.stop())
 
 
+TILE_FLOATS = 256 * 1024  # 1 MiB of FP32 out for 16 bytes in
+
+
+@pytest.fixture(scope="module")
+def tile_model(env: Env) -> str:
+    """A model whose reply is 1 MiB for a 16-byte request, on the fleet's first server."""
+    model = DemoModel("tile_1mib", "TYPE_FP32", "tile", out_dims=(TILE_FLOATS,))
+    if not env.directory.replicas(model.name):
+        env.loop.run(load_everywhere(env.snapshot, [model], servers=[0]))
+        env.directory.put(model.name, env.snapshot.servers[:1])
+    return model.name
+
+
+def _tile_call(c: RawH2, sid: int, model: str) -> None:
+    req = service_pb2.ModelInferRequest(model_name=model)
+    i = req.inputs.add()
+    i.name, i.datatype = "INPUT0", "FP32"
+    i.shape.extend([1, 4])
+    req.raw_input_contents.append(struct.pack("<4f", 1, 2, 3, 4))
+    c.send(
+        c.headers(sid, "ModelInfer"), frame(DATA, END_STREAM, sid, message(req.SerializeToString()))
+    )
+
+
+@pytest.mark.triton
+def test_unread_replies_per_connection_are_capped(env: Env, tile_model: str) -> None:
+    """A client that sends calls and reads none of the replies holds at most
+    `h2_max_connection_buffer_bytes` of them in the gateway: replies past it are answered
+    RESOURCE_EXHAUSTED, and new calls are refused (REFUSED_STREAM) while it is backed up."""
+    cap = 3 << 20
+    g = _start(
+        env, env.directory, h2_stream_idle_timeout_s=30.0, h2_max_connection_buffer_bytes=cap
+    )
+    door = _door(g)
+    n = LIMITS["h2_max_concurrent_streams"]  # 16 MiB of replies in all
+
+    def client() -> ClientConnection:
+        (c,) = door.clients
+        return c
+
+    def answered() -> int:
+        return sum(v for k, v in g.metrics.requests.items() if k[0] == tile_model)
+
+    async def go() -> tuple[int, bool, dict[int, hostile.Reply]]:
+        # windows wide open and a tiny receive buffer: only TCP pushes back
+        c = await RawH2.connect(_url(g), h2settings(s4=1 << 30), rcvbuf=4096)
+        try:
+            c.send(frame(WINDOW_UPDATE, 0, 0, struct.pack(">L", 1 << 30)))
+            for k in range(n):
+                _tile_call(c, 1 + 2 * k, tile_model)
+            await c.flush()
+            # every call answered by the gateway, none of it read
+            await asyncio.to_thread(
+                env.loop.run, eventually(lambda: answered() == n, timeout_s=30.0)
+            )
+            unsent, paused = env.loop.call(lambda: (client().unsent(), client().paused))
+            _tile_call(c, 1 + 2 * n, tile_model)  # a new call while backed up
+            await c.flush()
+            await c.until(
+                lambda: (
+                    len(c.replies) == n + 1
+                    and all(r.status is not None or r.reset is not None for r in c.replies.values())
+                ),
+                30.0,
+            )
+            return unsent, paused, c.replies
+        finally:
+            c.close()
+
+    try:
+        unsent, paused, replies = _run(go)
+    finally:
+        env.loop.run(g.stop())
+    assert paused and unsent <= cap + (64 << 10), unsent  # the cap, plus a few status frames
+    whole = [r for r in replies.values() if r.status == 0 and len(r.data) > 4 * TILE_FLOATS]
+    capped = [r for r in replies.values() if r.status == RESOURCE_EXHAUSTED]
+    assert whole and capped and len(whole) + len(capped) == n, replies
+    assert all("h2_max_connection_buffer_bytes" in r.message for r in capped)
+    assert replies[1 + 2 * n].reset == REFUSED_STREAM
+
+
 @pytest.mark.triton
 def test_hpack_cache_is_bounded(env: Env, gw: Gateway) -> None:
     door = _door(gw)
@@ -568,6 +651,20 @@ _PATHS = [
 ]
 
 
+def _request(path: bytes) -> bytes:
+    """The header block of a well-formed gRPC request for `path` (RFC 9113 §8.3.1)."""
+    return encode(
+        (
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", path),
+            (b":authority", b"gateway"),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+        )
+    )
+
+
 def _frames() -> st.SearchStrategy[bytes]:
     """Mostly well-formed HEADERS and DATA on a few client streams, some frames of anything."""
     sid = st.sampled_from([1, 3, 5, 7])
@@ -579,7 +676,7 @@ def _frames() -> st.SearchStrategy[bytes]:
         st.binary(max_size=40),
     )
     headers = st.builds(
-        lambda s, p, f: frame(HEADERS, f | END_HEADERS, s, encode(((b":path", p),))),
+        lambda s, p, f: frame(HEADERS, f | END_HEADERS, s, _request(p)),
         sid,
         st.sampled_from(_PATHS),
         st.sampled_from([0, END_STREAM]),
@@ -596,9 +693,7 @@ def _frames() -> st.SearchStrategy[bytes]:
         lambda s, b, f: frame(DATA, f, s, b), sid, body, st.sampled_from([0, END_STREAM])
     )
     call = st.builds(
-        lambda s, p, b, f: (
-            frame(HEADERS, END_HEADERS, s, encode(((b":path", p),))) + frame(DATA, f, s, b)
-        ),
+        lambda s, p, b, f: frame(HEADERS, END_HEADERS, s, _request(p)) + frame(DATA, f, s, b),
         st.sampled_from([1, 3, 5, 7, 9, 11]),
         st.sampled_from(_PATHS[:2]),
         st.one_of(st.just(good), body),
@@ -658,8 +753,8 @@ def test_a_call_reset_in_the_read_that_brought_it_never_reaches_a_replica() -> N
     d = StaticDirectory()
     d.put_replicas("double_fp32", [Replica("double_fp32", "s0", "http://h:1", "h:2")])
     body = message(infer_request())
-    infer = encode(((b":path", _PATHS[0]),))
-    stream = encode(((b":path", _PATHS[1]),))
+    infer = _request(_PATHS[0])
+    stream = _request(_PATHS[1])
 
     async def go() -> tuple[_RecordingPool, dict[str, int]]:
         door = H2Door(Router(d, config, metrics), metrics, config)

@@ -11,8 +11,10 @@ import tritonclient.http as httpclient
 import tritonclient.http.aio as aiohttpclient
 from tritonclient.utils import InferenceServerException
 
+from tests.gateway import support
 from tests.gateway.cases import CASES, check
 from tests.gateway.support import Env, run_async
+from tests.support import eventually
 
 pytestmark = pytest.mark.triton
 
@@ -132,12 +134,18 @@ def test_body_over_limit_is_413_before_reading(env: Env) -> None:
         ("GARBAGE\r\n\r\n", 400),
         ("GET /v2 HTTP/2.0\r\n\r\n", 505),
         (
-            "POST /v2/models/double_fp32/infer HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "POST /v2/models/double_fp32/infer HTTP/1.1\r\nHost: x\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             411,
         ),
-        ("GET /v2/models/double_fp32/infer HTTP/1.1\r\n\r\n", 405),
-        ("GET /nope HTTP/1.1\r\n\r\n", 404),
-        ("POST /v2/models/double_fp32/infer HTTP/1.1\r\nContent-Length: x1\r\n\r\n", 400),
+        ("GET /v2/models/double_fp32/infer HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+        ("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        ("GET /v2 HTTP/1.1\r\n\r\n", 400),  # no Host (RFC 9112 section 3.2)
+        ("GET /v2 HTTP/1.1\r\nHost: x\r\nConnection: content-length\r\n\r\n", 400),
+        (
+            "POST /v2/models/double_fp32/infer HTTP/1.1\r\nHost: x\r\nContent-Length: x1\r\n\r\n",
+            400,
+        ),
     ],
 )
 def test_client_mistakes_are_4xx(env: Env, request_text: str, status: int) -> None:
@@ -161,7 +169,7 @@ def test_keep_alive_pipelining_and_expect_continue(env: Env) -> None:
         assert all(json.loads(b)["outputs"][0]["data"] == [2, 4, 6, 8] for _, b in replies)
         s.sendall(
             (
-                "POST /v2/models/double_fp32/infer HTTP/1.1\r\nExpect: 100-continue\r\n"
+                "POST /v2/models/double_fp32/infer HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n"
             ).encode()
         )
@@ -170,10 +178,40 @@ def test_keep_alive_pipelining_and_expect_continue(env: Env) -> None:
         assert _read_replies(s, 1)[0][0] == 200
 
 
+def test_a_client_that_leaves_gives_its_request_back(env: Env) -> None:
+    """A client that closes its connection while its request is at a replica: the request
+    is given up at once (code 499, as nginx counts it), its admission slot and the replica's
+    in-flight count released, and the replica's connection dropped (its reply has no reader)."""
+    model = support.slow_model(env)
+    gw = env.gateway
+    server = env.snapshot.servers[0].id
+    state = gw.router.servers.get(server)
+    failures_before = state.failures if state is not None else 0
+    body = json.dumps(
+        {"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    )
+    with socket.create_connection(_addr(env), timeout=10) as s:
+        s.sendall(
+            (
+                f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: x\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n{body}"
+            ).encode()
+        )
+        env.loop.run(eventually(lambda: gw.router.model_inflight.get(model) == 1, timeout_s=10.0))
+
+    def given_back() -> bool:
+        return model not in gw.router.model_inflight and gw.router.inflight(model, server) == 0
+
+    env.loop.run(eventually(given_back, timeout_s=10.0))
+    codes = {k[3]: v for k, v in gw.metrics.requests.items() if k[0] == model and k[2] == "http"}
+    assert codes == {"499": 1}, codes  # given up, not answered 200 after the model's 2 s
+    assert gw.router.servers[server].failures <= failures_before  # not the replica's failure
+
+
 def test_gateway_metrics(env: Env) -> None:
     c = httpclient.InferenceServerClient(env.http)
     c.infer("double_fp32", _inputs(httpclient, "double_fp32", True))
-    status, text = _raw(env, "GET /metrics HTTP/1.1\r\n\r\n")
+    status, text = _raw(env, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
     assert status == 200
     assert 'tritonfleet_gateway_requests_total{model="double_fp32"' in text
     assert "tritonfleet_gateway_request_duration_seconds_bucket" in text
@@ -238,7 +276,7 @@ def test_triton_signals_are_scraped(env: Env) -> None:
 def test_unparseable_body_is_400_not_tritons_500(env: Env) -> None:
     status, body = _raw(
         env,
-        "POST /v2/models/double_fp32/infer HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+        "POST /v2/models/double_fp32/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
     )
     assert status == 400
     assert "failed to parse" in json.loads(body)["error"]
@@ -249,10 +287,11 @@ def test_many_pipelined_local_answers_behind_an_inference(env: Env) -> None:
         {"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
     )
     infer = (
-        f"POST /v2/models/double_fp32/infer HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+        "POST /v2/models/double_fp32/infer HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
     )
     with socket.create_connection(_addr(env), timeout=10) as s:
-        s.sendall((infer + "GET /nope HTTP/1.1\r\n\r\n" * 200).encode())
+        s.sendall((infer + "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n" * 200).encode())
         replies = _read_replies(s, 201)
     assert replies[0][0] == 200 and {st for st, _ in replies[1:]} == {404}
     with socket.create_connection(_addr(env), timeout=10) as s:

@@ -41,6 +41,12 @@ MAX_BODY = 64 * 1024
 IDLE_S = 3.0
 BIG_REPLY = 1 << 20  # the fake replica's reply to GET /v2/models/big: relayed, not buffered
 
+# RFC 9110 section 7.6.1's hop-by-hop headers: never forwarded
+_HOP_BY_HOP = {
+    b"connection", b"keep-alive", b"te", b"trailer", b"upgrade", b"transfer-encoding",
+    b"proxy-connection", b"proxy-authenticate", b"proxy-authorization",
+}  # fmt: skip
+
 VALID = [
     LIVE,
     b"GET /v2/models/m HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -49,8 +55,9 @@ VALID = [
     b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
     b"Content-Length: 5\r\n\r\nhello",
     b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nAdmin-Key: guess\r\nContent-Length: 0\r\n\r\n",
-    b"GET /nope HTTP/1.1\r\n\r\n",
-    b"GET /v2/repository/index HTTP/1.1\r\n\r\n",
+    b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /v2/models/m HTTP/1.1\r\nHost: x\r\nConnection: x-a, te\r\nX-A: 1\r\nTE: trailers\r\n\r\n",
+    b"GET /v2/repository/index HTTP/1.1\r\nHost: x\r\n\r\n",
 ]
 
 
@@ -82,6 +89,10 @@ class Recorder:
             return None
         if not raw.endswith(b" HTTP/1.1\r\n" + raw.split(b"\r\n", 1)[1]) or raw[:1] == b" ":
             self.violations.append(f"forwarded a head that is not HTTP/1.1: {raw!r}")
+        if names.count(b"host") != 1:
+            self.violations.append(f"forwarded a head without exactly one Host: {raw!r}")
+        if set(names) & _HOP_BY_HOP:
+            self.violations.append(f"forwarded a hop-by-hop header: {raw!r}")
         return int(dict(zip(names, (v for _, v in fields), strict=True)).get(b"content-length", 0))
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

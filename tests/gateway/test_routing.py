@@ -161,7 +161,6 @@ def test_router_never_retries_sequence_models_and_spends_a_budget() -> None:
     from adapters.gateway.directory import StaticDirectory
     from adapters.gateway.metrics import GatewayMetrics
     from adapters.gateway.router import Router
-    from controlplane.replicas import ModelRouting
 
     now = [0.0]
     r = Router(
@@ -170,11 +169,9 @@ def test_router_never_retries_sequence_models_and_spends_a_budget() -> None:
         GatewayMetrics(),
         clock=lambda: now[0],
     )
-    assert not r.may_retry("seq", ModelRouting("seq", sequence=True), "connect")
-    plain = ModelRouting("m")
-    assert [r.may_retry("m", plain, "connect") for _ in range(4)] == [True, True, True, False]
+    assert [r.spend_retry("m", "connect") for _ in range(4)] == [True, True, True, False]
     now[0] = 11.0  # a new window
-    assert r.may_retry("m", plain, "connect")
+    assert r.spend_retry("m", "connect")
 
 
 def test_router_ejects_after_consecutive_failures_but_keeps_one() -> None:
