@@ -131,11 +131,16 @@ def install(app: FastAPI, ctx: ApiContext, viewer: Callable[[Request], Awaitable
         request: Request, model: str | None, since: float | None, limit: int
     ) -> JSONResponse:
         who = await viewer(request)
+        # What the store holds now: the reconciler's view lags an acknowledged delete by up
+        # to a tick, and a deleted model must be gone from every read at once.
+        registered = {r.name for r in await ctx.registry.list()}
         if ctx.fleet is None:
             body: dict[str, Any] = {"autopilot": False, "columns": [], "models": {}}
         else:
             body = ctx.fleet.latency(
-                lambda m: who.sees(m) and (model is None or m == model), since, limit
+                lambda m: m in registered and who.sees(m) and (model is None or m == model),
+                since,
+                limit,
             )
         if model is not None and model not in body["models"]:
             raise NotFound("model", model)

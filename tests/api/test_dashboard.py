@@ -210,6 +210,24 @@ def test_latency_shape_since_and_per_model() -> None:
     run(scenario())
 
 
+def test_a_deleted_model_is_gone_from_latency_before_the_next_tick() -> None:
+    """Found by the schemathesis link run: the reconciler's view lags an acknowledged delete by
+    up to a tick; the latency routes read what the store holds."""
+
+    async def scenario() -> None:
+        rig = Rig()
+        await rig.prepare(3)
+        async with _client(rig.app()) as c:
+            assert (await c.delete("/v1/models/a")).status_code == 200
+            # no tick has run: the reconciler still has "a"
+            assert "a" in rig.rec.state.records
+            assert (await c.get("/v1/models/a/latency")).status_code == 404
+            assert sorted((await c.get("/v1/latency")).json()["models"]) == ["b"]
+            assert (await c.get("/v1/latency", params={"model": "a"})).status_code == 404
+
+    run(scenario())
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [
