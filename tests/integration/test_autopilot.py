@@ -190,6 +190,10 @@ def test_batching_change_reloads_under_load_without_failures(
                 slo={"p95_ms": 18, "p99_ms": 40},
                 autoscaling={"batching": {"min_queue_delay_us": 500, "max_queue_delay_us": 8000}},
                 policy={"min_replicas": 1, "max_replicas": 1},
+                # No admission limit: this test is about the reload. (The automatic limit is a
+                # few batches in flight; a CPU stall on a loaded box while the new instance
+                # loads would rightly shed a few requests with 429, once 7 of 480.)
+                admission={"max_inflight": None},
             )
             await rt.registry.register(ModelSpec.model_validate(spec))
             assert await rec.ensure("tuned", 60)
