@@ -70,9 +70,7 @@ async def main(args: argparse.Namespace) -> None:
     )
     secs = args.seconds
     try:
-        async with GatewayProcess(
-            out, snap, [DOUBLE.name, BIG.name], {"grpc_port": None, "header_timeout_s": 5.0}
-        ) as gw:
+        async with GatewayProcess(snap, [DOUBLE.name, BIG.name], {"header_timeout_s": 5.0}) as gw:
             assert gw.proc is not None
             pid = gw.proc.pid
             host, port_s = gw.http.split(":")

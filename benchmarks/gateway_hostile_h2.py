@@ -91,7 +91,7 @@ async def main(args: argparse.Namespace) -> None:
     fleet, snap = await start_fleet(out / "fleet", 1, [MODEL])
     rows = []
     try:
-        async with GatewayProcess(out, snap, [MODEL.name], {"grpc_door": "h2"}) as gw:
+        async with GatewayProcess(snap, [MODEL.name], {"grpc_door": "h2"}) as gw:
             assert gw.proc is not None
             for name in args.attacks or list(ATTACKS):
                 row = await _attack(name, gw.grpc, gw.proc.pid, args)
