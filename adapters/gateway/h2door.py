@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from adapters.gateway.config import GatewayConfig
 from adapters.gateway.grpcproto import (
@@ -171,6 +172,31 @@ def limits_of(config: GatewayConfig) -> H2Limits:
     )
 
 
+class _RateLimitedLog:
+    """At most one line a second: a flood of bad connections must not become a flood of log
+    lines (each closed connection is counted in `closed_connections` anyway); the next line
+    says how many were left out."""
+
+    def __init__(self, logger: logging.Logger, every_s: float = 1.0) -> None:
+        self.logger, self.every_s = logger, every_s
+        self.next_at = 0.0
+        self.skipped = 0
+
+    def info(self, fmt: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self.next_at:
+            self.skipped += 1
+            return
+        if self.skipped:
+            fmt += " (and %d more in the last second or so, not logged)"
+            args = (*args, self.skipped)
+        self.logger.info(fmt, *args)
+        self.next_at, self.skipped = now + self.every_s, 0
+
+
+_CLOSE_LOG = _RateLimitedLog(log)
+
+
 class ClientConnection(Peer):
     """One client connection; each stream has a handler (`Unary`, `Relay`, `Local`)."""
 
@@ -218,7 +244,7 @@ class ClientConnection(Peer):
         if not self.closed and code != NO_ERROR:
             reason = "flood" if code == ENHANCE_YOUR_CALM else "protocol_error"
             self.door.metrics.closed_connections["grpc", reason] += 1
-            log.info("gRPC client connection closed (HTTP/2 error %d): %s", code, message)
+            _CLOSE_LOG.info("gRPC client connection closed (HTTP/2 error %d): %s", code, message)
         super().fail_connection(code, message)
 
     def time_out(self, reason: str, message: str) -> None:

@@ -16,6 +16,7 @@ buffers stay bounded, nothing unvalidated is forwarded.
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -781,3 +782,17 @@ def test_a_call_reset_in_the_read_that_brought_it_never_reaches_a_replica() -> N
     pool, inflight = asyncio.run(go())
     assert len(pool.calls) == 2
     assert not any(inflight.values())  # every admission was released
+
+
+def test_closing_log_lines_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    """A flood of connections closed for abuse is one log line a second, not one each."""
+    from adapters.gateway import h2door
+
+    limited = h2door._RateLimitedLog(logging.getLogger("test.h2door"), every_s=60.0)
+    with caplog.at_level(logging.INFO, logger="test.h2door"):
+        for i in range(1000):
+            limited.info("closed %d", i)
+        limited.next_at = 0.0  # the next period
+        limited.info("closed %d", 1000)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["closed 0", "closed 1000 (and 999 more in the last second or so, not logged)"]
