@@ -196,13 +196,13 @@ class Autopilot:
         )
         if pilot.delay_us is None and current != spec.dynamic_batching.max_queue_delay_us:
             pilot.delay_us, pilot.tuning = current, pilot.tuning + 1  # the spec is out of bounds
-        peak = d.state.capacity_peak_rps
-        utilization = obs.stable.rate_rps / (obs.ready * peak) if peak and obs.ready else None
-        step = batching.next_delay(
+        step = autoscale.batching_step(
+            knobs,
+            obs,
+            self.config,
             bounds,
             current,
-            autoscale.slo_ratio(knobs, obs.panic, self.config),
-            utilization,
+            d.state.capacity_peak_rps,
             now - pilot.delay_changed_at,
         )
         if step is None:

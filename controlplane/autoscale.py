@@ -28,9 +28,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from controlplane import batching
 from controlplane.keepalive import Windows
 from controlplane.loadstats import Window
-from controlplane.spec import ModelSpec, ScalingPolicy
+from controlplane.spec import BatchingBounds, ModelSpec, ScalingPolicy
 
 
 @dataclass(frozen=True)
@@ -369,6 +370,24 @@ def _target_inflight(
         return _decision(model, knobs, obs, state, current, "stable", reason, inputs)
     state = replace(state, low_since=None, high_since=None)
     return _decision(model, knobs, obs, state, want, "stable", reason, inputs)
+
+
+def batching_step(
+    knobs: Knobs,
+    obs: Observation,
+    cfg: ScalerConfig,
+    bounds: BatchingBounds,
+    current_us: int,
+    peak_rps: float | None,
+    since_change_s: float,
+) -> batching.Step | None:
+    """The next move of a model's queue delay (AIMD on the panic window's SLO ratio and the
+    stable window's utilization of measured capacity), or None to keep `current_us`. The live
+    autopilot and the simulator both call this."""
+    utilization = obs.stable.rate_rps / (obs.ready * peak_rps) if peak_rps and obs.ready else None
+    return batching.next_delay(
+        bounds, current_us, slo_ratio(knobs, obs.panic, cfg), utilization, since_change_s
+    )
 
 
 def slo_ratio(knobs: Knobs, w: Window, cfg: ScalerConfig) -> float | None:

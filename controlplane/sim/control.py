@@ -399,13 +399,8 @@ class Control:
         bounds = m.group.batching
         assert bounds is not None
         current = batching.clamp(bounds, m.delay_us)
-        utilization = obs.stable.rate_rps / (obs.ready * peak) if peak and obs.ready else None
-        step = batching.next_delay(
-            bounds,
-            current,
-            autoscale.slo_ratio(knobs, obs.panic, self.scaler),
-            utilization,
-            now - m.delay_changed_at,
+        step = autoscale.batching_step(
+            knobs, obs, self.scaler, bounds, current, peak, now - m.delay_changed_at
         )
         if step is None:
             return
