@@ -5,13 +5,13 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controlplane.placement import ActionKind, ModelView, ServerView, Snapshot, plan
+from controlplane.placement import ActionKind, ModelView, Placement, ServerView, Snapshot, plan
 
 GiB = 1 << 30
 
 
-def _snap(servers, models, placement=None):
-    return Snapshot(tuple(servers), tuple(models), placement or {}, now=1000.0)
+def _snap(servers, models, placement=None, strategy=Placement.PACK):
+    return Snapshot(tuple(servers), tuple(models), placement or {}, now=1000.0, strategy=strategy)
 
 
 def test_best_fit_decreasing_with_anti_affinity() -> None:
@@ -119,10 +119,11 @@ def fleets(draw):
 
 
 @settings(max_examples=300, deadline=None)
-@given(fleets())
-def test_capacity_never_exceeded_and_anti_affinity_holds(fleet) -> None:
+@given(fleets(), st.sampled_from(list(Placement)))
+def test_capacity_never_exceeded_and_anti_affinity_holds(fleet, strategy) -> None:
+    """Under every strategy (test_placement_spread checks where SPREAD puts things)."""
     servers, models = fleet
-    p = plan(_snap(servers, models))
+    p = plan(_snap(servers, models, strategy=strategy))
     caps = {s.id: s.capacity_bytes for s in servers}
     mem = {m.name: m.memory_bytes for m in models}
     used = dict.fromkeys(caps, 0)
@@ -130,6 +131,7 @@ def test_capacity_never_exceeded_and_anti_affinity_holds(fleet) -> None:
         assert len(holders) == len(set(holders))
         for s in holders:
             used[s] += mem[name]
+    assert used == dict(p.used_bytes)
     assert all(used[s] <= caps[s] for s in caps)
     for m in models:
         assert len(p.placement.get(m.name, ())) <= m.max_replicas

@@ -2,8 +2,8 @@
 
 Every load of a plan is replayed against the free memory it saw: under SPREAD no other allowed
 server that fits had more free memory; under PACK none that fits had less; a load that needed
-evictions came only when nothing fitted. The rules of test_placement (capacity, anti-affinity,
-floors, stable replans) are checked again under SPREAD.
+evictions came only when nothing fitted. Capacity and anti-affinity are checked for every strategy in test_placement; stable replans
+under SPREAD here.
 """
 
 from __future__ import annotations
@@ -161,24 +161,6 @@ def test_each_load_goes_where_its_strategy_says_after_demand_changes(fleet, stra
     ]
     second = plan(_snap(servers, models2, first.placement, strategy))
     _replay(servers, models2, first.placement, second, strategy)
-
-
-@settings(max_examples=300, deadline=None)
-@given(fleets())
-def test_spread_never_exceeds_capacity_and_keeps_anti_affinity(fleet) -> None:
-    servers, models = fleet
-    p = plan(_snap(servers, models))
-    caps = {s.id: s.capacity_bytes for s in servers}
-    mem = {m.name: m.memory_bytes for m in models}
-    used = dict.fromkeys(caps, 0)
-    for name, holders in p.placement.items():
-        assert len(holders) == len(set(holders))
-        for s in holders:
-            used[s] += mem[name]
-    assert used == dict(p.used_bytes)
-    assert all(used[s] <= caps[s] for s in caps)
-    for m in models:
-        assert len(p.placement.get(m.name, ())) <= m.max_replicas
 
 
 @settings(max_examples=200, deadline=None)
