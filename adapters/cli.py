@@ -398,10 +398,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     except ValidationError as exc:
         raise CliError(_setting_error(exc, prefix)) from exc
     if settings.gateway_enabled:
-        from adapters.runtime import gateway_config
-
         try:
-            gateway_config(settings)
+            settings.gateway_config()
         except ValidationError as exc:  # the gateway's own checks, named by its setting
             raise CliError(_setting_error(exc, prefix, "gateway_")) from exc
     return settings
@@ -518,7 +516,6 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 async def _gateway(settings: Settings, control_url: str) -> int:
     from adapters.gateway.app import Gateway
     from adapters.gateway.remote import RemoteDirectory
-    from adapters.runtime import gateway_config
 
     directory = RemoteDirectory(
         control_url, admin_key=settings.admin_key, api_token=settings.api_token
@@ -528,7 +525,7 @@ async def _gateway(settings: Settings, control_url: str) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await directory.start()
-    gateway = Gateway(gateway_config(settings), directory, admin_token=settings.api_token)
+    gateway = Gateway(settings.gateway_config(), directory, admin_token=settings.api_token)
     try:
         try:
             await gateway.start()

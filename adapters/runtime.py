@@ -25,7 +25,6 @@ from adapters.api.dashboard import UiConfig
 from adapters.api.eventstream import StreamLimits
 from adapters.artifactfiles import LocalArtifactFiles
 from adapters.gateway.app import Gateway
-from adapters.gateway.config import GatewayConfig
 from adapters.loadsignals import GatewaySignals, PrometheusSignals, TritonCapacity
 from adapters.localfleet import LocalFleet, LocalFleetConfig
 from adapters.nvml import inventory
@@ -53,11 +52,6 @@ from controlplane.timeline import Timeline
 from model_repo_templates import EXAMPLES_DIR
 
 log = logging.getLogger(__name__)
-
-
-def gateway_config(s: Settings) -> GatewayConfig:
-    """The gateway's config from the settings: every `gateway_*` setting, Prometheus shared."""
-    return GatewayConfig(**s.gateway_values())
 
 
 def build_fleet(settings: Settings) -> FleetDriver:
@@ -329,7 +323,7 @@ class Runtime:
         self.api_url = f"http://{s.api_host}:{port}"
         if s.gateway_enabled:
             self.gateway = Gateway(
-                gateway_config(s),
+                s.gateway_config(),
                 self.reconciler,
                 tenants=self.tenants.index,
                 admin_token=s.api_token,

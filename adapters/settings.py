@@ -14,6 +14,7 @@ from typing import Any, Literal, Self
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from adapters.gateway.config import GatewayConfig
 from controlplane.placement import PlacementSetting
 
 _NOT_GATEWAY_CONFIG = frozenset({"gateway_enabled"})
@@ -373,6 +374,11 @@ class Settings(BaseSettings):
                 f"slo_p95_ms ({self.slo_p95_ms:g}) exceeds slo_p99_ms ({self.slo_p99_ms:g})"
             )
         return self
+
+    def gateway_config(self) -> GatewayConfig:
+        """The gateway's config: every `gateway_*` setting (Prometheus shared). Raises
+        ValidationError where the gateway's own checks refuse a value."""
+        return GatewayConfig(**self.gateway_values())
 
     def gateway_values(self) -> dict[str, Any]:
         """GatewayConfig's fields from these settings: every `gateway_<name>` as `<name>`."""

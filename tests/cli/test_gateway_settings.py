@@ -15,7 +15,6 @@ import pytest
 
 from adapters.cli import _parser, _settings
 from adapters.gateway.config import GatewayConfig
-from adapters.runtime import gateway_config
 from adapters.settings import Settings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "gateway.md"
@@ -59,7 +58,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_every_gateway_field_has_a_setting_with_the_same_default() -> None:
     values = Settings().gateway_values()
     assert sorted(values) == FIELDS
-    assert gateway_config(Settings()) == GatewayConfig()
+    assert Settings().gateway_config() == GatewayConfig()
     for field in FIELDS:
         assert setting(field) in Settings.model_fields, f"GatewayConfig.{field} has no setting"
 
@@ -70,7 +69,7 @@ def test_every_gateway_field_is_settable_from_the_environment(
 ) -> None:
     value = other_value(field)
     monkeypatch.setenv(f"TRITONFLEET_{setting(field).upper()}", str(value))
-    assert getattr(gateway_config(Settings()), field) == value
+    assert getattr(Settings().gateway_config(), field) == value
 
 
 @pytest.mark.parametrize("field", [f for f in FIELDS if f not in SHARED])
@@ -78,9 +77,9 @@ def test_every_gateway_field_has_a_flag_on_up_and_gateway(field: str) -> None:
     value = other_value(field)
     flag = field.replace("_", "-")
     on_up = _settings(_parser().parse_args(["up", f"--gateway-{flag}", str(value)]))
-    assert getattr(gateway_config(on_up), field) == value
+    assert getattr(on_up.gateway_config(), field) == value
     on_gateway = _settings(_parser().parse_args(["gateway", f"--{flag}", str(value)]))
-    assert getattr(gateway_config(on_gateway), field) == value
+    assert getattr(on_gateway.gateway_config(), field) == value
 
 
 def test_optional_gateway_settings_take_none() -> None:

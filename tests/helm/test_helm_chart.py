@@ -740,7 +740,6 @@ def test_gateway_config_values_reach_the_gateway(
     chart: helm.Chart, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from adapters.gateway.config import GatewayConfig
-    from adapters.runtime import gateway_config
     from adapters.settings import Settings
 
     gateway = only(
@@ -759,7 +758,7 @@ def test_gateway_config_values_reach_the_gateway(
             monkeypatch.delenv(name)
     for name, value in plain.items():
         monkeypatch.setenv(name, value)
-    config = gateway_config(Settings())
+    config = Settings().gateway_config()
     for key, value in GATEWAY_CONFIG.items():
         assert getattr(config, re.sub(r"([A-Z])", r"_\1", key).lower()) == value, key
     off = only(render(chart), "Deployment", "demo-tritonfleet-gateway")
