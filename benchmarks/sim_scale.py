@@ -7,7 +7,7 @@ The workload is the Azure-Functions-2019-like skew (`controlplane.sim.workloads.
 45% of models at most once an hour, the top 19% carrying ~99.6% of requests) at `--rate-rps`
 over the fleet; models come in four size classes (1, 2, 4 and 8 GiB, 40/30/20/10%) on 80 GiB
 servers; policies are the shipped defaults (hot-cold routing, slo autopilot, histogram keep-warm,
-best-fit placement). Prints a summary and ends with exactly one line:
+`auto` placement, which spreads on this fixed-size fleet). Prints a summary and ends with exactly one line:
 
     sim_scale: servers=1000 models=10000 sim_hours=1 wall_s=W events=N peak_rss_mib=M
 """

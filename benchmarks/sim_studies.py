@@ -51,7 +51,9 @@ def _keepwarm_doc(
             "rate_rps": 60,
             "timer_share": timers,
         },
-        "policies": {"keep_warm": policy, "autopilot_interval_s": 5.0},
+        # Recorded with best-fit, the simulator's default until the calibration showed it
+        # must be the control plane's (`auto`); pinned so docs/simulator.md's rows reproduce.
+        "policies": {"keep_warm": policy, "autopilot_interval_s": 5.0, "placement": "best-fit"},
         "reconciler": {"max_concurrent_loads": 16, "demand_ttl_s": ttl_s},
         "report": {"interval_s": 300},
     }
@@ -127,7 +129,9 @@ def routing(seed: int) -> list[dict[str, Any]]:
             ],
             "workload": {"kind": "poisson", "rate_rps": 10_000},
             "gateway": {"routing": policy},
-            "policies": {"autoscale": "static"},
+            # One 10 GiB replica fits a 16 GiB server: one replica per server under any
+            # strategy; best-fit (the default when recorded) picks the same servers.
+            "policies": {"autoscale": "static", "placement": "best-fit"},
             "report": {"interval_s": 5},
         }
         r = _run(doc)

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from controlplane.spec import BatchingBounds
+from controlplane.spec import BatchingBounds, InputModel
 
 MIB = 1 << 20
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = InputModel  # unknown fields refused; no `true` where a number goes
 
 
 class Failure(_Strict):
@@ -40,8 +39,9 @@ class FleetSpec(_Strict):
     failures: tuple[Failure, ...] = Field(default=(), description="Failures at fixed times.")
     warm_start: bool = Field(
         default=False,
-        description="Start with a replica of every model expected at least once per keep-alive "
-        "already loaded (placed by the real planner), instead of an empty fleet.",
+        description="Start with every warm floor (min_replicas) and a replica of every model "
+        "expected at least once per keep-alive already loaded (placed by the real planner), "
+        "instead of an empty fleet; with a replayed trace, the floors only.",
     )
     gpu_slots: int | None = Field(
         default=None,
@@ -215,11 +215,11 @@ class PolicySpec(_Strict):
         "lru: never unload when idle, evict least recently used when room is needed.",
     )
     placement: Literal["best-fit", "pack", "spread", "auto"] = Field(
-        default="best-fit",
-        description="controlplane.placement strategy: best-fit (or pack): fill a server before "
-        "the next; spread: each new replica on the live server with the most free memory; "
-        "auto: what the control plane does by default, which is spread on the simulator's "
-        "fixed-size fleet. The default stays best-fit so recorded results reproduce.",
+        default="auto",
+        description="controlplane.placement strategy: auto (the control plane's default: "
+        "spread on a fixed-size fleet, which the simulated one is); best-fit (or pack): fill a "
+        "server before the next; spread: each new replica on the live server with the most "
+        "free memory.",
     )
     autopilot_interval_s: float | None = Field(
         default=None,

@@ -79,10 +79,12 @@ class Simulation:
         self.metrics.per_tenant = scn.workload.tenants > 1 or scn.workload.kind == "trace"
 
     def _warm_start(self) -> None:
-        """Models expected at least once per keep-alive start with a replica, placed by the
-        real planner and ready at time 0 (as if the fleet had been running)."""
+        """Warm floors (`min_replicas`) and the models expected at least once per keep-alive
+        start with their replicas, placed by the real planner and ready at time 0 (as if the
+        fleet had been running). A replayed trace says nothing in advance: only floors."""
         if self.weights is None:
-            return  # a replayed trace: nothing is known in advance
+            self.control.preload(set())
+            return
         total = sum(self.weights)
         rate = self.scn.workload.rate_rps
         want = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.sim import Scenario, Simulation, simulate
+from controlplane.sim import Scenario, Simulation, simulate, workloads
 
 
 def _busy(seed: int = 3, **over: Any) -> Scenario:
@@ -101,6 +101,48 @@ def test_spreading_uses_more_servers_than_best_fit() -> None:
         for k in ("scenario", "policies"):
             a.pop(k), b.pop(k)
         assert _strip(a) == _strip(b)
+
+
+def test_scenario_defaults_are_the_control_planes() -> None:
+    # A calibration run once compared the simulator's best-fit with the real fleet's spread:
+    # a scenario that leaves a policy out must simulate what an unconfigured fleet does.
+    from adapters.gateway.config import GatewayConfig
+    from adapters.settings import Settings
+
+    scn = Scenario.model_validate({"models": [{"name": "m"}]})
+    live = Settings()
+    assert scn.policies.placement == live.placement_strategy.value
+    assert scn.reconciler.max_loads_per_server == live.max_loads_per_server
+    assert scn.reconciler.max_concurrent_loads == live.max_concurrent_loads
+    assert scn.gateway.routing == GatewayConfig().policy
+    assert scn.gateway.latency_tau_s == GatewayConfig().latency_tau_s
+
+
+def test_a_replayed_trace_starts_with_the_warm_floors_loaded() -> None:
+    doc = {
+        "duration_s": 5,
+        "fleet": {"servers": 2, "memory_mib": 4096, "warm_start": True},
+        "models": [
+            {"name": "floor", "memory_mib": 1024, "min_replicas": 2, "max_replicas": 2},
+            {"name": "cold", "memory_mib": 1024},
+        ],
+        "workload": {"kind": "trace", "trace": "(inline)"},
+        "policies": {"autoscale": "static"},
+    }
+    lines = [f"{t / 10:.1f},floor" for t in range(40)] + ["1.0,cold"]
+    lines.sort(key=lambda x: float(x.split(",")[0]))
+
+    def run(warm: bool) -> dict[str, Any]:
+        d = {**doc, "fleet": {**doc["fleet"], "warm_start": warm}}
+        trace = workloads.parse_trace(lines, {"floor": 0, "cold": 1})
+        return Simulation(Scenario.model_validate(d), trace).run()
+
+    warm, empty = run(True), run(False)
+    # The floor's replicas were ready at 0: only the one request to `cold` waited, for a load.
+    assert (warm["cold_holds"], warm["loads"]) == (1, 1)
+    # From an empty fleet the floor loads too, and its first requests wait for it.
+    assert empty["loads"] == 3
+    assert empty["cold_holds"] > 1
 
 
 def test_the_autopilot_halves_a_queue_delay_that_breaks_the_slo() -> None:
