@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -85,8 +87,39 @@ def check_tags(tags: dict[str, str]) -> dict[str, str]:
     return tags
 
 
-class _Strict(BaseModel):
+def _takes_bool(annotation: Any) -> bool:
+    """Whether a field annotation admits `bool` anywhere (Any, a union or a container of it)."""
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_takes_bool(a) for a in get_args(annotation))
+
+
+def _has_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, list | tuple):
+        return any(_has_bool(v) for v in value)
+    return False
+
+
+class InputModel(BaseModel):
+    """Base of what users send: unknown fields refused, and no `true`/`false` where a number is
+    meant (pydantic would otherwise read `max_batch_size: true` as 1)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if _has_bool(value) and info.field_name is not None:
+            field = cls.model_fields.get(info.field_name)
+            if field is not None and not _takes_bool(field.annotation):
+                shown = json.dumps(value)
+                raise ValueError(f"{shown} holds a boolean where a number goes: write the number")
+        return value
+
+
+_Strict = InputModel
 
 
 class Backend(StrEnum):

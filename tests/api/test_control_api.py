@@ -225,6 +225,20 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     ("unknown field", {"flavour": "spicy"}, "flavour", "Extra inputs are not permitted"),
     ("wrong type", {"max_batch_size": "lots"}, "max_batch_size", "valid integer"),
+    # pydantic alone reads `true` as 1: a spec that says `max_batch_size: true` is a mistake.
+    ("boolean as a number", {"max_batch_size": True}, "max_batch_size", "write the number"),
+    (
+        "boolean in a list of numbers",
+        {"dynamic_batching": {"preferred_batch_sizes": [4, True]}},
+        "dynamic_batching.preferred_batch_sizes",
+        "write the number",
+    ),
+    (
+        "boolean in the fleet policy",
+        {"policy": {"min_replicas": False}},
+        "policy.min_replicas",
+        "write the number",
+    ),
 ]
 
 
