@@ -49,6 +49,7 @@ from typing import Any
 import aiohttp
 import httpx
 
+from adapters import promtext
 from adapters.gateway.demofleet import DemoModel
 from benchmarks.autopilot_step import _tritonfleet
 from benchmarks.gateway_common import GatewayProcess, start_fleet
@@ -77,22 +78,13 @@ def loadgen(
     return dict(json.loads(out.read_text()))
 
 
-def _holds(metrics: str) -> float:
-    """Requests the gateway held for the cold models (both outcomes)."""
-    total = 0.0
-    for line in metrics.splitlines():
-        if line.startswith("tritonfleet_gateway_cold_holds_total{") and any(
-            f'"{m}"' in line for m in COLD
-        ):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def _counter(metrics: str, name: str) -> float:
-    for line in metrics.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+def _total(metrics: str, family: str, models: list[str] | None = None) -> float:
+    """The sum of a counter family on a Prometheus page, over `models` when given."""
+    return sum(
+        m.value
+        for m in promtext.samples(metrics, (family,))
+        if models is None or m.labels.get("model") in models
+    )
 
 
 def _check_fit_run(report: dict[str, Any], what: str) -> None:
@@ -309,16 +301,17 @@ def fleet_real(seconds: float, work: Path, seed: int) -> dict[str, Any]:
             gw_metrics = f"http://{url}/metrics"
             loads = "tritonfleet_reconciler_loads_total"
             before = httpx.get(gw_metrics).text
-            loads_before = _counter(httpx.get(f"{api}/metrics").text, loads)
+            loads_before = _total(httpx.get(f"{api}/metrics").text, loads)
             trace = cold_trace(seconds, seed)
             lat = asyncio.run(replay(url, trace))
             after = httpx.get(gw_metrics).text
-            out["cold_loads"] = _counter(httpx.get(f"{api}/metrics").text, loads) - loads_before
+            out["cold_loads"] = _total(httpx.get(f"{api}/metrics").text, loads) - loads_before
             ok = sorted(x for x in lat if x is not None)
             out["cold_failed"] = len(lat) - len(ok)
             out["cold_p50_ms"], out["cold_p99_ms"] = _q(ok, 0.5) * 1000, _q(ok, 0.99) * 1000
             out["cold_requests"] = len(lat)
-            out["cold_holds"] = _holds(after) - _holds(before)
+            holds = "tritonfleet_gateway_cold_holds_total"
+            out["cold_holds"] = _total(after, holds, COLD) - _total(before, holds, COLD)
         finally:
             proc.send_signal(signal.SIGINT)
             try:
