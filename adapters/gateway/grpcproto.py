@@ -7,6 +7,7 @@ Kept free of grpcio so the HTTP/2 door never imports it. Status codes are gRPC's
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 
 from adapters.gateway.attempt import Attempt
 from adapters.gateway.config import GatewayConfig
@@ -60,6 +61,21 @@ class Status(enum.IntEnum):
 # A replica that answers these failed (outlier detection counts it); anything else is the
 # request's own outcome.
 REPLICA_FAILURES = frozenset((Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED))
+
+
+def replica_outcome(status: int, headers: Sequence[tuple[bytes, bytes]]) -> bool | None:
+    """What a replica's gRPC status says about the replica: True a good reply (the request's
+    own errors included), False a failure (counts towards ejection), None neither.
+
+    DEADLINE_EXCEEDED is the replica's failure only when the client set no deadline: the h2
+    door forwards the client's `grpc-timeout` to Triton, so a client that sends a short one
+    (by mistake or on purpose) would otherwise eject healthy replicas. The gateway's own
+    `upstream_timeout_s` still catches a replica that stops answering."""
+    if status not in REPLICA_FAILURES:
+        return True
+    if status == Status.DEADLINE_EXCEEDED and any(k == b"grpc-timeout" for k, _ in headers):
+        return None
+    return False
 
 
 class Refusal(Exception):

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 from adapters.gateway.attempt import DONE, NEW, Attempt
 from adapters.gateway.grpcproto import (
-    REPLICA_FAILURES,
     STREAM,
     Malformed,
     MessageReader,
@@ -24,6 +23,7 @@ from adapters.gateway.grpcproto import (
     admit,
     cold,
     field1_string,
+    replica_outcome,
 )
 from adapters.gateway.h2upstream import Call
 from adapters.gateway.h2wire import encode
@@ -301,7 +301,7 @@ class Unary(Attempt):
     ) -> None:
         self.call = None
         status = grpc_status(head if trailers is None else trailers)
-        if not self.outcome(status not in REPLICA_FAILURES):
+        if not self.outcome(replica_outcome(status, self.headers)):
             return
         if status == Status.UNAVAILABLE and self.retry("unavailable", self.replicas):
             return
@@ -538,7 +538,7 @@ class Relay(Attempt):
         if end:
             self.call = None
             status = grpc_status(headers)
-            self.finish(STATUS_NAMES.get(status, "UNKNOWN"), status not in REPLICA_FAILURES)
+            self.finish(STATUS_NAMES.get(status, "UNKNOWN"), replica_outcome(status, self.headers))
         if self.sid in self.client.streams or end:
             self.client.send_headers(self.sid, encode(tuple(headers)), end)
         self.head_sent = True

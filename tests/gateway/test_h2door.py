@@ -24,10 +24,14 @@ from tritonclient.utils import InferenceServerException
 
 from adapters.gateway.app import Gateway
 from adapters.gateway.config import GatewayConfig
+from adapters.gateway.demofleet import DemoModel, load_everywhere
 from adapters.gateway.directory import StaticDirectory
+from adapters.gateway.grpcproto import Status
 from adapters.gateway.h2door import H2Door
+from adapters.gateway.h2wire import DATA, END_STREAM, frame
 from controlplane.replicas import ModelRouting, Replica, replica_on
 from tests.gateway.cases import CASES, check
+from tests.gateway.hostile_h2 import RawH2, Reply, infer_request, message
 from tests.gateway.support import Env, run_async
 
 pytestmark = pytest.mark.triton
@@ -256,4 +260,45 @@ def test_cold_model_is_held_until_warm(env: Env) -> None:
         assert d.ensure_calls == ["double_fp32"]
     finally:
         c.close()
+        env.loop.run(g.stop())
+
+
+def test_a_clients_own_short_deadline_never_ejects_a_replica(env: Env) -> None:
+    # The h2 door forwards the client's grpc-timeout to Triton, which answers
+    # DEADLINE_EXCEEDED when it runs out. That is the client's choice, not the replica's
+    # failure: counted as one, a client sending `grpc-timeout: 50m` to a 300 ms model would
+    # eject healthy replicas (3 in a row each) at will.
+    model = DemoModel("slow_double_fp32_300", "TYPE_FP32", "double", service_ms=300.0)
+    env.loop.run(load_everywhere(env.snapshot, [model]))
+    d = StaticDirectory()
+    d.put(model.name, env.snapshot.servers)
+    g = _gateway(env, d, policy="round-robin", upstream_timeout_s=30.0)
+    assert g.grpc_url is not None
+    url = g.grpc_url
+
+    async def calls(extra: tuple[tuple[str, str], ...], n: int) -> list[int | None]:
+        c = await RawH2.connect(url)
+        try:
+            out = []
+            for k in range(n):
+                sid = 1 + 2 * k
+                c.send(
+                    c.headers(sid, "ModelInfer", extra=extra),
+                    frame(DATA, END_STREAM, sid, message(infer_request(model.name))),
+                )
+                await c.flush()
+                await c.until(lambda s=sid: c.replies.get(s, Reply()).status is not None, 10.0)
+                out.append(c.replies.get(sid, Reply()).status)
+            return out
+        finally:
+            c.close()
+
+    try:
+        statuses = env.loop.run(calls((("grpc-timeout", "50m"),), 8))
+        assert statuses == [Status.DEADLINE_EXCEEDED] * 8, statuses
+        text = g.metrics.render().decode()
+        assert "ejections_total{" not in text, text
+        # Without a client deadline the same model answers, and both replicas still serve.
+        assert env.loop.run(calls((), 2)) == [Status.OK] * 2
+    finally:
         env.loop.run(g.stop())
