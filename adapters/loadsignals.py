@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import httpx
 
@@ -37,12 +38,39 @@ def _instances(spec: ModelSpec) -> int:
 
 
 class TritonCapacity:
-    """Scrapes replicas' /metrics and turns busy time into inferences per second per replica."""
+    """Scrapes replicas' /metrics and turns busy time into inferences per second per replica.
 
-    def __init__(self, span_s: float = 10.0, timeout_s: float = 1.0) -> None:
+    With the gateway in the same process (`tritonfleet up`), its signal feed already fetches
+    every server it routes to each `signal_interval_s`: `fed_by` hands this object those
+    pages (`ingest`), and a server with a page younger than the feed's interval is not fetched
+    a second time."""
+
+    def __init__(
+        self,
+        span_s: float = 10.0,
+        timeout_s: float = 1.0,
+        *,
+        clock: Callable[[], float] = time.time,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self._span_s = span_s
-        self._http = httpx.AsyncClient(timeout=timeout_s)
+        self._clock = clock
+        self._http = httpx.AsyncClient(timeout=timeout_s, transport=transport)
         self._history: dict[str, deque[tuple[float, dict[str, tritonmetrics.ModelTotals]]]] = {}
+        self._fresh_s = 0.0  # a page from the feed this young is not fetched again
+        self._fed_at: dict[str, float] = {}  # server id -> when the feed last handed a page
+
+    def fed_by(self, interval_s: float) -> Callable[[str, str], None]:
+        """The callback a signal feed that fetches each server every `interval_s` calls with
+        (server id, page); from now on such pages stand in for this object's own fetches."""
+        self._fresh_s = 1.5 * interval_s  # a late feed round still counts
+        return self.ingest
+
+    def ingest(self, server_id: str, page: str) -> None:
+        """Record a /metrics page someone else fetched from `server_id` just now."""
+        now = self._clock()
+        self._fed_at[server_id] = now
+        self._record(server_id, now, page)
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -63,6 +91,7 @@ class TritonCapacity:
         live = {s.id for s in servers}
         for sid in [k for k in self._history if k not in live]:
             del self._history[sid]
+            self._fed_at.pop(sid, None)
 
     async def _scrape(self, server: Server, now: float) -> None:
         if not server.metrics_url:
@@ -73,15 +102,18 @@ class TritonCapacity:
         except httpx.HTTPError as exc:
             log.debug("scraping %s failed: %s", server.metrics_url, exc)
             return
-        hist = self._history.setdefault(server.id, deque(maxlen=256))
-        hist.append(
-            (
-                now,
-                tritonmetrics.model_totals(promtext.samples(r.text, tritonmetrics.MODEL_FAMILIES)),
-            )
-        )
+        self._record(server.id, now, r.text)
+
+    def _record(self, server_id: str, now: float, page: str) -> None:
+        hist = self._history.setdefault(server_id, deque(maxlen=256))
+        totals = tritonmetrics.model_totals(promtext.samples(page, tritonmetrics.MODEL_FAMILIES))
+        hist.append((now, totals))
         while hist and hist[0][0] < now - 4 * self._span_s:
             hist.popleft()
+
+    def _fed(self, server_id: str, now: float) -> bool:
+        at = self._fed_at.get(server_id)
+        return at is not None and now - at < self._fresh_s
 
     def _samples(self, server_id: str, model: str) -> list[tritonmetrics.ExecSample]:
         """Per-interval (batch, time per execution) points of `model` on one server."""
@@ -122,9 +154,12 @@ class TritonCapacity:
 
     async def measure(self, models: Models, now: float) -> dict[str, float | None]:
         servers = {s.id: s for _, held in models.values() for s in held}
-        await asyncio.gather(*(self._scrape(s, now) for s in servers.values()))
+        await asyncio.gather(
+            *(self._scrape(s, now) for s in servers.values() if not self._fed(s.id, now))
+        )
         for sid in [k for k in self._history if k not in servers]:
             del self._history[sid]
+            self._fed_at.pop(sid, None)
         out: dict[str, float | None] = {}
         for name, (spec, held) in models.items():
             caps = [c for s in held if (c := self._capacity(s.id, name, spec, now)) is not None]

@@ -322,11 +322,17 @@ class Runtime:
         port = self.api_server.servers[0].sockets[0].getsockname()[1]
         self.api_url = f"http://{s.api_host}:{port}"
         if s.gateway_enabled:
+            gw_config = s.gateway_config()
             self.gateway = Gateway(
-                s.gateway_config(),
+                gw_config,
                 self.reconciler,
                 tenants=self.tenants.index,
                 admin_token=s.api_token,
+                # The gateway's signal feed fetches each server's /metrics anyway: its pages
+                # feed the autopilot's capacity and chargeback, so Triton is asked once.
+                metrics_pages=None
+                if gw_config.prometheus_url
+                else self.capacity.fed_by(gw_config.signal_interval_s),
             )
             try:
                 await self.gateway.start()

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from adapters.gateway.config import GatewayConfig
@@ -34,8 +35,12 @@ class Gateway:
         *,
         tenants: TenantLookup | None = None,
         admin_token: str | None = None,
+        metrics_pages: Callable[[str, str], None] | None = None,
     ) -> None:
+        """`metrics_pages`: called with (server id, page) for every Triton /metrics page the
+        signal feed fetches (`tritonfleet up` hands them to the autopilot's capacity)."""
         self.config = config
+        self._metrics_pages = metrics_pages
         self.metrics = GatewayMetrics()
         self.router = Router(
             directory,
@@ -96,7 +101,7 @@ class Gateway:
         self._tasks.append(loop.create_task(self._reap_clients()))
         from adapters.gateway.signalfeed import feed
 
-        self._tasks.append(loop.create_task(feed(self.router, self.config)))
+        self._tasks.append(loop.create_task(feed(self.router, self.config, self._metrics_pages)))
         log.info(
             "gateway: HTTP %s, gRPC %s, policy %s", self.http_url, self.grpc_url, self.config.policy
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -24,14 +25,20 @@ from controlplane.routing import ServerSignal
 log = logging.getLogger(__name__)
 
 
-async def feed(router: Router, config: GatewayConfig) -> None:
+PageSink = Callable[[str, str], None]  # (server id, the /metrics page just fetched)
+
+
+async def feed(router: Router, config: GatewayConfig, pages: PageSink | None = None) -> None:
+    """Keep the router's server signals fresh; `pages` also gets every page fetched (the
+    control plane in the same process reads its capacity from them instead of fetching
+    again)."""
     if config.prometheus_url:
         await _from_prometheus(router, config)
     else:
-        await _scrape(router, config)
+        await _scrape(router, config, pages)
 
 
-async def _scrape(router: Router, config: GatewayConfig) -> None:
+async def _scrape(router: Router, config: GatewayConfig, pages: PageSink | None = None) -> None:
     prev: dict[str, tritonmetrics.Totals] = {}
     timeout = max(config.signal_interval_s, 0.5)
     async with httpx.AsyncClient(timeout=timeout) as client:
@@ -48,6 +55,11 @@ async def _scrape(router: Router, config: GatewayConfig) -> None:
                 server_id, tritonmetrics.derive(prev.get(server_id), cur, time.monotonic())
             )
             prev[server_id] = cur
+            if pages is not None:
+                try:
+                    pages(server_id, r.text)
+                except Exception:  # a broken reader never stops the router's signals
+                    log.exception("handing %s's /metrics page on failed", server_id)
 
         while True:
             targets = dict(router.metrics_urls)
