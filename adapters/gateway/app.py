@@ -1,7 +1,7 @@
 """The gateway process: both front doors, the router, the signal feed and the timeout watch.
 
 `Gateway` starts and stops them; `tritonfleet up` runs one beside the control plane and
-`tritonfleet gateway` runs one alone (adapters/cli.py: uvloop, heap frozen after start-up).
+`tritonfleet gateway` runs one alone (adapters/cli/process.py: uvloop, heap frozen after start-up).
 """
 
 from __future__ import annotations
