@@ -1,5 +1,4 @@
-"""The `tritonfleet` command line: `up`, `models …`, `config render`, `fleet status`, `loadgen`,
-`sim run`.
+"""The `tritonfleet` command line: run a fleet, register models, inspect it, simulate it.
 
 `up` runs everything in this process; the other commands talk to a running control API
 (`--api`, default $TRITONFLEET_API_URL or http://127.0.0.1:8080). User mistakes print one clear
@@ -17,18 +16,10 @@ from adapters.cli.entry import build_parser, main
 from adapters.cli.overrides import to_settings
 from adapters.cli.process import run
 
-# The names tests import from `adapters.cli` since it was one module.
-_parser = build_parser
-_settings = to_settings
-_run = run
-
 __all__ = [
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
     "CliError",
-    "_parser",
-    "_run",
-    "_settings",
     "build_parser",
     "main",
     "run",

@@ -16,7 +16,7 @@ from controlplane.spec import field_errors
 
 # The first line of the command line's description (the package docstring), as `--help` shows it.
 DESCRIPTION = (
-    "The `tritonfleet` command line: `up`, `models …`, `config render`, `fleet status`, `loadgen`,"
+    "The `tritonfleet` command line: run a fleet, register models, inspect it, simulate it."
 )
 
 

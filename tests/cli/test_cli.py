@@ -72,12 +72,14 @@ def test_python_stub_check_says_what_to_install() -> None:
 
 
 def test_servers_flag_takes_a_count_or_urls() -> None:
-    from adapters.cli import _parser, _settings
+    from adapters.cli import build_parser, to_settings
     from adapters.settings import FleetKind
 
-    s = _settings(_parser().parse_args(["up", "--servers", "3"]))
+    s = to_settings(build_parser().parse_args(["up", "--servers", "3"]))
     assert s.fleet is FleetKind.LOCAL and s.servers == 3
-    s = _settings(_parser().parse_args(["up", "--servers", "http://10.0.0.5:8000,10.0.0.6:8000"]))
+    s = to_settings(
+        build_parser().parse_args(["up", "--servers", "http://10.0.0.5:8000,10.0.0.6:8000"])
+    )
     assert s.fleet is FleetKind.STATIC
     assert s.static_servers == ["http://10.0.0.5:8000", "10.0.0.6:8000"]
 
@@ -105,25 +107,25 @@ def test_bad_fleet_config_names_the_entry(tmp_path: Path) -> None:
 def test_fleet_size_flags_map_to_settings_and_are_checked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from adapters.cli import CliError, _parser, _settings
+    from adapters.cli import CliError, build_parser, to_settings
     from adapters.settings import Settings
 
-    s = _settings(_parser().parse_args(["up", "--servers", "2", "--max-servers", "4"]))
+    s = to_settings(build_parser().parse_args(["up", "--servers", "2", "--max-servers", "4"]))
     assert (s.servers, s.min_servers, s.max_servers) == (2, None, 4)
     # Kubernetes: the bounds are the StatefulSet's; --servers (local only) does not constrain them.
-    s = _settings(
-        _parser().parse_args(
+    s = to_settings(
+        build_parser().parse_args(
             ["controlplane", "--fleet", "kubernetes", "--min-servers", "3", "--max-servers", "6"]
         )
     )
     assert (s.min_servers, s.max_servers) == (3, 6)
     with pytest.raises(CliError, match=r"max_servers \(2\) is below servers \(3\).*--max-servers"):
-        _settings(_parser().parse_args(["up", "--servers", "3", "--max-servers", "2"]))
+        to_settings(build_parser().parse_args(["up", "--servers", "3", "--max-servers", "2"]))
     with pytest.raises(CliError, match=r"min_servers \(3\) is above servers \(2\)"):
-        _settings(_parser().parse_args(["up", "--min-servers", "3", "--max-servers", "4"]))
+        to_settings(build_parser().parse_args(["up", "--min-servers", "3", "--max-servers", "4"]))
     with pytest.raises(CliError, match=r"min_servers \(5\) is greater than max_servers \(4\)"):
-        _settings(
-            _parser().parse_args(
+        to_settings(
+            build_parser().parse_args(
                 [
                     "controlplane",
                     "--fleet",
@@ -138,7 +140,7 @@ def test_fleet_size_flags_map_to_settings_and_are_checked(
     with pytest.raises(
         CliError, match=r"^--max-servers: Input should be greater than or equal to 1"
     ):
-        _settings(_parser().parse_args(["up", "--max-servers", "0"]))
+        to_settings(build_parser().parse_args(["up", "--max-servers", "0"]))
     monkeypatch.setenv("TRITONFLEET_MAX_SERVERS", "5")
     assert Settings().max_servers == 5
 
@@ -165,19 +167,21 @@ def test_autopilot_flags_are_checked_in_one_clear_line() -> None:
 def test_dashboard_flags_map_to_settings_and_are_checked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from adapters.cli import CliError, _parser, _settings
+    from adapters.cli import CliError, build_parser, to_settings
     from adapters.settings import Settings
 
-    s = _settings(_parser().parse_args(["up"]))
+    s = to_settings(build_parser().parse_args(["up"]))
     assert (s.ui_enabled, s.ui_stream_max_clients) == (True, 16)
-    s = _settings(_parser().parse_args(["controlplane", "--no-ui", "--ui-stream-max-clients", "3"]))
+    s = to_settings(
+        build_parser().parse_args(["controlplane", "--no-ui", "--ui-stream-max-clients", "3"])
+    )
     assert (s.ui_enabled, s.ui_stream_max_clients) == (False, 3)
     with pytest.raises(
         CliError,
         match=r"^--ui-stream-max-clients: Input should be greater than or equal to 1.*"
         r"TRITONFLEET_UI_STREAM_MAX_CLIENTS",
     ):
-        _settings(_parser().parse_args(["up", "--ui-stream-max-clients", "0"]))
+        to_settings(build_parser().parse_args(["up", "--ui-stream-max-clients", "0"]))
     monkeypatch.setenv("TRITONFLEET_UI_STREAM_HEARTBEAT_S", "5")
     assert Settings().ui_stream_heartbeat_s == 5
 
@@ -185,23 +189,30 @@ def test_dashboard_flags_map_to_settings_and_are_checked(
 def test_placement_flag_maps_to_settings_and_is_checked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from adapters.cli import CliError, _parser, _settings
+    from adapters.cli import CliError, build_parser, to_settings
     from adapters.settings import Settings
     from controlplane.placement import PlacementSetting
 
-    assert _settings(_parser().parse_args(["up"])).placement_strategy is PlacementSetting.AUTO
+    assert (
+        to_settings(build_parser().parse_args(["up"])).placement_strategy is PlacementSetting.AUTO
+    )
     for argv in (["up", "--placement", "spread"], ["controlplane", "--placement", "spread"]):
-        assert _settings(_parser().parse_args(argv)).placement_strategy is PlacementSetting.SPREAD
+        assert (
+            to_settings(build_parser().parse_args(argv)).placement_strategy
+            is PlacementSetting.SPREAD
+        )
     monkeypatch.setenv("TRITONFLEET_PLACEMENT_STRATEGY", "pack")
     assert Settings().placement_strategy is PlacementSetting.PACK
-    assert _settings(_parser().parse_args(["up"])).placement_strategy is PlacementSetting.PACK
+    assert (
+        to_settings(build_parser().parse_args(["up"])).placement_strategy is PlacementSetting.PACK
+    )
     monkeypatch.setenv("TRITONFLEET_PLACEMENT_STRATEGY", "bestfit")
     with pytest.raises(
         CliError,
         match=r"^--placement-strategy: Input should be 'auto', 'pack' or 'spread' "
         r"\(got 'bestfit'\) \[env TRITONFLEET_PLACEMENT_STRATEGY\]",
     ):
-        _settings(_parser().parse_args(["up"]))
+        to_settings(build_parser().parse_args(["up"]))
     r = run("up", "--placement", "worst")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "--placement" in r.stderr and "'auto', 'pack', 'spread'" in r.stderr

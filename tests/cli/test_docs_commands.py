@@ -50,7 +50,9 @@ def _subcommands(
     return found
 
 
-@pytest.mark.parametrize("path", _subcommands(cli._parser()), ids=lambda p: " ".join(p) or "(top)")
+@pytest.mark.parametrize(
+    "path", _subcommands(cli.build_parser()), ids=lambda p: " ".join(p) or "(top)"
+)
 def test_every_subcommand_has_help(
     path: tuple[str, ...], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -65,8 +67,8 @@ def test_every_subcommand_has_help(
 
 def test_every_option_says_what_it_does() -> None:
     missing = []
-    for path in _subcommands(cli._parser()):
-        parser = cli._parser()
+    for path in _subcommands(cli.build_parser()):
+        parser = cli.build_parser()
         for name in path:
             sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
             parser = sub.choices[name]

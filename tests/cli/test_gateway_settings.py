@@ -13,7 +13,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import pytest
 
-from adapters.cli import _parser, _settings
+from adapters.cli import build_parser, to_settings
 from adapters.gateway.config import GatewayConfig
 from adapters.settings import Settings
 
@@ -76,15 +76,15 @@ def test_every_gateway_field_is_settable_from_the_environment(
 def test_every_gateway_field_has_a_flag_on_up_and_gateway(field: str) -> None:
     value = other_value(field)
     flag = field.replace("_", "-")
-    on_up = _settings(_parser().parse_args(["up", f"--gateway-{flag}", str(value)]))
+    on_up = to_settings(build_parser().parse_args(["up", f"--gateway-{flag}", str(value)]))
     assert getattr(on_up.gateway_config(), field) == value
-    on_gateway = _settings(_parser().parse_args(["gateway", f"--{flag}", str(value)]))
+    on_gateway = to_settings(build_parser().parse_args(["gateway", f"--{flag}", str(value)]))
     assert getattr(on_gateway.gateway_config(), field) == value
 
 
 def test_optional_gateway_settings_take_none() -> None:
-    s = _settings(
-        _parser().parse_args(["gateway", "--grpc-port", "none", "--default-max-queue", "none"])
+    s = to_settings(
+        build_parser().parse_args(["gateway", "--grpc-port", "none", "--default-max-queue", "none"])
     )
     assert (s.gateway_grpc_port, s.gateway_default_max_queue) == (None, None)
 
@@ -149,11 +149,11 @@ def test_bad_gateway_values_are_one_line_naming_flag_and_env(
 
 
 def test_entry_points_run_on_uvloop() -> None:
-    from adapters.cli import _run
+    from adapters.cli import run
 
     async def loop_module() -> int:
         import asyncio
 
         return int(type(asyncio.get_running_loop()).__module__.startswith("uvloop"))
 
-    assert _run(loop_module()) == 1
+    assert run(loop_module()) == 1
