@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import gc
 import json
 import logging
 import statistics
@@ -139,6 +140,9 @@ async def main(seconds: float, conc: int) -> None:
 # --- the dashboard scenario -----------------------------------------------------------------
 
 
+START_S = 1.5  # a child's wait before its work (the phase's measurement starts after it)
+
+
 def _run(main: Any) -> None:
     from adapters.cli import _run as run_like_up
 
@@ -147,6 +151,7 @@ def _run(main: Any) -> None:
 
 async def child_infer(url: str, seconds: float, conc: int) -> None:
     """Closed-loop inference on the gateway from its own process; prints the latencies (ms)."""
+    await asyncio.sleep(START_S)
     stop = asyncio.Event()
     lat: list[float] = []
     async with httpx.AsyncClient(
@@ -163,6 +168,7 @@ async def child_fetch(url: str, seconds: float, query: str) -> None:
     """GET `url` back to back for `seconds`; prints each fetch's time (ms) and body size.
 
     `query` "since" polls for what is new after the newest point seen (the dashboard's poll)."""
+    await asyncio.sleep(START_S)
     out: list[tuple[float, int]] = []
     since: float | None = None
     async with httpx.AsyncClient(timeout=120) as client:
@@ -208,9 +214,19 @@ class StallMeter:
         self.period_s = period_s
         self.worst_ms = 0.0
         self.late: list[float] = []
+        self.gc_worst_ms = 0.0  # the longest garbage collection (any generation)
+        self._gc_start = 0.0
+        gc.callbacks.append(self._gc)
+
+    def _gc(self, phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        else:
+            took_ms = (time.perf_counter() - self._gc_start) * 1e3
+            self.gc_worst_ms = max(self.gc_worst_ms, took_ms)
 
     def reset(self) -> None:
-        self.worst_ms, self.late = 0.0, []
+        self.worst_ms, self.late, self.gc_worst_ms = 0.0, [], 0.0
 
     def over(self, ms: float) -> int:
         return sum(1 for x in self.late if x > ms)
@@ -241,7 +257,7 @@ async def dashboard(seconds: float, conc: int, models: int) -> int:
         rt = await Runtime(up_settings(Path(tmp), servers=1, reconcile_interval_s=1.0)).start()
         _freeze_heap()  # as `tritonfleet up` does once started
         meter = StallMeter()
-        ticker = asyncio.create_task(meter.run())
+        ticker: asyncio.Task[None] | None = None
         try:
             assert rt.gateway is not None and rt.reconciler is not None
             async with httpx.AsyncClient(base_url=rt.api_url, timeout=60) as api:
@@ -263,6 +279,8 @@ async def dashboard(seconds: float, conc: int, models: int) -> int:
                         Point(at, 12.5 + k % 7, 0.004, 0.009, 0.012 + k % 3 * 1e-3, 0.0, 1, 1),
                         Targets(0.1, 0.2, 0.01),
                     )
+            # The meter starts after the history is written (that is the benchmark's own work).
+            ticker = asyncio.create_task(meter.run())
             infer_url = f"{rt.gateway.http_url}/v2/models/a/infer"
             latency_url = f"{rt.api_url}/v1/latency"
             print(
@@ -276,11 +294,14 @@ async def dashboard(seconds: float, conc: int, models: int) -> int:
                 ("  ?since= polls (1/s)", "since"),
             ]
             for name, query in phases:
-                meter.reset()
                 jobs = [_child("infer", infer_url, str(seconds), str(conc))]
                 if query is not None:
                     jobs.append(_child("fetch", latency_url, str(seconds), query))
-                got = await asyncio.gather(*jobs)
+                running = asyncio.gather(*jobs)
+                # Children wait START_S before their work: forking them is not measured.
+                await asyncio.sleep(START_S)
+                meter.reset()
+                got = await running
                 lat: list[float] = got[0]
                 fetch = [f[0] for f in got[1]] if query is not None else []
                 size = max((f[1] for f in got[1]), default=0) if query is not None else 0
@@ -293,13 +314,15 @@ async def dashboard(seconds: float, conc: int, models: int) -> int:
                 )
                 print(
                     f"{name:<24} loop stall worst {meter.worst_ms:6.1f} ms p99 "
-                    f"{_q(meter.late, 0.99):5.1f} ms, {meter.over(50):3d} over 50 ms | inference {len(lat):5d} req p50 "
+                    f"{_q(meter.late, 0.99):5.1f} ms, {meter.over(50):3d} over 50 ms, GC worst "
+                    f"{meter.gc_worst_ms:5.1f} ms | inference {len(lat):5d} req p50 "
                     f"{_q(lat, 0.5):6.2f} p99 {_q(lat, 0.99):7.2f} max {max(lat):7.2f} ms"
                     f"{reads}",
                     flush=True,
                 )
         finally:
-            ticker.cancel()
+            if ticker is not None:
+                ticker.cancel()
             await rt.stop()
     return 0
 
