@@ -336,7 +336,12 @@ if __name__ == "__main__":
             asyncio.run(child_fetch(url, secs, sys.argv[5]))
         sys.exit(0)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scenario", choices=("repository", "dashboard"), default="repository")
+    ap.add_argument(
+        "--scenario",
+        choices=("repository", "dashboard"),
+        default="repository",
+        help="repository: load/unload traffic; dashboard: /v1/latency reads",
+    )
     ap.add_argument("--seconds", type=float, default=20, help="seconds per phase")
     ap.add_argument("--concurrency", type=int, default=2, help="inference clients")
     ap.add_argument("--models", type=int, default=100, help="dashboard: models registered")
