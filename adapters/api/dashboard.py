@@ -106,7 +106,8 @@ class EncodedJSON(JSONResponse):
     """A JSON answer whose text is already encoded (the latency view's)."""
 
     def render(self, content: Any) -> bytes:
-        assert isinstance(content, bytes)
+        if not isinstance(content, bytes):
+            raise TypeError("EncodedJSON takes the encoded bytes")
         return content
 
 
