@@ -42,7 +42,7 @@ from controlplane.fleetstate import FleetState, ModelState, ReplicaRecord, Repli
 from controlplane.replicas import ModelRouting, Replica
 from controlplane.store import ModelStore
 from controlplane.triton import LoadedModel, TritonControl
-from controlplane.views import FleetViews
+from controlplane.views import FleetViews, LatencyJson
 
 log = logging.getLogger(__name__)
 
@@ -539,6 +539,11 @@ class Reconciler:
         self, sees: Callable[[str], bool], since: float | None, limit: int
     ) -> dict[str, Any]:
         return self.views.latency(sees, since, limit)
+
+    def latency_json(
+        self, sees: Callable[[str], bool], since: float | None, limit: int
+    ) -> LatencyJson:
+        return self.views.latency_json(sees, since, limit)
 
     def directory(self) -> dict[str, Any]:
         return self.views.directory()

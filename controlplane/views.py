@@ -8,14 +8,20 @@ call (`fresh_tick`), so a model registered a moment ago is seen.
 
 `replicas(model)` runs on every request: it reads a view that `refresh()` rebuilds whenever the
 set of READY replicas may have changed, and never computes anything itself.
+
+`latency_json` shares that loop too: it joins rows the timeline encoded when the autopilot
+measured them, and yields the document one model at a time, so a front door can give the loop
+back between slices of a large answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from controlplane import fleetstate
@@ -30,7 +36,16 @@ from controlplane.replicas import (
     ReplicaWire,
     replica_on,
 )
-from controlplane.timeline import COLUMNS, row
+from controlplane.timeline import COLUMNS, encode
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyJson:
+    """The latency view as JSON text: `models` it holds (sorted), and `chunks`, the document's
+    text in order (its head, one chunk per model, its end), each computed when it is reached."""
+
+    models: tuple[str, ...]
+    chunks: Iterator[str]
 
 
 class FleetViews:
@@ -140,23 +155,40 @@ class FleetViews:
     ) -> dict[str, Any]:
         """Each registered model `sees` lets through: state, SLO targets and the autopilot's
         measurements after `since` (the newest `limit`), as rows in `columns` order."""
+        doc: dict[str, Any] = json.loads("".join(self.latency_json(sees, since, limit).chunks))
+        return doc
+
+    def latency_json(
+        self, sees: Callable[[str], bool], since: float | None, limit: int
+    ) -> LatencyJson:
+        """`latency(...)` as the JSON text the control API sends, model by model."""
+        names = tuple(name for name in sorted(self._state.records) if sees(name))
+        return LatencyJson(names, self._latency_chunks(names, since, limit))
+
+    def _latency_chunks(
+        self, names: tuple[str, ...], since: float | None, limit: int
+    ) -> Iterator[str]:
         pilot = self._autopilot
-        models: dict[str, Any] = {}
-        for name in sorted(self._state.records):
-            if not sees(name):
-                continue
-            t = pilot.timeline.targets(name)
-            models[name] = {
-                "state": self._state.model_state(name).value,
-                "slo": {"p95_s": t.p95_s, "p99_s": t.p99_s, "max_error_rate": t.max_error_rate},
-                "points": [row(p) for p in pilot.timeline.points(name, since, limit)],
+        head = encode(
+            {
+                "autopilot": pilot.enabled,
+                "window_s": pilot.config.panic_window_s,
+                "columns": list(COLUMNS),
+                "models": {},
             }
-        return {
-            "autopilot": pilot.enabled,
-            "window_s": pilot.config.panic_window_s,
-            "columns": list(COLUMNS),
-            "models": models,
-        }
+        )
+        yield head[: -len("{}}")] + "{"
+        for i, name in enumerate(names):
+            # One model's piece is computed in one go (no ring changes under it); a deleted
+            # model reads as the state and empty timeline it now has.
+            t = pilot.timeline.targets(name)
+            slo = {"p95_s": t.p95_s, "p99_s": t.p99_s, "max_error_rate": t.max_error_rate}
+            yield (
+                f'{"," if i else ""}{encode(name)}:{{"state":'
+                f"{encode(self._state.model_state(name).value)},"
+                f'"slo":{encode(slo)},"points":{pilot.timeline.rows_json(name, since, limit)}}}'
+            )
+        yield "}}"
 
     def counters(self) -> dict[str, float]:
         return dict(fleetstate.counters(self._state))

@@ -52,6 +52,7 @@ from controlplane.tenants import (
     check_tenant_name,
 )
 from controlplane.usage import BUCKET_S, GroupBy, UsageRow
+from controlplane.views import LatencyJson
 
 
 class FleetView(Protocol):
@@ -79,10 +80,11 @@ class FleetView(Protocol):
         """`actions`: {(model, action): count}; `desired`: {model: replicas wanted}."""
         ...
 
-    def latency(
+    def latency_json(
         self, sees: Callable[[str], bool], since: float | None, limit: int
-    ) -> dict[str, Any]:
-        """Per visible model: state, SLO targets, measurements after `since` (newest `limit`)."""
+    ) -> LatencyJson:
+        """Per visible model: state, SLO targets, measurements after `since` (newest `limit`),
+        as the JSON text of the latency routes, model by model."""
         ...
 
     @property

@@ -41,6 +41,7 @@ from controlplane.reconciler import Reconciler
 from controlplane.registry import Registry
 from controlplane.spec import ModelSpec
 from controlplane.tenants import TenantCreate, TenantRegistry
+from controlplane.timeline import Timeline
 from tests.fakes import FakeFleet, FakeLoadSignals, FakeTritonControl, InlineArtifacts
 from tests.support import eventually, python_spec
 from tests.unit.test_autopilot_loop import load
@@ -56,7 +57,12 @@ class Rig:
     `tenant`, tenants are on, `a` is `<tenant>.a` (the tenant's), `b` belongs to no tenant,
     and the API wants the admin token `ADMIN`."""
 
-    def __init__(self, feed_capacity: int = 1000, tenant: str | None = None) -> None:
+    def __init__(
+        self,
+        feed_capacity: int = 1000,
+        tenant: str | None = None,
+        timeline: Timeline | None = None,
+    ) -> None:
         self.clock = Clock()
         self.store = MemoryStore()
         self.tenant = tenant
@@ -67,7 +73,11 @@ class Rig:
         self.fleet = FakeFleet(2, 512 << 20)
         self.signals = FakeLoadSignals()
         pilot = Autopilot(
-            self.signals, ScalerConfig(), FleetBounds(2, 2), events=EventFeed(feed_capacity)
+            self.signals,
+            ScalerConfig(),
+            FleetBounds(2, 2),
+            events=EventFeed(feed_capacity),
+            timeline=timeline,
         )
         self.rec = Reconciler(
             self.fleet,
@@ -206,6 +216,57 @@ def test_latency_shape_since_and_per_model() -> None:
             assert list(per["models"]) == ["a"]
             assert (await c.get("/v1/models/zzz/latency")).status_code == 404
             assert (await c.get("/v1/latency", params={"model": "zzz"})).status_code == 404
+
+    run(scenario())
+
+
+class CountingTimeline(Timeline):
+    """A real `Timeline` that counts reads of its points as objects and as encoded rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.point_reads = 0
+        self.row_reads = 0
+
+    def points(self, model: str, since: float | None = None, limit: int | None = None) -> Any:
+        self.point_reads += 1
+        return super().points(model, since, limit)
+
+    def rows_json(self, model: str, since: float | None = None, limit: int | None = None) -> str:
+        self.row_reads += 1
+        return super().rows_json(model, since, limit)
+
+
+def test_latency_reads_join_rows_encoded_once_per_tick() -> None:
+    """Reading /v1/latency must not rebuild the timeline (it shares the gateway's event loop):
+    the rows are encoded when the autopilot adds them, never per request, and a request reads
+    each model's rows once; the text sent is exactly what encoding the view whole gives."""
+
+    async def scenario() -> None:
+        timeline = CountingTimeline()
+        rig = Rig(timeline=timeline)
+        await rig.prepare(3)
+        encoded = timeline.rows_encoded
+        assert encoded == 2 * 3  # two models, three ticks
+        requests = 0
+        async with _client(rig.app()) as c:
+            for params in ({}, {"limit": 10_000}, {"since": 0}, {"model": "a", "limit": 1}):
+                for _ in range(20):
+                    r = await c.get("/v1/latency", params=params)
+                    assert r.status_code == 200
+                    assert r.headers["content-type"] == "application/json"
+                    requests += 1
+            assert timeline.rows_encoded == encoded
+            assert timeline.point_reads == 0  # no per-request rebuilding from `Point`s
+            assert timeline.row_reads == (requests - 20) * 2 + 20  # one per model shown
+            whole = rig.rec.latency(lambda _m: True, None, 300)
+            expected = json.dumps(
+                whole, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+            ).encode()
+            assert (await c.get("/v1/latency")).content == expected
+            rig.clock.now += 1
+            await rig.rec.tick()
+            assert timeline.rows_encoded == encoded + 2  # one row per model per tick
 
     run(scenario())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 
 import pytest
@@ -18,7 +19,7 @@ from controlplane.autoscale import ScalerConfig
 from controlplane.events import EventFeed, EventKind
 from controlplane.fleet import FleetSnapshot
 from controlplane.reconciler import Reconciler, ReconcilerConfig
-from controlplane.timeline import COLUMNS, Point, Targets, Timeline
+from controlplane.timeline import COLUMNS, Point, Targets, Timeline, encode, row
 from tests.fakes import FakeFleet, FakeLoadSignals, FakeTritonControl, InlineArtifacts
 from tests.unit.test_autopilot_loop import MiB, _rec, _register, load
 from tests.unit.test_reconciler import Clock
@@ -128,6 +129,45 @@ def test_timeline_keeps_values_finite_and_walks_back_from_the_newest() -> None:
     assert tl.points("m", since=7) == [] and tl.points("m", limit=0) == []
 
 
+_finite_or_not = st.one_of(
+    st.none(), st.floats(allow_nan=True, allow_infinity=True), st.floats(-1e6, 1e6)
+)
+
+
+@given(
+    values=st.lists(st.tuples(_finite_or_not, _finite_or_not, st.integers(0, 64)), max_size=30),
+    since=st.one_of(st.none(), st.floats(-5, 40, allow_nan=False)),
+    limit=st.one_of(st.none(), st.integers(0, 40)),
+)
+def test_rows_json_is_the_encoded_points_byte_for_byte(
+    values: list[tuple[float | None, float | None, int]], since: float | None, limit: int | None
+) -> None:
+    """The latency routes send `rows_json`: it must be what encoding `points` would give."""
+    tl = Timeline(20)
+    for i, (rate, p99, ready) in enumerate(values):
+        tl.add("m", Point(i + 0.5, rate or 0.0, p99, p99, p99, 0.0, ready, 1), Targets())
+    assert tl.rows_json("m", since, limit) == encode([row(p) for p in tl.points("m", since, limit)])
+    assert tl.rows_json("absent", since, limit) == "[]"
+
+
+def test_reading_the_timeline_encodes_nothing_and_costs_at_most_limit_rows() -> None:
+    """The gross failure this guards: a dashboard read rebuilding and encoding every model's
+    history (100 models x 600 points blocked the shared event loop for 50-300 ms). Rows are
+    encoded once, when added; a read only joins at most `limit` of them per model."""
+    tl = Timeline(600)
+    for m in range(20):
+        for i in range(600):
+            tl.add(f"m{m}", Point(float(i), 1.0, 0.01, 0.02, 0.03, 0.0, 1, 1), Targets())
+    assert tl.rows_encoded == 20 * 600
+    for _ in range(50):
+        for m in range(20):
+            assert tl.rows_json(f"m{m}", None, 300).count("[") == 1 + 300
+            assert tl.rows_json(f"m{m}", 598.5, 300).count("[") == 1 + 1
+    assert tl.rows_encoded == 20 * 600  # not one row encoded again by 2,000 reads
+    tl.add("m0", Point(600.0, 1.0, 0.01, 0.02, 0.03, 0.0, 1, 1), Targets())
+    assert tl.rows_encoded == 20 * 600 + 1
+
+
 class CountingFleet(FakeFleet):
     """A `FakeFleet` that counts `refresh` calls: one per reconciler tick."""
 
@@ -210,5 +250,8 @@ def test_the_loop_publishes_decisions_placements_outcomes_and_fleet_changes() ->
         since = rec.latency(lambda _m: True, m["points"][-2][0], 100)
         assert len(since["models"]["m"]["points"]) == 1
         assert rec.latency(lambda _m: False, None, 100)["models"] == {}
+        doc = rec.latency_json(lambda m: m == "m", None, 3)
+        assert doc.models == ("m",)
+        assert json.loads("".join(doc.chunks)) == rec.latency(lambda m: m == "m", None, 3)
 
     asyncio.run(scenario())
