@@ -47,6 +47,7 @@ from controlplane.configgen import Renderer
 from controlplane.reconciler import Reconciler, ReconcilerConfig
 from controlplane.registry import Registry
 from controlplane.tenants import TenantRegistry
+from tests.api.fuzzauth import ADMIN, Credential, Tenancy, credentials
 from tests.fakes import FakeFleet, FakeTritonControl, InlineArtifacts
 from tests.support import free_port_block, python_spec
 
@@ -59,7 +60,12 @@ T = TypeVar("T")
 # server error; any other 5xx is.
 # DELETE /v1/tenants/{name} revokes: the tenant stays readable (revoked, its models still its
 # own, `rotate` re-activates it), as the document says; "deleted means 404" holds for the rest.
+# schemathesis' `ignored_auth` would flag every 2xx without a valid token: an API without an
+# `api_token` is open by design (a call without a token acts as the admin), and with one, the
+# credentials drawn per call look "generated" to it (a valid admin token's 200 is flagged).
+# `fuzzauth.Tenancy.check` states the token rules per credential instead, which is stronger.
 EXCLUDED = [
+    schemathesis.checks.ignored_auth,
     schemathesis.checks.positive_data_acceptance,
     schemathesis.checks.not_a_server_error,
     schemathesis.checks.use_after_free,
@@ -105,6 +111,7 @@ class ServedApi:
     config: ReconcilerConfig = field(default_factory=lambda: ReconcilerConfig(interval_s=0.05))
     make_control: Callable[[FakeFleet], FakeTritonControl] = FakeTritonControl
     ensure_timeout_s: float = MAX_ENSURE_S
+    api_token: str | None = None  # the admin token; None: the API is open (a local `up`)
     url: str = ""
     control: FakeTritonControl | None = None
     rec: Reconciler | None = None
@@ -124,6 +131,7 @@ class ServedApi:
             ui_stream_max_s=STREAM_MAX_S,
             ui_stream_heartbeat_s=STREAM_MAX_S,
             usage_flush_interval_s=0.5,
+            api_token=self.api_token,
         )
 
     def start(self) -> ServedApi:
@@ -259,9 +267,16 @@ class FuzzReport:
 
 
 def fuzz_operations(
-    schema: Any, max_examples: int, report: FuzzReport, mode: str = "all"
+    schema: Any,
+    max_examples: int,
+    report: FuzzReport,
+    mode: str = "all",
+    tenancy: Tenancy | None = None,
 ) -> list[tuple[str, BaseException]]:
-    """Every operation, positive and negative inputs; returns each operation's failure."""
+    """Every operation, positive and negative inputs; returns each operation's failure.
+
+    With `tenancy` (an app with auth on) each call carries a drawn `Credential`, and its
+    properties are checked too (tests/api/fuzzauth.py)."""
     from schemathesis.generation import GenerationMode
 
     modes = {
@@ -275,11 +290,21 @@ def fuzz_operations(
         for extra in modes[1:]:
             strategy = strategy | op.as_strategy(generation_mode=extra)
 
-        @hypothesis.given(case=strategy)
+        creds = credentials() if tenancy is not None else st.none()
+
+        @hypothesis.given(case=strategy, cred=creds)
         @fuzz_settings(max_examples)
-        def run(case: Any) -> None:
+        def run(case: Any, cred: Credential | None) -> None:
+            before = None
+            if tenancy is not None and cred is not None:
+                tenancy.prepare()
+                tenancy.apply(case, cred)
+                if case.method.upper() != "GET" and cred.acts_as != ADMIN:
+                    before = tenancy.state()
             response = case.call_and_validate(excluded_checks=EXCLUDED, additional_checks=CHECKS)
             report.add(response.status_code)
+            if tenancy is not None and cred is not None:
+                tenancy.check(case, cred, response, before)
 
         try:
             run()
