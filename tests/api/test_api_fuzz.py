@@ -34,6 +34,8 @@ from tests.api.fuzzing import (
     operations,
 )
 from tests.api.test_control_api import Api
+from tests.api.test_tenants import ADMIN_TOKEN as TENANT_ADMIN_TOKEN
+from tests.api.test_tenants import TenantApi
 from tests.support import python_spec
 
 
@@ -223,3 +225,71 @@ def test_every_operation_holds_to_its_token_rules(served_auth: ServedApi) -> Non
     # The credentials really varied and met other tenants' models (a dead fuzzer fails here).
     assert tenancy.refused > 100 and tenancy.cross_tenant >= 3, (tenancy, report.by_status)
     assert report.by_status.get(401, 0) > 100 and report.by_status.get(200, 0) > 50
+
+
+def test_the_document_states_who_may_call(tmp_path: Path) -> None:
+    """The bearer scheme and each operation's requirement, as the code enforces them: changes
+    need a token, tenant routes and /v1/replicas the admin's (role `admin`), reads take one
+    optionally, health, metrics and render ignore it. Without an admin token every token is
+    optional (the API is open)."""
+    api = TenantApi(tmp_path)
+    try:
+        doc = api("GET", "/openapi.json").json()
+    finally:
+        api.close()
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    token, admin, optional = [{"bearer": []}], [{"bearer": ["admin"]}], [{"bearer": []}, {}]
+    want = {
+        ("post", "/v1/models"): token,
+        ("put", "/v1/models/{name}"): token,
+        ("delete", "/v1/models/{name}"): token,
+        ("post", "/v1/models/{name}/ensure"): token,
+        ("get", "/v1/usage"): token,
+        ("get", "/v1/replicas"): admin,
+        ("post", "/v1/tenants"): admin,
+        ("get", "/v1/tenants/{name}"): admin,
+        ("delete", "/v1/tenants/{name}"): admin,
+        ("get", "/v1/models"): optional,
+        ("get", "/v1/models/{name}"): optional,
+        ("get", "/v1/events"): optional,
+        ("get", "/v1/whoami"): optional,
+        ("get", "/healthz"): [],
+        ("get", "/metrics"): [],
+        ("post", "/v1/config/render"): [],
+    }
+    for (method, path), security in want.items():
+        assert doc["paths"][path][method]["security"] == security, (method, path)
+    ops = [op for path in doc["paths"].values() for op in path.values()]
+    assert all("security" in op for op in ops)
+
+    open_api = TenantApi(tmp_path / "open", api_token=None)
+    try:
+        doc = open_api("GET", "/openapi.json").json()
+    finally:
+        open_api.close()
+    for path in doc["paths"].values():
+        for op in path.values():
+            assert op["security"] == [] or {} in op["security"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/usage?from=yesterday",
+        "/v1/latency?limit=0",
+        "/v1/models/m/latency?limit=0",
+        "/v1/events?after=-1",
+    ],
+)
+def test_a_wrong_token_is_refused_before_any_parameter_is_read(tmp_path: Path, path: str) -> None:
+    """Finding (token fuzzing): usage and the dashboard's routes read their parameters before
+    the token, so a wrong token with a bad parameter got a 422 naming the field, and usage
+    without a token too; a wrong token is a 401 first now, as on every other route."""
+    api = TenantApi(tmp_path)
+    try:
+        assert api("GET", path, "tft_wrong").status_code == 401
+        if path.startswith("/v1/usage"):
+            assert api("GET", path).status_code == 401
+        assert api("GET", path, TENANT_ADMIN_TOKEN).status_code == 422  # the parameter is bad
+    finally:
+        api.close()
