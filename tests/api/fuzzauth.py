@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 from hypothesis import strategies as st
 
+from controlplane.tenants import check_tenant_name
 from tests.support import python_spec
 
 ADMIN_TOKEN = "fuzz-admin-token-3b9f0c1d7e2a4f68"
@@ -306,3 +307,134 @@ def with_names(schema: Any) -> Any:
         return strategy
 
     return schema
+
+
+SCENARIO_TENANTS = ("team-a", "team-b")
+
+
+@dataclass
+class TenantScenarios:
+    """Tenant routes in the linked (stateful) fuzz: create a tenant → its token registers and
+    changes models under its prefix → quota → rotate / revoke → its old token is refused.
+
+    A tenant cannot be deleted (DELETE revokes it), so each scenario gets fresh tenant names
+    (`team-a-<n>`): hypothesis replays a scenario and needs the same calls to get the same
+    answers, and a second create of one name would be a 409. The generated bodies name
+    `team-a`; `before_call` renames them for the scenario and picks the token: the admin's for
+    tenant routes and unowned models, the owning tenant's (the last one issued) for its models.
+    """
+
+    url: str
+    scenario: int = 0
+    tokens: dict[str, str] = field(default_factory=dict)
+    revoked: set[str] = field(default_factory=set)
+    tenant_calls: int = 0
+    refused_after_revoke: int = 0
+
+    def setup(self) -> None:
+        """A new scenario: fresh names; `team-a` is created first (the admin's call), so its
+        token is in play from the first step; the fuzzer creates `team-b` through the API."""
+        self.scenario += 1
+        self.tokens.clear()
+        self.revoked.clear()
+        name = self._rename(SCENARIO_TENANTS[0])
+        r = httpx.post(
+            f"{self.url}/v1/tenants",
+            json={"name": name},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            timeout=30,
+        )
+        assert r.status_code == 201, r.text
+        self.tokens[name] = r.json()["token"]
+
+    def _rename(self, text: str) -> str:
+        for base in SCENARIO_TENANTS:
+            if text == base or text.startswith(base + "."):
+                return f"{base}-{self.scenario}{text[len(base) :]}"
+        return text
+
+    def _fresh(self, name: str) -> str:
+        """Any valid tenant name a create sends, made this scenario's (a replay of the
+        scenario must not meet the tenant its first run created: a 409)."""
+        try:
+            check_tenant_name(name)
+        except ValueError:
+            return name  # invalid stays invalid
+        suffix = f"-s{self.scenario}"
+        return name[: 32 - len(suffix)] + suffix
+
+    def before_call(self, case: Any) -> None:
+        if isinstance(case.body, dict) and isinstance(case.body.get("name"), str):
+            name = case.body["name"]
+            if case.operation.path == "/v1/tenants" and name not in SCENARIO_TENANTS:
+                name = self._fresh(name)
+            case.body = {**case.body, "name": self._rename(name)}
+        name = (case.path_parameters or {}).get("name")
+        if isinstance(name, str):
+            case.path_parameters = {**case.path_parameters, "name": self._rename(name)}
+            name = case.path_parameters["name"]
+        elif isinstance(case.body, dict):
+            name = case.body.get("name")
+        token = ADMIN_TOKEN
+        owner = name.partition(".")[0] if isinstance(name, str) and "." in name else None
+        if case.operation.path.startswith("/v1/models") and owner in self.tokens:
+            # (a tenant's own model, or another's name in its prefix: the owner's token)
+            token = self.tokens[owner]
+            self.tenant_calls += 1
+        headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
+        case.headers = {**headers, "Authorization": f"Bearer {token}"}
+
+    def _whoami(self, token: str) -> httpx.Response:
+        return httpx.get(
+            f"{self.url}/v1/whoami", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+
+    def after_call(self, response: Any, case: Any) -> None:
+        """Follow the tokens; check at once that an issued one works and a revoked one not."""
+        op = case.operation
+        status = response.status_code
+        sent = response.request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if sent != ADMIN_TOKEN and sent in self.tokens.values():
+            owner = next(n for n, t in self.tokens.items() if t == sent)
+            if owner in self.revoked:
+                self.refused_after_revoke += 1
+                assert status == 401, f"{op.label} with {owner}'s revoked token: {status}"
+            else:
+                assert status != 401, f"{op.label} with {owner}'s live token: 401"
+        if not op.path.startswith("/v1/tenants") or status >= 300:
+            return
+        body = response.json()
+        if "name" not in body:  # the list
+            return
+        name = body["name"]
+        if "token" in body:  # created or rotated: the new token works, the old one not
+            old = self.tokens.get(name)
+            self.tokens[name] = body["token"]
+            self.revoked.discard(name)
+            assert self._whoami(body["token"]).json()["tenant"] == name
+            if old is not None:
+                assert self._whoami(old).status_code == 401, f"{name}'s rotated token works"
+        if case.method.upper() == "DELETE" and name in self.tokens:
+            self.revoked.add(name)
+            token = self.tokens[name]
+            self.refused_after_revoke += 1
+            assert self._whoami(token).status_code == 401, f"{name}'s token works after revoke"
+
+
+def scenario_specs() -> st.SearchStrategy[dict[str, Any]]:
+    """Valid specs named under the scenario tenants' prefixes or under none."""
+    prefix = st.sampled_from([f"{SCENARIO_TENANTS[0]}.", f"{SCENARIO_TENANTS[1]}.", ""])
+    suffix = st.from_regex(r"[a-z][a-z0-9_-]{0,8}", fullmatch=True)
+
+    def spec(p: str, s: str, floor: int) -> dict[str, Any]:
+        return {
+            **python_spec(p + s),
+            "policy": {"min_replicas": floor, "max_replicas": 2, "memory_bytes": 64 * MiB},
+            "artifact": {"uri": "m"},
+        }
+
+    return st.builds(spec, prefix, suffix, st.integers(0, 2))
+
+
+def tenant_bodies() -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries({"name": st.sampled_from(SCENARIO_TENANTS)})

@@ -47,7 +47,17 @@ from controlplane.configgen import Renderer
 from controlplane.reconciler import Reconciler, ReconcilerConfig
 from controlplane.registry import Registry
 from controlplane.tenants import TenantRegistry
-from tests.api.fuzzauth import ADMIN, Credential, Tenancy, credentials
+from tests.api.fuzzauth import (
+    ADMIN,
+    ADMIN_TOKEN,
+    SCENARIO_TENANTS,
+    Credential,
+    Tenancy,
+    TenantScenarios,
+    credentials,
+    scenario_specs,
+    tenant_bodies,
+)
 from tests.fakes import FakeFleet, FakeTritonControl, InlineArtifacts
 from tests.support import free_port_block, python_spec
 
@@ -350,21 +360,62 @@ def lifecycle_schema(url: str) -> Any:
     return schema
 
 
-def fuzz_lifecycle(schema: Any, max_examples: int, report: FuzzReport) -> None:
-    """The stateful machine from the document's links: sequences over one registry."""
+def tenant_lifecycle_schema(url: str) -> Any:
+    """The schema with the tenant routes, for an app with an admin token (`TenantScenarios`):
+    tenant creations name the scenario's tenants, specs are named under their prefixes."""
+    schema = load_schema(url).include(path_regex="^/v1/(tenants|models)")
+
+    @schema.hook
+    def before_generate_body(ctx: Any, strategy: Any) -> Any:
+        op = ctx.operation
+        if op is None or op.method.upper() not in ("POST", "PUT"):
+            return strategy
+        if op.path == "/v1/tenants":
+            return st.one_of(strategy, tenant_bodies(), tenant_bodies())
+        if op.path.startswith("/v1/models"):
+            return st.one_of(strategy, scenario_specs(), scenario_specs())
+        return strategy
+
+    @schema.hook
+    def before_generate_path_parameters(ctx: Any, strategy: Any) -> Any:
+        op = ctx.operation
+        if op is None or not op.path.startswith("/v1/tenants/"):
+            return strategy
+        named = st.fixed_dictionaries({"name": st.sampled_from(SCENARIO_TENANTS)})
+        return st.one_of(strategy, named, named)
+
+    return schema
+
+
+def fuzz_lifecycle(
+    schema: Any, max_examples: int, report: FuzzReport, tenants: TenantScenarios | None = None
+) -> None:
+    """The stateful machine from the document's links: sequences over one registry. With
+    `tenants` (an app with an admin token), the tenant routes and their tokens too."""
     machine = schema.as_state_machine()
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"} if tenants is not None else {}
 
     class Machine(machine):  # type: ignore[misc, valid-type]
         def setup(self) -> None:
             # Every scenario starts from an empty registry: hypothesis replays choice sequences
             # and needs the same calls to get the same answers.
             base = schema.config.base_url
-            for record in httpx.get(f"{base}/v1/models", timeout=30).json()["models"]:
-                httpx.delete(f"{base}/v1/models/{record['name']}", timeout=30)
+            models = httpx.get(f"{base}/v1/models", headers=admin, timeout=30).json()["models"]
+            for record in models:
+                httpx.delete(f"{base}/v1/models/{record['name']}", headers=admin, timeout=30)
+            if tenants is not None:
+                tenants.setup()
+
+        def before_call(self, case: Any) -> None:
+            super().before_call(case)
+            if tenants is not None:
+                tenants.before_call(case)
 
         def after_call(self, response: Any, case: Any) -> None:
             super().after_call(response, case)
             report.add(response.status_code)
+            if tenants is not None:
+                tenants.after_call(response, case)
 
         def validate_response(
             self, response: Any, case: Any, additional_checks: Any = None, **kwargs: Any

@@ -22,7 +22,7 @@ import pytest
 
 from adapters.api.control import ApiContext, create_app
 from controlplane.spec import ModelSpec
-from tests.api.fuzzauth import ADMIN_TOKEN, Tenancy, with_names
+from tests.api.fuzzauth import ADMIN_TOKEN, Tenancy, TenantScenarios, with_names
 from tests.api.fuzzing import (
     STREAM_MAX_S,
     FuzzReport,
@@ -32,6 +32,7 @@ from tests.api.fuzzing import (
     lifecycle_schema,
     load_schema,
     operations,
+    tenant_lifecycle_schema,
 )
 from tests.api.test_control_api import Api
 from tests.api.test_tenants import ADMIN_TOKEN as TENANT_ADMIN_TOKEN
@@ -293,3 +294,14 @@ def test_a_wrong_token_is_refused_before_any_parameter_is_read(tmp_path: Path, p
         assert api("GET", path, TENANT_ADMIN_TOKEN).status_code == 422  # the parameter is bad
     finally:
         api.close()
+
+
+def test_tenant_lifecycle_sequences_follow_the_links(served_auth: ServedApi) -> None:
+    """Linked scenarios with the tenant routes, auth on: create a tenant → its token registers
+    and changes its models → quota → rotate / revoke → its old token is refused (401)."""
+    report = FuzzReport()
+    scenarios = TenantScenarios(served_auth.url)
+    fuzz_lifecycle(tenant_lifecycle_schema(served_auth.url), 40, report, scenarios)
+    assert scenarios.tenant_calls > 10, (scenarios, report.by_status)
+    assert scenarios.refused_after_revoke > 0, (scenarios, report.by_status)
+    assert report.by_status.get(201, 0) > 5 and report.by_status.get(200, 0) > 20
