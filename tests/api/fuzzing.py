@@ -310,7 +310,7 @@ def fuzz_operations(
                 tenancy.prepare()
                 tenancy.apply(case, cred)
                 if case.method.upper() != "GET" and cred.acts_as != ADMIN:
-                    before = tenancy.state()
+                    before = tenancy.before()
             response = case.call_and_validate(excluded_checks=EXCLUDED, additional_checks=CHECKS)
             report.add(response.status_code)
             if tenancy is not None and cred is not None:
@@ -394,15 +394,15 @@ def fuzz_lifecycle(
     `tenants` (an app with an admin token), the tenant routes and their tokens too."""
     machine = schema.as_state_machine()
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"} if tenants is not None else {}
+    http = httpx.Client(timeout=30, headers=admin)
 
     class Machine(machine):  # type: ignore[misc, valid-type]
         def setup(self) -> None:
             # Every scenario starts from an empty registry: hypothesis replays choice sequences
             # and needs the same calls to get the same answers.
             base = schema.config.base_url
-            models = httpx.get(f"{base}/v1/models", headers=admin, timeout=30).json()["models"]
-            for record in models:
-                httpx.delete(f"{base}/v1/models/{record['name']}", headers=admin, timeout=30)
+            for record in http.get(f"{base}/v1/models").json()["models"]:
+                http.delete(f"{base}/v1/models/{record['name']}")
             if tenants is not None:
                 tenants.setup()
 
@@ -428,8 +428,11 @@ def fuzz_lifecycle(
                 recorder=getattr(self, "recorder", None),
             )
 
-    Machine.run(
-        settings=hypothesis.settings(
-            fuzz_settings(max_examples), stateful_step_count=12, max_examples=max_examples
+    try:
+        Machine.run(
+            settings=hypothesis.settings(
+                fuzz_settings(max_examples), stateful_step_count=12, max_examples=max_examples
+            )
         )
-    )
+    finally:
+        http.close()

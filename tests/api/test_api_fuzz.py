@@ -221,7 +221,10 @@ def test_every_operation_holds_to_its_token_rules(served_auth: ServedApi) -> Non
     report = FuzzReport()
     tenancy = Tenancy(served_auth.url)
     schema = with_names(load_schema(served_auth.url))
-    failures = fuzz_operations(schema, 25, report, tenancy=tenancy)
+    try:
+        failures = fuzz_operations(schema, 25, report, tenancy=tenancy)
+    finally:
+        tenancy.close()
     assert not failures, "\n\n".join(f"{op}: {exc}" for op, exc in failures)
     # The credentials really varied and met other tenants' models (a dead fuzzer fails here).
     assert tenancy.refused > 100 and tenancy.cross_tenant >= 3, (tenancy, report.by_status)
@@ -301,7 +304,10 @@ def test_tenant_lifecycle_sequences_follow_the_links(served_auth: ServedApi) -> 
     and changes its models → quota → rotate / revoke → its old token is refused (401)."""
     report = FuzzReport()
     scenarios = TenantScenarios(served_auth.url)
-    fuzz_lifecycle(tenant_lifecycle_schema(served_auth.url), 40, report, scenarios)
+    try:
+        fuzz_lifecycle(tenant_lifecycle_schema(served_auth.url), 40, report, scenarios)
+    finally:
+        scenarios.close()
     assert scenarios.tenant_calls > 10, (scenarios, report.by_status)
     assert scenarios.refused_after_revoke > 0, (scenarios, report.by_status)
     assert report.by_status.get(201, 0) > 5 and report.by_status.get(200, 0) > 20
