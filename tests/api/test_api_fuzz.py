@@ -22,7 +22,7 @@ import pytest
 
 from adapters.api.control import ApiContext, create_app
 from controlplane.spec import ModelSpec
-from tests.api.fuzzauth import ADMIN_TOKEN, Tenancy, TenantScenarios, with_names
+from tests.api.fuzzauth import ADMIN_TOKEN, SEEDED, Tenancy, TenantScenarios, with_names
 from tests.api.fuzzing import (
     STREAM_MAX_S,
     FuzzReport,
@@ -311,3 +311,53 @@ def test_tenant_lifecycle_sequences_follow_the_links(served_auth: ServedApi) -> 
     assert scenarios.tenant_calls > 10, (scenarios, report.by_status)
     assert scenarios.refused_after_revoke > 0, (scenarios, report.by_status)
     assert report.by_status.get(201, 0) > 5 and report.by_status.get(200, 0) > 20
+
+
+def test_every_named_operation_answers_for_a_hidden_model_as_for_a_missing_one(
+    served_auth: ServedApi,
+) -> None:
+    """The sweep beside the fuzz: every documented operation on `/v1/models/{name}...`, called
+    by each tenant and without a token on each model it may not see, answers exactly as for a
+    missing name of the same owner (status and body), and changes nothing."""
+    tenancy = Tenancy(served_auth.url)
+    try:
+        tenancy.prepare()
+        doc = httpx.get(f"{served_auth.url}/openapi.json", timeout=30).json()
+        ops = [
+            (method.upper(), path)
+            for path, item in doc["paths"].items()
+            if path.startswith("/v1/models/{name}")
+            for method in item
+        ]
+        assert len(ops) >= 8
+        before = tenancy.state()
+        checked = 0
+        for who, header in (
+            ("alpha", f"Bearer {tenancy.tokens['alpha']}"),
+            ("beta", f"Bearer {tenancy.tokens['beta']}"),
+            ("anonymous", None),
+        ):
+            headers = {"Authorization": header} if header else {}
+            for name, owner in SEEDED.items():
+                if owner == who or (owner is None and who == "anonymous"):
+                    continue
+                missing = "plain-missing" if owner is None else f"{owner}.missing-x"
+                for method, path in ops:
+                    answers = []
+                    for n in (name, missing):
+                        spec = {**python_spec(n), "artifact": {"uri": "m"}}
+                        r = httpx.request(
+                            method,
+                            served_auth.url + path.replace("{name}", n),
+                            headers=headers,
+                            json=spec if method == "PUT" else None,
+                            timeout=30,
+                        )
+                        answers.append((r.status_code, r.text.replace(n, "NAME")))
+                    assert answers[0] == answers[1], (who, method, path, name, answers)
+                    assert answers[0][0] in (401, 404), (who, method, path, answers[0])
+                    checked += 1
+        assert checked >= 8 * 6
+        assert tenancy.state() == before
+    finally:
+        tenancy.close()
