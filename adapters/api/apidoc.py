@@ -3,8 +3,10 @@
 The routes read their bodies themselves (JSON or YAML, size-limited), so FastAPI cannot infer a
 request schema; this module states it (`ModelSpec`, in its validation form), documents every
 status code a route really answers with, and adds the OpenAPI links (register → read, update,
-delete, ensure) that stateful clients and fuzzers (schemathesis) follow. The document is a
-contract the fuzz tests hold the app to: an undocumented status code is a finding.
+delete, ensure; tenant creation → quota, rotation, revocation) that stateful clients and
+fuzzers (schemathesis) follow, and who may call each operation (the `bearer` security scheme;
+every route states its requirement). The document is a contract the fuzz tests hold the app
+to: an undocumented status code, or a token rule the code does not keep, is a finding.
 """
 
 from __future__ import annotations

@@ -12,8 +12,10 @@ derives from the document's links (register → read, update, ensure, delete).
 
 Both check, on every response: no 5xx; the status code and Content-Type documented; the body
 conforms to the documented schema; invalid input is refused (4xx); nothing is served after a
-DELETE (schemathesis' `use_after_free`). Shared by tests/api/test_api_fuzz.py (limited examples)
-and `python -m benchmarks.api_fuzz` (long runs).
+DELETE (schemathesis' `use_after_free`). With `ServedApi(api_token=...)` (auth on) the token
+paths are fuzzed too: `fuzz_operations(tenancy=...)` draws a credential per call and
+`fuzz_lifecycle(tenants=...)` walks the tenant routes' links (tests/api/fuzzauth.py). Shared by
+tests/api/test_api_fuzz.py (limited examples) and `python -m benchmarks.api_fuzz` (long runs).
 """
 
 from __future__ import annotations
@@ -345,10 +347,9 @@ def valid_specs() -> st.SearchStrategy[dict[str, Any]]:
 def lifecycle_schema(url: str) -> Any:
     """The schema with valid specs mixed into the generated register/update bodies.
 
-    Without the tenant routes: a tenant cannot be deleted (DELETE revokes it), so a scenario
-    could not start from the empty state hypothesis needs to replay it (a second `POST
-    /v1/tenants` of the same name is a 409, and the run diverges). The operation fuzz covers
-    them; tests/api/test_tenants.py walks their lifecycle."""
+    Without the tenant routes: this run is the open API's (no admin token), and a tenant
+    cannot be deleted, so its scenarios need fresh tenant names to replay; the tenant routes'
+    links are walked by `tenant_lifecycle_schema` with `TenantScenarios`, auth on."""
     schema = load_schema(url).exclude(path_regex="^/v1/tenants")
 
     @schema.hook

@@ -7,6 +7,10 @@ benchmarks.api_fuzz` runs the long form. The fleet behind the API is the in-memo
 tenants, chargeback and the dashboard's feed are wired as `adapters.runtime` wires them. The
 event stream is fuzzed whole: the served app ends each stream after `STREAM_MAX_S`, and every
 event is checked against the document's per-event schema.
+
+Twice: the API open (no admin token), and with auth on (an admin token, tenants), where each
+call carries admin, tenant, missing or hostile credentials and the linked scenarios include
+the tenant routes (tests/api/fuzzauth.py states the properties).
 """
 
 from __future__ import annotations
