@@ -384,11 +384,17 @@ def create_app(ctx: ApiContext) -> FastAPI:
     def caller(request: Request) -> Principal:
         """Who this request acts as; 401 for a token that is neither the admin's nor a live
         tenant's (a revoked token included)."""
-        header = request.headers.get("authorization")
-        if not header:
+        values = request.headers.getlist("authorization")
+        if not values or values == [""]:
             return ADMIN if ctx.api_token is None else ANONYMOUS
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
+        if len(values) > 1:
+            # Not a list-valued field (RFC 9110): which one counts would be a guess, and a
+            # proxy that appends its own must not turn a caller into someone else.
+            raise Unauthorized("send one Authorization header, not several")
+        scheme, _, token = values[0].partition(" ")
+        # Only the HTTP whitespace (SP, HTAB): str.strip() would also take a trailing NBSP
+        # (0xA0, legal obs-text in a header) off, and the admin token plus it still worked.
+        token = token.strip(" \t")
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("the Authorization header must be 'Bearer <token>'")
         if ctx.api_token is not None and hmac.compare_digest(

@@ -73,6 +73,7 @@ HOSTILE = (
     Credential("overlong", _bearer(ADMIN, "Bearer {}" + "x" * 8000), REFUSED),
     Credential("admin token as a prefix", _bearer(ADMIN, "Bearer {}0"), REFUSED),
     Credential("non-ASCII after the token", _bearer(ADMIN, "Bearer {}\u00e9"), REFUSED),
+    Credential("NBSP after the token", _bearer(ADMIN, "Bearer {}\u00a0"), REFUSED),
     Credential("non-ASCII token", lambda _: "Bearer tft_\u00df\u00fc\u00f1\u00ff", REFUSED),
     Credential("tab after the scheme", _bearer(ADMIN, "Bearer\t{}"), REFUSED),
     Credential("no space after the scheme", _bearer(ADMIN, "Bearer{}"), REFUSED),

@@ -365,3 +365,43 @@ def test_every_named_operation_answers_for_a_hidden_model_as_for_a_missing_one(
         assert tenancy.state() == before
     finally:
         tenancy.close()
+
+
+def test_ambiguous_authorization_is_refused(served_auth: ServedApi) -> None:
+    """Findings (token fuzzing, by hand beside it): two Authorization headers were taken as
+    the first (the admin token and a bogus one: admin; a tenant's then the admin's: that
+    tenant), and the admin token followed by a no-break space (0xA0, legal in a header) was
+    the admin (str.strip took it off). Both are a 401 over real HTTP now; spaces between scheme
+    and token and a lowercase scheme still work (RFC 7235), a tab after the scheme does not."""
+    tenancy = Tenancy(served_auth.url)
+    try:
+        tenancy.prepare()
+        tenant = tenancy.tokens["alpha"].encode()
+        admin = ADMIN_TOKEN.encode()
+        url = f"{served_auth.url}/v1/whoami"
+        refused = [
+            [(b"Authorization", b"Bearer " + admin), (b"Authorization", b"Bearer bogus")],
+            [(b"Authorization", b"Bearer " + tenant), (b"Authorization", b"Bearer " + admin)],
+            [(b"Authorization", b"Bearer " + admin + b"\xa0")],
+            [(b"Authorization", b"Bearer \xa0" + admin)],
+        ]
+        for headers in refused:
+            r = httpx.get(url, headers=headers, timeout=30)
+            assert r.status_code == 401, (headers, r.text)
+        for value in (b"Bearer  " + admin, b"bearer " + admin, b"Bearer\t " + admin):
+            r = httpx.get(url, headers=[(b"Authorization", value)], timeout=30)
+            want = 401 if value.startswith(b"Bearer\t") else 200
+            assert r.status_code == want, (value, r.text)
+            if want == 200:
+                assert r.json()["admin"] is True
+        # and a refused change stores nothing
+        before = tenancy.state()
+        r = httpx.post(
+            f"{served_auth.url}/v1/models",
+            headers=[(b"Authorization", b"Bearer " + tenant), (b"Authorization", b"Bearer x")],
+            json={**python_spec("alpha.dup"), "artifact": {"uri": "m"}},
+            timeout=30,
+        )
+        assert r.status_code == 401 and tenancy.state() == before
+    finally:
+        tenancy.close()
