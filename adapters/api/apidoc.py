@@ -3,8 +3,10 @@
 The routes read their bodies themselves (JSON or YAML, size-limited), so FastAPI cannot infer a
 request schema; this module states it (`ModelSpec`, in its validation form), documents every
 status code a route really answers with, and adds the OpenAPI links (register → read, update,
-delete, ensure) that stateful clients and fuzzers (schemathesis) follow. The document is a
-contract the fuzz tests hold the app to: an undocumented status code is a finding.
+delete, ensure; tenant creation → quota, rotation, revocation) that stateful clients and
+fuzzers (schemathesis) follow, and who may call each operation (the `bearer` security scheme;
+every route states its requirement). The document is a contract the fuzz tests hold the app
+to: an undocumented status code, or a token rule the code does not keep, is a finding.
 """
 
 from __future__ import annotations
@@ -164,6 +166,19 @@ ENSURE: Responses = {
     **E422,
 }
 
+_TENANT_NAME = "$response.body#/name"
+_TENANT_LINKS = {
+    "GetTenant": {"operationId": "get_tenant", "parameters": {"name": _TENANT_NAME}},
+    "SetQuota": {"operationId": "set_quota", "parameters": {"name": _TENANT_NAME}},
+    "RotateToken": {"operationId": "rotate_token", "parameters": {"name": _TENANT_NAME}},
+    "RevokeTenant": {"operationId": "revoke_tenant", "parameters": {"name": _TENANT_NAME}},
+}
+
+
+def _tenant_links(*names: str) -> dict[str, Any]:
+    return {"links": {k: _TENANT_LINKS[k] for k in names}}
+
+
 TENANT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["name", "prefix", "quota", "created_at", "revoked_at", "active"],
@@ -192,7 +207,11 @@ TENANT_SCHEMA: dict[str, Any] = {
 _TENANT = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Tenant"}}}}
 _ADMIN: Responses = {**E401, **E403, **E501}
 CREATE_TENANT: Responses = {
-    201: {"description": "Created; `token` is shown this once", **_TENANT},
+    201: {
+        "description": "Created; `token` is shown this once",
+        **_TENANT,
+        **_tenant_links(*_TENANT_LINKS),
+    },
     **_ADMIN,
     409: _error("The tenant exists, or unowned models already use its prefix"),
     **E413,
@@ -220,10 +239,21 @@ LIST_TENANTS: Responses = {
 }
 GET_TENANT: Responses = {200: {"description": "The tenant and what it holds", **_TENANT}, **_ADMIN}
 GET_TENANT |= {**TENANT_404, **E422}
-SET_QUOTA: Responses = {200: {"description": "The new quota applies at once", **_TENANT}, **_ADMIN}
+SET_QUOTA: Responses = {
+    200: {
+        "description": "The new quota applies at once",
+        **_TENANT,
+        **_tenant_links("GetTenant", "RevokeTenant"),
+    },
+    **_ADMIN,
+}
 SET_QUOTA |= {**TENANT_404, **E413, **E422}
 ROTATE: Responses = {
-    200: {"description": "A new token (the old one stops working)", **_TENANT},
+    200: {
+        "description": "A new token (the old one stops working)",
+        **_TENANT,
+        **_tenant_links("GetTenant", "SetQuota", "RevokeTenant"),
+    },
     **_ADMIN,
 }
 ROTATE |= {**TENANT_404, **E422}
@@ -233,6 +263,7 @@ REVOKE: Responses = {
         "it with `active: false`); its models keep serving and stay its own; a token rotation "
         "makes it active again",
         **_TENANT,
+        **_tenant_links("GetTenant", "RotateToken"),
     },
     **_ADMIN,
 }
@@ -418,12 +449,40 @@ def _body(ref: str, description: str) -> dict[str, Any]:
     }
 
 
+# Who may call: the bearer scheme and each operation's requirement (OpenAPI 3.1 lets an HTTP
+# scheme's requirement name roles: `admin` marks the admin-only routes, where a tenant token
+# gets 403). Every route states one (`install` refuses a document where one does not), taken
+# from the route's dependency in control.py: `writer` and `admin` need a token, `caller` takes
+# one optionally (a wrong one is still a 401), and a route without one ignores the header.
+BEARER = "bearer"
+SECURITY_SCHEMES: dict[str, Any] = {
+    BEARER: {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "`Authorization: Bearer <token>`: the admin token (`api_token`, "
+        "TRITONFLEET_API_TOKEN) sees and changes everything and alone manages tenants (the "
+        "`admin` role); a tenant token (`tft_...`) sees and changes only its tenant's models "
+        "(another tenant's model is a 404, as a missing one). An unknown, malformed or revoked "
+        "token is a 401 wherever the header is read. Without an `api_token` the API is open: "
+        "a call without a token acts as the admin.",
+    }
+}
+TOKEN: dict[str, Any] = {"security": [{BEARER: []}]}  # the admin token or a tenant token
+ADMIN_TOKEN: dict[str, Any] = {"security": [{BEARER: ["admin"]}]}
+TOKEN_OPTIONAL: dict[str, Any] = {"security": [{BEARER: []}, {}]}  # none: no tenant's models
+NO_TOKEN: dict[str, Any] = {"security": []}  # the header is not read
+
+
 TENANT_BODY = _body("TenantCreate", "The tenant's name (a DNS label) and, optionally, its quota")
 QUOTA_BODY = _body("Quota", "The whole quota (a field left out is unlimited)")
 
 
-def install(app: FastAPI) -> None:
-    """Build the document once, with the spec's schemas and the shared ones as components."""
+def install(app: FastAPI, token_required: bool = True) -> None:
+    """Build the document once, with the spec's schemas and the shared ones as components.
+
+    `token_required`: whether an admin token is set. Without one the API is open (a call
+    without a token acts as the admin), and the document says so: every operation's token is
+    optional (`{}` among its requirements)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -458,6 +517,15 @@ def install(app: FastAPI) -> None:
                 # handler answers with the Error shape instead.
                 if "422" in op.get("responses", {}):
                     op["responses"]["422"] = E422[422]
+            for method, op in path.items():
+                if "security" not in op:
+                    raise RuntimeError(
+                        f"{method.upper()} {route} states no security requirement: give its "
+                        "route openapi_extra=apidoc.TOKEN, ADMIN_TOKEN, TOKEN_OPTIONAL or NO_TOKEN"
+                    )
+                if not token_required and op["security"] and {} not in op["security"]:
+                    op["security"] = [*op["security"], {}]
+        doc["components"]["securitySchemes"] = SECURITY_SCHEMES
         components.pop("HTTPValidationError", None)
         components.pop("ValidationError", None)
         app.openapi_schema = doc

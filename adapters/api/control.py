@@ -351,7 +351,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         generate_unique_id_function=lambda route: route.name,  # operationIds the links name
     )
     errors.install(app)
-    apidoc.install(app)
+    apidoc.install(app, token_required=ctx.api_token is not None)
     metrics = CollectorRegistry()
     requests_total = Counter(
         "tritonfleet_api_requests",
@@ -386,11 +386,17 @@ def create_app(ctx: ApiContext) -> FastAPI:
     def caller(request: Request) -> Principal:
         """Who this request acts as; 401 for a token that is neither the admin's nor a live
         tenant's (a revoked token included)."""
-        header = request.headers.get("authorization")
-        if not header:
+        values = request.headers.getlist("authorization")
+        if not values or values == [""]:
             return ADMIN if ctx.api_token is None else ANONYMOUS
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
+        if len(values) > 1:
+            # Not a list-valued field (RFC 9110): which one counts would be a guess, and a
+            # proxy that appends its own must not turn a caller into someone else.
+            raise Unauthorized("send one Authorization header, not several")
+        scheme, _, token = values[0].partition(" ")
+        # Only the HTTP whitespace (SP, HTAB): str.strip() would also take a trailing NBSP
+        # (0xA0, legal obs-text in a header) off, and the admin token plus it still worked.
+        token = token.strip(" \t")
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("the Authorization header must be 'Bearer <token>'")
         if ctx.api_token is not None and hmac.compare_digest(
@@ -415,6 +421,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
             )
         return who
 
+    def member(who: Principal = Depends(caller)) -> Principal:
+        """A token is needed (the admin's or a tenant's), though nothing changes."""
+        if who == ANONYMOUS:
+            raise Unauthorized("this call needs a token: the admin token or a tenant token")
+        return who
+
     def admin(who: Principal = Depends(caller)) -> Principal:
         if who == ANONYMOUS:
             raise Unauthorized("this call needs the admin token ('Authorization: Bearer <token>')")
@@ -429,16 +441,16 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     registry = ctx.registry
 
-    @app.get("/healthz")
+    @app.get("/healthz", openapi_extra=apidoc.NO_TOKEN)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/metrics", response_class=PlainTextResponse)
+    @app.get("/metrics", response_class=PlainTextResponse, openapi_extra=apidoc.NO_TOKEN)
     async def prometheus_metrics() -> Response:
         models_gauge.set(len(await registry.list()))
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/whoami", responses=apidoc.WHOAMI)
+    @app.get("/v1/whoami", responses=apidoc.WHOAMI, openapi_extra=apidoc.TOKEN_OPTIONAL)
     async def whoami(who: Principal = Depends(caller)) -> dict[str, Any]:
         """Who the given token acts as (the dashboard asks this to know what it may show)."""
         return {"admin": who.admin, "tenant": who.tenant, "role": who.label}
@@ -447,30 +459,39 @@ def create_app(ctx: ApiContext) -> FastAPI:
         "/v1/models",
         status_code=201,
         responses=apidoc.REGISTER,
-        openapi_extra=apidoc.SPEC_BODY,
+        openapi_extra={**apidoc.SPEC_BODY, **apidoc.TOKEN},
     )
     async def register(request: Request, who: Principal = Depends(writer)) -> dict[str, Any]:
         return record_view(await registry.register(await _spec_from(request), who))
 
-    @app.get("/v1/models", responses=apidoc.READ_ANY)
+    @app.get("/v1/models", responses=apidoc.READ_ANY, openapi_extra=apidoc.TOKEN_OPTIONAL)
     async def list_models(who: Principal = Depends(caller)) -> dict[str, Any]:
         return {"models": [record_view(r) for r in await registry.list(who)]}
 
-    @app.get("/v1/models/{name}", responses=apidoc.READ)
+    @app.get("/v1/models/{name}", responses=apidoc.READ, openapi_extra=apidoc.TOKEN_OPTIONAL)
     async def get_model(name: str, who: Principal = Depends(caller)) -> dict[str, Any]:
         return record_view(await registry.get(_name(name), who))
 
-    @app.put("/v1/models/{name}", responses=apidoc.UPDATE, openapi_extra=apidoc.SPEC_BODY)
+    @app.put(
+        "/v1/models/{name}",
+        responses=apidoc.UPDATE,
+        openapi_extra={**apidoc.SPEC_BODY, **apidoc.TOKEN},
+    )
     async def update_model(
         name: str, request: Request, who: Principal = Depends(writer)
     ) -> dict[str, Any]:
         return record_view(await registry.update(_name(name), await _spec_from(request), who))
 
-    @app.delete("/v1/models/{name}", responses=apidoc.DELETE)
+    @app.delete("/v1/models/{name}", responses=apidoc.DELETE, openapi_extra=apidoc.TOKEN)
     async def delete_model(name: str, who: Principal = Depends(writer)) -> dict[str, Any]:
         return record_view(await registry.delete(_name(name), who))
 
-    @app.get("/v1/models/{name}/config", response_class=PlainTextResponse, responses=apidoc.BY_NAME)
+    @app.get(
+        "/v1/models/{name}/config",
+        response_class=PlainTextResponse,
+        responses=apidoc.BY_NAME,
+        openapi_extra=apidoc.TOKEN_OPTIONAL,
+    )
     async def model_config(name: str, who: Principal = Depends(caller)) -> str:
         return (await registry.get(_name(name), who)).config_pbtxt
 
@@ -478,12 +499,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
         "/v1/config/render",
         response_class=PlainTextResponse,
         responses=apidoc.RENDER,
-        openapi_extra=apidoc.SPEC_BODY,
+        openapi_extra={**apidoc.SPEC_BODY, **apidoc.NO_TOKEN},
     )
     async def render(request: Request) -> str:
         return registry.render(await _spec_from(request)).pbtxt
 
-    @app.get("/v1/fleet", responses=apidoc.READ_ANY)
+    @app.get("/v1/fleet", responses=apidoc.READ_ANY, openapi_extra=apidoc.TOKEN_OPTIONAL)
     async def fleet(who: Principal = Depends(caller)) -> JSONResponse:
         if ctx.fleet is None:
             return JSONResponse({"servers": [], "note": "no fleet attached"})
@@ -492,7 +513,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
             status = _fleet_for(status, {r.name for r in await registry.list(who)})
         return JSONResponse(status)
 
-    @app.get("/v1/replicas", responses=apidoc.GATEWAY_ONLY)
+    @app.get("/v1/replicas", responses=apidoc.GATEWAY_ONLY, openapi_extra=apidoc.ADMIN_TOKEN)
     async def replicas(who: Principal = Depends(caller)) -> JSONResponse:
         """Where each registered model is ready now: what a separate gateway polls (with the
         admin token when one is set: it carries the tenants' token hashes)."""
@@ -508,20 +529,26 @@ def create_app(ctx: ApiContext) -> FastAPI:
             return JSONResponse({"models": {}, "tenants": tenants})
         return JSONResponse({**ctx.fleet.directory(), "tenants": tenants})
 
-    @app.get("/v1/models/{name}/status", responses=apidoc.BY_NAME)
+    @app.get(
+        "/v1/models/{name}/status", responses=apidoc.BY_NAME, openapi_extra=apidoc.TOKEN_OPTIONAL
+    )
     async def model_status(name: str, who: Principal = Depends(caller)) -> dict[str, Any]:
         await registry.get(_name(name), who)
         if ctx.fleet is None:
             return {"name": name, "replicas": [], "note": "no fleet attached"}
         return ctx.fleet.model_status(name)
 
-    @app.get("/v1/models/{name}/decisions", responses=apidoc.BY_NAME)
+    @app.get(
+        "/v1/models/{name}/decisions",
+        responses=apidoc.BY_NAME,
+        openapi_extra=apidoc.TOKEN_OPTIONAL,
+    )
     async def decisions(name: str, who: Principal = Depends(caller)) -> dict[str, Any]:
         await registry.get(_name(name), who)
         rows = ctx.fleet.decisions(name) if ctx.fleet is not None else []
         return {"name": name, "decisions": rows}
 
-    @app.post("/v1/models/{name}/ensure", responses=apidoc.ENSURE)
+    @app.post("/v1/models/{name}/ensure", responses=apidoc.ENSURE, openapi_extra=apidoc.TOKEN)
     async def ensure(
         name: str,
         timeout_s: float | None = Query(
@@ -541,7 +568,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return JSONResponse(status, status_code=503, headers={"Retry-After": "2"})
 
     # --- chargeback ---------------------------------------------------------------------------
-    @app.get("/v1/usage", response_model=None, responses=apidoc.USAGE)
+    @app.get("/v1/usage", response_model=None, responses=apidoc.USAGE, openapi_extra=apidoc.TOKEN)
     async def usage(
         request: Request,
         from_: str | None = Query(
@@ -550,12 +577,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
         to: str | None = Query(None, max_length=64, description="End (default: now)"),
         by: GroupBy = Query(GroupBy.TENANT, description="Group by tenant, tag or model"),
         format: str | None = Query(None, pattern="^(json|csv)$", description="json or csv"),
-        who: Principal = Depends(caller),
+        who: Principal = Depends(member),
     ) -> Response:
         """Usage per tenant, tag or model over [from, to), in one-minute buckets (a bucket
         counts when it starts in the range). A tenant token sees its own models' usage only."""
-        if who == ANONYMOUS:
-            raise Unauthorized("usage needs a token: the admin token or a tenant token")
         now = time.time()
         to_s = _instant(to, "to", now)
         from_s = _instant(from_, "from", to_s - 86400)
@@ -595,7 +620,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         status_code=201,
         dependencies=[Depends(admin)],
         responses=apidoc.CREATE_TENANT,
-        openapi_extra=apidoc.TENANT_BODY,
+        openapi_extra={**apidoc.TENANT_BODY, **apidoc.ADMIN_TOKEN},
     )
     async def create_tenant(request: Request) -> dict[str, Any]:
         body = TenantCreate.model_validate(await _json_object(request, "tenant"))
@@ -603,12 +628,22 @@ def create_app(ctx: ApiContext) -> FastAPI:
         tenant, token = await tenants().create(body, unowned)
         return {**tenant.view(), "token": token}
 
-    @app.get("/v1/tenants", dependencies=[Depends(admin)], responses=apidoc.LIST_TENANTS)
+    @app.get(
+        "/v1/tenants",
+        dependencies=[Depends(admin)],
+        responses=apidoc.LIST_TENANTS,
+        openapi_extra=apidoc.ADMIN_TOKEN,
+    )
     async def list_tenants() -> dict[str, Any]:
         records = await registry.list()
         return {"tenants": [_tenant_view(t.view(), records) for t in tenants().list()]}
 
-    @app.get("/v1/tenants/{name}", dependencies=[Depends(admin)], responses=apidoc.GET_TENANT)
+    @app.get(
+        "/v1/tenants/{name}",
+        dependencies=[Depends(admin)],
+        responses=apidoc.GET_TENANT,
+        openapi_extra=apidoc.ADMIN_TOKEN,
+    )
     async def get_tenant(name: str) -> dict[str, Any]:
         return _tenant_view(tenants().get(_tenant(name)).view(), await registry.list())
 
@@ -616,18 +651,28 @@ def create_app(ctx: ApiContext) -> FastAPI:
         "/v1/tenants/{name}/quota",
         dependencies=[Depends(admin)],
         responses=apidoc.SET_QUOTA,
-        openapi_extra=apidoc.QUOTA_BODY,
+        openapi_extra={**apidoc.QUOTA_BODY, **apidoc.ADMIN_TOKEN},
     )
     async def set_quota(name: str, request: Request) -> dict[str, Any]:
         quota = Quota.model_validate(await _json_object(request, "quota"))
         return (await tenants().set_quota(_tenant(name), quota)).view()
 
-    @app.post("/v1/tenants/{name}/token", dependencies=[Depends(admin)], responses=apidoc.ROTATE)
+    @app.post(
+        "/v1/tenants/{name}/token",
+        dependencies=[Depends(admin)],
+        responses=apidoc.ROTATE,
+        openapi_extra=apidoc.ADMIN_TOKEN,
+    )
     async def rotate_token(name: str) -> dict[str, Any]:
         tenant, token = await tenants().rotate(_tenant(name))
         return {**tenant.view(), "token": token}
 
-    @app.delete("/v1/tenants/{name}", dependencies=[Depends(admin)], responses=apidoc.REVOKE)
+    @app.delete(
+        "/v1/tenants/{name}",
+        dependencies=[Depends(admin)],
+        responses=apidoc.REVOKE,
+        openapi_extra=apidoc.ADMIN_TOKEN,
+    )
     async def revoke_tenant(name: str) -> dict[str, Any]:
         return (await tenants().revoke(_tenant(name))).view()
 

@@ -10,7 +10,7 @@
 - `GET /v1/events`: the decision feed as server-sent events (`eventstream.py`).
 
 Every route answers for the `Viewer` the request's token resolves to (`viewer`, from the
-control API's `caller`): the admin sees every model, a tenant token its own models only, no
+control API's `caller`, a dependency: a wrong token is a 401 before any parameter is read): the admin sees every model, a tenant token its own models only, no
 token (with an admin token configured) the models of no tenant; the page filters nothing.
 The token travels in the `Authorization` header, the stream included (the page reads it with
 `fetch`, not `EventSource`, which cannot send headers): never in a URL, where it would end
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from adapters.api import apidoc
@@ -140,9 +140,8 @@ def install(app: FastAPI, ctx: ApiContext, viewer: Callable[[Request], Awaitable
             return Response(assets[asset], media_type=ASSETS[asset], headers=PAGE_HEADERS)
 
     async def _latency(
-        request: Request, model: str | None, since: float | None, limit: int
+        who: Viewer, model: str | None, since: float | None, limit: int
     ) -> JSONResponse:
-        who = await viewer(request)
         # What the store holds now: the reconciler's view lags an acknowledged delete by up
         # to a tick, and a deleted model must be gone from every read at once.
         registered = {r.name for r in await ctx.registry.list()}
@@ -179,25 +178,37 @@ def install(app: FastAPI, ctx: ApiContext, viewer: Callable[[Request], Awaitable
         300, ge=1, le=MAX_LATENCY_POINTS, description="At most this many (the newest) per model"
     )
 
-    @app.get("/v1/latency", responses=apidoc.LATENCY)
+    @app.get("/v1/latency", responses=apidoc.LATENCY, openapi_extra=apidoc.TOKEN_OPTIONAL)
     async def latency(
-        request: Request,
+        who: Viewer = Depends(viewer),
         since: float | None = since_q,
         limit: int = limit_q,
         model: str | None = Query(None, max_length=256, description="Only this model"),
     ) -> JSONResponse:
         """Per model: state, SLO targets and the autopilot's measurements over time."""
-        return await _latency(request, _model(model), since, limit)
+        return await _latency(who, _model(model), since, limit)
 
-    @app.get("/v1/models/{name}/latency", responses=apidoc.MODEL_LATENCY)
+    @app.get(
+        "/v1/models/{name}/latency",
+        responses=apidoc.MODEL_LATENCY,
+        openapi_extra=apidoc.TOKEN_OPTIONAL,
+    )
     async def model_latency(
-        request: Request, name: str, since: float | None = since_q, limit: int = limit_q
+        name: str,
+        who: Viewer = Depends(viewer),
+        since: float | None = since_q,
+        limit: int = limit_q,
     ) -> JSONResponse:
-        return await _latency(request, _model(name, "name"), since, limit)
+        return await _latency(who, _model(name, "name"), since, limit)
 
-    @app.get("/v1/events", response_class=Response, responses=apidoc.EVENTS)
+    @app.get(
+        "/v1/events",
+        response_class=Response,
+        responses=apidoc.EVENTS,
+        openapi_extra=apidoc.TOKEN_OPTIONAL,
+    )
     async def events(
-        request: Request,
+        who: Viewer = Depends(viewer),
         after: int | None = Query(
             None, ge=0, le=2**53, description="Resume after this event id (as Last-Event-ID)"
         ),
@@ -209,7 +220,6 @@ def install(app: FastAPI, ctx: ApiContext, viewer: Callable[[Request], Awaitable
     ) -> Response:
         """The control plane's decisions as server-sent events (text/event-stream)."""
         only = _model(model)
-        who = await viewer(request)
         if ctx.fleet is None:
             raise ServerUnavailable("no fleet attached: there are no decisions to stream")
         feed = ctx.fleet.events

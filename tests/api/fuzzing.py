@@ -12,8 +12,10 @@ derives from the document's links (register → read, update, ensure, delete).
 
 Both check, on every response: no 5xx; the status code and Content-Type documented; the body
 conforms to the documented schema; invalid input is refused (4xx); nothing is served after a
-DELETE (schemathesis' `use_after_free`). Shared by tests/api/test_api_fuzz.py (limited examples)
-and `python -m benchmarks.api_fuzz` (long runs).
+DELETE (schemathesis' `use_after_free`). With `ServedApi(api_token=...)` (auth on) the token
+paths are fuzzed too: `fuzz_operations(tenancy=...)` draws a credential per call and
+`fuzz_lifecycle(tenants=...)` walks the tenant routes' links (tests/api/fuzzauth.py). Shared by
+tests/api/test_api_fuzz.py (limited examples) and `python -m benchmarks.api_fuzz` (long runs).
 """
 
 from __future__ import annotations
@@ -47,6 +49,17 @@ from controlplane.configgen import Renderer
 from controlplane.reconciler import Reconciler, ReconcilerConfig
 from controlplane.registry import Registry
 from controlplane.tenants import TenantRegistry
+from tests.api.fuzzauth import (
+    ADMIN,
+    ADMIN_TOKEN,
+    SCENARIO_TENANTS,
+    Credential,
+    Tenancy,
+    TenantScenarios,
+    credentials,
+    scenario_specs,
+    tenant_bodies,
+)
 from tests.fakes import FakeFleet, FakeTritonControl, InlineArtifacts
 from tests.support import free_port_block, python_spec
 
@@ -59,7 +72,12 @@ T = TypeVar("T")
 # server error; any other 5xx is.
 # DELETE /v1/tenants/{name} revokes: the tenant stays readable (revoked, its models still its
 # own, `rotate` re-activates it), as the document says; "deleted means 404" holds for the rest.
+# schemathesis' `ignored_auth` would flag every 2xx without a valid token: an API without an
+# `api_token` is open by design (a call without a token acts as the admin), and with one, the
+# credentials drawn per call look "generated" to it (a valid admin token's 200 is flagged).
+# `fuzzauth.Tenancy.check` states the token rules per credential instead, which is stronger.
 EXCLUDED = [
+    schemathesis.checks.ignored_auth,
     schemathesis.checks.positive_data_acceptance,
     schemathesis.checks.not_a_server_error,
     schemathesis.checks.use_after_free,
@@ -105,6 +123,7 @@ class ServedApi:
     config: ReconcilerConfig = field(default_factory=lambda: ReconcilerConfig(interval_s=0.05))
     make_control: Callable[[FakeFleet], FakeTritonControl] = FakeTritonControl
     ensure_timeout_s: float = MAX_ENSURE_S
+    api_token: str | None = None  # the admin token; None: the API is open (a local `up`)
     url: str = ""
     control: FakeTritonControl | None = None
     rec: Reconciler | None = None
@@ -124,6 +143,7 @@ class ServedApi:
             ui_stream_max_s=STREAM_MAX_S,
             ui_stream_heartbeat_s=STREAM_MAX_S,
             usage_flush_interval_s=0.5,
+            api_token=self.api_token,
         )
 
     def start(self) -> ServedApi:
@@ -259,9 +279,16 @@ class FuzzReport:
 
 
 def fuzz_operations(
-    schema: Any, max_examples: int, report: FuzzReport, mode: str = "all"
+    schema: Any,
+    max_examples: int,
+    report: FuzzReport,
+    mode: str = "all",
+    tenancy: Tenancy | None = None,
 ) -> list[tuple[str, BaseException]]:
-    """Every operation, positive and negative inputs; returns each operation's failure."""
+    """Every operation, positive and negative inputs; returns each operation's failure.
+
+    With `tenancy` (an app with auth on) each call carries a drawn `Credential`, and its
+    properties are checked too (tests/api/fuzzauth.py)."""
     from schemathesis.generation import GenerationMode
 
     modes = {
@@ -275,11 +302,21 @@ def fuzz_operations(
         for extra in modes[1:]:
             strategy = strategy | op.as_strategy(generation_mode=extra)
 
-        @hypothesis.given(case=strategy)
+        creds = credentials() if tenancy is not None else st.none()
+
+        @hypothesis.given(case=strategy, cred=creds)
         @fuzz_settings(max_examples)
-        def run(case: Any) -> None:
+        def run(case: Any, cred: Credential | None) -> None:
+            before = None
+            if tenancy is not None and cred is not None:
+                tenancy.prepare()
+                tenancy.apply(case, cred)
+                if case.method.upper() != "GET" and cred.acts_as != ADMIN:
+                    before = tenancy.before()
             response = case.call_and_validate(excluded_checks=EXCLUDED, additional_checks=CHECKS)
             report.add(response.status_code)
+            if tenancy is not None and cred is not None:
+                tenancy.check(case, cred, response, before)
 
         try:
             run()
@@ -310,10 +347,9 @@ def valid_specs() -> st.SearchStrategy[dict[str, Any]]:
 def lifecycle_schema(url: str) -> Any:
     """The schema with valid specs mixed into the generated register/update bodies.
 
-    Without the tenant routes: a tenant cannot be deleted (DELETE revokes it), so a scenario
-    could not start from the empty state hypothesis needs to replay it (a second `POST
-    /v1/tenants` of the same name is a 409, and the run diverges). The operation fuzz covers
-    them; tests/api/test_tenants.py walks their lifecycle."""
+    Without the tenant routes: this run is the open API's (no admin token), and a tenant
+    cannot be deleted, so its scenarios need fresh tenant names to replay; the tenant routes'
+    links are walked by `tenant_lifecycle_schema` with `TenantScenarios`, auth on."""
     schema = load_schema(url).exclude(path_regex="^/v1/tenants")
 
     @schema.hook
@@ -325,21 +361,62 @@ def lifecycle_schema(url: str) -> Any:
     return schema
 
 
-def fuzz_lifecycle(schema: Any, max_examples: int, report: FuzzReport) -> None:
-    """The stateful machine from the document's links: sequences over one registry."""
+def tenant_lifecycle_schema(url: str) -> Any:
+    """The schema with the tenant routes, for an app with an admin token (`TenantScenarios`):
+    tenant creations name the scenario's tenants, specs are named under their prefixes."""
+    schema = load_schema(url).include(path_regex="^/v1/(tenants|models)")
+
+    @schema.hook
+    def before_generate_body(ctx: Any, strategy: Any) -> Any:
+        op = ctx.operation
+        if op is None or op.method.upper() not in ("POST", "PUT"):
+            return strategy
+        if op.path == "/v1/tenants":
+            return st.one_of(strategy, tenant_bodies(), tenant_bodies())
+        if op.path.startswith("/v1/models"):
+            return st.one_of(strategy, scenario_specs(), scenario_specs())
+        return strategy
+
+    @schema.hook
+    def before_generate_path_parameters(ctx: Any, strategy: Any) -> Any:
+        op = ctx.operation
+        if op is None or not op.path.startswith("/v1/tenants/"):
+            return strategy
+        named = st.fixed_dictionaries({"name": st.sampled_from(SCENARIO_TENANTS)})
+        return st.one_of(strategy, named, named)
+
+    return schema
+
+
+def fuzz_lifecycle(
+    schema: Any, max_examples: int, report: FuzzReport, tenants: TenantScenarios | None = None
+) -> None:
+    """The stateful machine from the document's links: sequences over one registry. With
+    `tenants` (an app with an admin token), the tenant routes and their tokens too."""
     machine = schema.as_state_machine()
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"} if tenants is not None else {}
+    http = httpx.Client(timeout=30, headers=admin)
 
     class Machine(machine):  # type: ignore[misc, valid-type]
         def setup(self) -> None:
             # Every scenario starts from an empty registry: hypothesis replays choice sequences
             # and needs the same calls to get the same answers.
             base = schema.config.base_url
-            for record in httpx.get(f"{base}/v1/models", timeout=30).json()["models"]:
-                httpx.delete(f"{base}/v1/models/{record['name']}", timeout=30)
+            for record in http.get(f"{base}/v1/models").json()["models"]:
+                http.delete(f"{base}/v1/models/{record['name']}")
+            if tenants is not None:
+                tenants.setup()
+
+        def before_call(self, case: Any) -> None:
+            super().before_call(case)
+            if tenants is not None:
+                tenants.before_call(case)
 
         def after_call(self, response: Any, case: Any) -> None:
             super().after_call(response, case)
             report.add(response.status_code)
+            if tenants is not None:
+                tenants.after_call(response, case)
 
         def validate_response(
             self, response: Any, case: Any, additional_checks: Any = None, **kwargs: Any
@@ -352,8 +429,11 @@ def fuzz_lifecycle(schema: Any, max_examples: int, report: FuzzReport) -> None:
                 recorder=getattr(self, "recorder", None),
             )
 
-    Machine.run(
-        settings=hypothesis.settings(
-            fuzz_settings(max_examples), stateful_step_count=12, max_examples=max_examples
+    try:
+        Machine.run(
+            settings=hypothesis.settings(
+                fuzz_settings(max_examples), stateful_step_count=12, max_examples=max_examples
+            )
         )
-    )
+    finally:
+        http.close()
