@@ -10,8 +10,9 @@
 - `GET /v1/events`: the decision feed as server-sent events (`eventstream.py`).
 
 Every route answers for the `Viewer` the request's token resolves to (`viewer`, from the
-control API's `caller`, a dependency: a wrong token is a 401 before any parameter is read): the admin sees every model, a tenant token its own models only, no
-token (with an admin token configured) the models of no tenant; the page filters nothing.
+control API's `caller`, a dependency: a wrong token is a 401 before any parameter is read):
+the admin sees every model, a tenant token its own models only, no token (with an admin token
+configured) the models of no tenant; the page filters nothing.
 The token travels in the `Authorization` header, the stream included (the page reads it with
 `fetch`, not `EventSource`, which cannot send headers): never in a URL, where it would end
 up in logs, history and `Referer`.
