@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from adapters.cli import fleet, gateway, loadgen, models, sim, tenants, up, usage
 from adapters.cli.core import EXIT_UNAVAILABLE, EXIT_USAGE, CliError
-from controlplane.errors import FleetError, InvalidSpec, TritonfleetError
+from controlplane.errors import InvalidSpec, TritonfleetError
 from controlplane.spec import field_errors
 
 # The first line of the command line's description (the package docstring), as `--help` shows it.
@@ -57,10 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for field, message in field_errors(tuple(err["loc"]), str(err["msg"])):
                 print(f"  {field}: {message}", file=sys.stderr)
         return EXIT_USAGE
-    except FleetError as exc:
-        print(f"tritonfleet: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    except TritonfleetError as exc:
+    except TritonfleetError as exc:  # FleetError included
         print(f"tritonfleet: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except KeyboardInterrupt:

@@ -95,10 +95,12 @@ def _sees(who: str, owner: str | None) -> bool:
     return owner == (None if who == ANONYMOUS else who)
 
 
-def _tenant_specs() -> st.SearchStrategy[dict[str, Any]]:
-    """Valid specs named in the seeded tenants' prefixes (and outside), so tenant tokens'
-    registrations and updates can succeed, and fail for the right reason."""
-    prefix = st.sampled_from(["alpha.", "beta.", ""])
+def _tenant_specs(
+    prefixes: tuple[str, ...] = ("alpha.", "beta.", ""),
+) -> st.SearchStrategy[dict[str, Any]]:
+    """Valid specs named in the tenants' prefixes (the seeded ones by default) and outside, so
+    tenant tokens' registrations and updates can succeed, and fail for the right reason."""
+    prefix = st.sampled_from(prefixes)
     suffix = st.from_regex(r"[a-z][a-z0-9_-]{0,8}", fullmatch=True)
 
     def spec(p: str, s: str, floor: int) -> dict[str, Any]:
@@ -441,17 +443,7 @@ class TenantScenarios:
 
 def scenario_specs() -> st.SearchStrategy[dict[str, Any]]:
     """Valid specs named under the scenario tenants' prefixes or under none."""
-    prefix = st.sampled_from([f"{SCENARIO_TENANTS[0]}.", f"{SCENARIO_TENANTS[1]}.", ""])
-    suffix = st.from_regex(r"[a-z][a-z0-9_-]{0,8}", fullmatch=True)
-
-    def spec(p: str, s: str, floor: int) -> dict[str, Any]:
-        return {
-            **python_spec(p + s),
-            "policy": {"min_replicas": floor, "max_replicas": 2, "memory_bytes": 64 * MiB},
-            "artifact": {"uri": "m"},
-        }
-
-    return st.builds(spec, prefix, suffix, st.integers(0, 2))
+    return _tenant_specs((f"{SCENARIO_TENANTS[0]}.", f"{SCENARIO_TENANTS[1]}.", ""))
 
 
 def tenant_bodies() -> st.SearchStrategy[dict[str, Any]]:
