@@ -81,3 +81,31 @@ def may_retry(*, tries: int, max_tries: int, candidates: int, sequence: bool) ->
     sequence (stateful) models, whose requests must stay on one replica.
     """
     return tries < max_tries and candidates >= 2 and not sequence
+
+
+class Unavailable(IntEnum):
+    """What a replica's 503 (HTTP) or UNAVAILABLE (gRPC) means.
+
+    Triton sheds load with the same status as a failing server, told apart by its message
+    (the model's queue policy, `dynamic_batching.default_queue_policy`): a replica that sheds
+    is alive and answering, and ejecting it for that would move its load onto the others."""
+
+    FAILURE = 0  # the replica failed: counts towards ejection; may retry elsewhere
+    QUEUE_FULL = 1  # refused before queueing (`max_queue_size`): no failure; may retry elsewhere
+    TIMED_OUT = 2  # waited out its queue timeout (the model's, or the client's override): no
+    # failure, and no retry either: the request has spent the time it was given
+
+
+# Triton's messages (core/src/dynamic_batch_scheduler.cc, scheduler_utils.cc), matched
+# anywhere in the error text: they may come after a "[request id: …]" prefix.
+QUEUE_FULL_MESSAGE = b"Exceeds maximum queue size"
+QUEUE_TIMEOUT_MESSAGE = b"Request timeout expired"
+
+
+def unavailable(message: bytes) -> Unavailable:
+    """Classify a 503 / UNAVAILABLE by the start of its error text (a few hundred bytes)."""
+    if QUEUE_TIMEOUT_MESSAGE in message:
+        return Unavailable.TIMED_OUT
+    if QUEUE_FULL_MESSAGE in message:
+        return Unavailable.QUEUE_FULL
+    return Unavailable.FAILURE

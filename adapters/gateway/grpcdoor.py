@@ -30,6 +30,7 @@ from adapters.gateway.grpcproto import (
     admit,
     cold,
     field1_string,
+    replica_outcome,
 )
 from adapters.gateway.metrics import GatewayMetrics
 from adapters.gateway.router import Router
@@ -43,7 +44,13 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", -1),
 ]
 __all__ = ["GrpcDoor", "field1_string"]
-_REPLICA_FAILURES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def _outcome(exc: aio.AioRpcError) -> tuple[bool | None, bool]:
+    """`grpcproto.replica_outcome` for a grpcio error. This door sends its own deadline
+    (`upstream_timeout_s`), never the client's, so DEADLINE_EXCEEDED is the replica's."""
+    message = (exc.details() or "").encode("utf-8", "replace")
+    return replica_outcome(exc.code().value[0], (), ((b"grpc-message", message),))
 
 
 class _Call(Attempt):
@@ -179,8 +186,9 @@ class GrpcDoor(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no t
                         )
                     except aio.AioRpcError as exc:
                         code = exc.code()
-                        call.outcome(code not in _REPLICA_FAILURES)
-                        if code is grpc.StatusCode.UNAVAILABLE:
+                        ok, retryable = _outcome(exc)
+                        call.outcome(ok)
+                        if retryable:
                             retried = call.retry("unavailable", replicas)
                             if retried is not None:
                                 replica = retried
@@ -234,7 +242,7 @@ class GrpcDoor(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no t
                         yield reply
                 except aio.AioRpcError as exc:
                     code = exc.code()
-                    call.finish(code.name, code not in _REPLICA_FAILURES)
+                    call.finish(code.name, _outcome(exc)[0])
                     await context.abort(code, exc.details() or code.name)
                 call.finish("OK", True)
             finally:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from adapters.gateway.attempt import Attempt
 from adapters.gateway.config import GatewayConfig
 from adapters.gateway.metrics import GatewayMetrics
+from controlplane.attempts import Unavailable, unavailable
 from controlplane.replicas import ModelRouting, Replica
 
 SERVICE = "/inference.GRPCInferenceService/"
@@ -63,19 +64,28 @@ class Status(enum.IntEnum):
 REPLICA_FAILURES = frozenset((Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED))
 
 
-def replica_outcome(status: int, headers: Sequence[tuple[bytes, bytes]]) -> bool | None:
-    """What a replica's gRPC status says about the replica: True a good reply (the request's
-    own errors included), False a failure (counts towards ejection), None neither.
+def replica_outcome(
+    status: int, request: Sequence[tuple[bytes, bytes]], reply: Sequence[tuple[bytes, bytes]]
+) -> tuple[bool | None, bool]:
+    """What a replica's gRPC status says about the replica, and whether another replica may
+    help: (True a good reply, the request's own errors included / False a failure, counted
+    towards ejection / None neither; retry elsewhere or not).
 
-    DEADLINE_EXCEEDED is the replica's failure only when the client set no deadline: the h2
-    door forwards the client's `grpc-timeout` to Triton, so a client that sends a short one
-    (by mistake or on purpose) would otherwise eject healthy replicas. The gateway's own
-    `upstream_timeout_s` still catches a replica that stops answering."""
+    - DEADLINE_EXCEEDED is the replica's failure only when the client set no deadline: the
+      h2 door forwards the client's `grpc-timeout` to Triton, so a client that sends a short
+      one (by mistake or on purpose) would otherwise eject healthy replicas. The gateway's own
+      `upstream_timeout_s` still catches a replica that stops answering.
+    - UNAVAILABLE is Triton shedding load when its message says so (`attempts.unavailable`):
+      a full queue may be retried elsewhere, a queue timeout (the client's `timeout`
+      parameter included) is not, and neither ejects the replica."""
     if status not in REPLICA_FAILURES:
-        return True
-    if status == Status.DEADLINE_EXCEEDED and any(k == b"grpc-timeout" for k, _ in headers):
-        return None
-    return False
+        return True, False
+    if status == Status.DEADLINE_EXCEEDED:
+        return (None if any(k == b"grpc-timeout" for k, _ in request) else False), False
+    kind = unavailable(next((v[:512] for k, v in reply if k == b"grpc-message"), b""))
+    if kind is Unavailable.FAILURE:
+        return False, True
+    return None, kind is Unavailable.QUEUE_FULL
 
 
 class Refusal(Exception):

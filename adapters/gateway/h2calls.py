@@ -301,9 +301,12 @@ class Unary(Attempt):
     ) -> None:
         self.call = None
         status = grpc_status(head if trailers is None else trailers)
-        if not self.outcome(replica_outcome(status, self.headers)):
+        ok, retryable = replica_outcome(
+            status, self.headers, head if trailers is None else trailers
+        )
+        if not self.outcome(ok):
             return
-        if status == Status.UNAVAILABLE and self.retry("unavailable", self.replicas):
+        if retryable and self.retry("unavailable", self.replicas):
             return
         client = self.client
         data = b""
@@ -538,7 +541,8 @@ class Relay(Attempt):
         if end:
             self.call = None
             status = grpc_status(headers)
-            self.finish(STATUS_NAMES.get(status, "UNKNOWN"), replica_outcome(status, self.headers))
+            ok = replica_outcome(status, self.headers, headers)[0]
+            self.finish(STATUS_NAMES.get(status, "UNKNOWN"), ok)
         if self.sid in self.client.streams or end:
             self.client.send_headers(self.sid, encode(tuple(headers)), end)
         self.head_sent = True

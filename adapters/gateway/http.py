@@ -30,6 +30,7 @@ from adapters.gateway.framing import (
 from adapters.gateway.metrics import GatewayMetrics
 from adapters.gateway.router import Router
 from adapters.gateway.upstream import Http1Upstream, Http1UpstreamPool
+from controlplane.attempts import Unavailable, unavailable
 from controlplane.replicas import Replica
 
 log = logging.getLogger(__name__)
@@ -601,9 +602,15 @@ class _Exchange(Attempt):
             self.client.upstream = None
             self._finish(b"", status)
             return
-        self.outcome(status not in (502, 503, 504))
-        if status == 503 and self.retry("503"):
-            return
+        if status == 503:
+            # Triton sheds load with 503 too: a full queue or a queue timeout is no failure,
+            # and a request that waited out its timeout is not sent again.
+            kind = unavailable(raw[:1024])
+            self.outcome(False if kind is Unavailable.FAILURE else None)
+            if kind is not Unavailable.TIMED_OUT and self.retry("503"):
+                return
+        else:
+            self.outcome(status not in (502, 504))
         if status == 500 and _CLIENT_FAULT_500.search(raw, 0, 512):
             # Triton answers a request body it cannot parse with 500; it is the client's fault.
             raw, status = b"HTTP/1.1 400 Bad Request" + raw[raw.find(b"\r\n") :], 400

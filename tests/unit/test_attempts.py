@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controlplane.attempts import Event, IllegalTransition, Phase, may_retry, step
+from controlplane.attempts import (
+    Event,
+    IllegalTransition,
+    Phase,
+    Unavailable,
+    may_retry,
+    step,
+    unavailable,
+)
 
 LEGAL = {
     (Phase.NEW, Event.ADMIT): Phase.ADMITTED,
@@ -64,3 +72,16 @@ def test_sending_needs_admission_and_no_open_attempt() -> None:
 )
 def test_may_retry(tries: int, candidates: int, sequence: bool, want: bool) -> None:
     assert may_retry(tries=tries, max_tries=2, candidates=candidates, sequence=sequence) is want
+
+
+@pytest.mark.parametrize(
+    ("message", "kind"),
+    [
+        (b'{"error":"Request timeout expired"}', Unavailable.TIMED_OUT),
+        (b"[request id: <id_unknown>] Exceeds maximum queue size", Unavailable.QUEUE_FULL),
+        (b'{"error":"Server not ready"}', Unavailable.FAILURE),
+        (b"", Unavailable.FAILURE),
+    ],
+)
+def test_triton_shedding_is_told_apart_from_failure(message: bytes, kind: Unavailable) -> None:
+    assert unavailable(message) is kind
