@@ -127,3 +127,43 @@ def test_grpc_queue_timeouts_pass_through_without_ejection_or_retry(gw: Gateway)
     ejected, retried = _ejections_and_503_retries(gw)
     assert not ejected
     assert not retried
+
+
+def test_the_grpcio_door_tells_shedding_from_failure_too(env: Env, gw: Gateway) -> None:
+    # The same directory behind the other gRPC door (`grpc_door: grpcio`), with tritonclient
+    # sending the KServe `timeout` parameter.
+    import concurrent.futures
+
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    d = StaticDirectory()
+    d.put(TIMEOUT.name, env.snapshot.servers)
+    config = GatewayConfig(http_port=0, grpc_port=0, grpc_door="grpcio", policy="round-robin")
+    g = Gateway(config, d)
+    env.loop.run(g.start())
+    assert g.grpc_url is not None
+    url = g.grpc_url
+
+    def one(_: int) -> str:
+        c = grpcclient.InferenceServerClient(url)
+        x = grpcclient.InferInput("INPUT0", [1, 4], "FP32")
+        x.set_data_from_numpy(np.ones((1, 4), np.float32))
+        try:
+            c.infer(TIMEOUT.name, [x], timeout=1000)
+            return "OK"
+        except InferenceServerException as exc:
+            return str(exc.status())
+        finally:
+            c.close()
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(one, range(8)))
+        assert statuses.count("StatusCode.UNAVAILABLE") >= 4, statuses
+        ejected, retried = _ejections_and_503_retries(g)
+        assert not ejected
+        assert not retried
+    finally:
+        env.loop.run(g.stop())
