@@ -535,11 +535,6 @@ class Reconciler:
         # Ticks finished: lets a test in another process wait for N ticks, not a sleep.
         return {**self.views.counters(), "tritonfleet_reconciler_ticks_total": self._ticks_done}
 
-    def latency(
-        self, sees: Callable[[str], bool], since: float | None, limit: int
-    ) -> dict[str, Any]:
-        return self.views.latency(sees, since, limit)
-
     def latency_json(
         self, sees: Callable[[str], bool], since: float | None, limit: int
     ) -> LatencyJson:

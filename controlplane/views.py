@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -150,18 +149,12 @@ class FleetViews:
     def events(self) -> EventFeed:
         return self._autopilot.events
 
-    def latency(
-        self, sees: Callable[[str], bool], since: float | None, limit: int
-    ) -> dict[str, Any]:
-        """Each registered model `sees` lets through: state, SLO targets and the autopilot's
-        measurements after `since` (the newest `limit`), as rows in `columns` order."""
-        doc: dict[str, Any] = json.loads("".join(self.latency_json(sees, since, limit).chunks))
-        return doc
-
     def latency_json(
         self, sees: Callable[[str], bool], since: float | None, limit: int
     ) -> LatencyJson:
-        """`latency(...)` as the JSON text the control API sends, model by model."""
+        """Each registered model `sees` lets through: state, SLO targets and the autopilot's
+        measurements after `since` (the newest `limit`), as rows in `columns` order; as the
+        JSON text the control API sends, model by model."""
         names = tuple(name for name in sorted(self._state.records) if sees(name))
         return LatencyJson(names, self._latency_chunks(names, since, limit))
 

@@ -41,7 +41,7 @@ from controlplane.reconciler import Reconciler
 from controlplane.registry import Registry
 from controlplane.spec import ModelSpec
 from controlplane.tenants import TenantCreate, TenantRegistry
-from controlplane.timeline import Timeline
+from controlplane.timeline import COLUMNS, Timeline, row
 from tests.fakes import FakeFleet, FakeLoadSignals, FakeTritonControl, InlineArtifacts
 from tests.support import eventually, python_spec
 from tests.unit.test_autopilot_loop import load
@@ -259,7 +259,22 @@ def test_latency_reads_join_rows_encoded_once_per_tick() -> None:
             assert timeline.rows_encoded == encoded
             assert timeline.point_reads == 0  # no per-request rebuilding from `Point`s
             assert timeline.row_reads == (requests - 20) * 2 + 20  # one per model shown
-            whole = rig.rec.latency(lambda _m: True, None, 300)
+            # The reference: the document built from the timeline's points, encoded whole.
+            pilot = rig.rec.autopilot
+            models: dict[str, Any] = {}
+            for name in pilot.timeline.models():
+                t = pilot.timeline.targets(name)
+                models[name] = {
+                    "state": rig.rec.model_state(name).value,
+                    "slo": {"p95_s": t.p95_s, "p99_s": t.p99_s, "max_error_rate": t.max_error_rate},
+                    "points": [row(p) for p in pilot.timeline.points(name, None, 300)],
+                }
+            whole = {
+                "autopilot": pilot.enabled,
+                "window_s": pilot.config.panic_window_s,
+                "columns": list(COLUMNS),
+                "models": models,
+            }
             expected = json.dumps(
                 whole, ensure_ascii=False, allow_nan=False, separators=(",", ":")
             ).encode()
