@@ -155,7 +155,8 @@ def parse_request_head(head: bytes) -> RequestHead:
         elif name == b"expect":
             expect = value.strip().lower() == b"100-continue"
         elif name == b"authorization":
-            authorization = value
+            # Several: malformed, a 401 (tenancy.only_authorization's rule, kept inline here).
+            authorization = value if authorization is None else b""
     if hosts > 1:
         raise FramingError(400, "more than one Host header")
     if hosts == 0 and version == b"HTTP/1.1":

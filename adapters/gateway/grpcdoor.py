@@ -34,7 +34,7 @@ from adapters.gateway.grpcproto import (
 )
 from adapters.gateway.metrics import GatewayMetrics
 from adapters.gateway.router import Router
-from adapters.gateway.tenancy import token_hash
+from adapters.gateway.tenancy import only_authorization, token_hash
 from controlplane.replicas import Replica
 
 log = logging.getLogger(__name__)
@@ -138,10 +138,12 @@ class GrpcDoor(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no t
         """Admit `call` and find its replicas (waiting for a cold model); raises `Refusal`."""
         token = None
         if self.router.gate.enabled:
-            auth = next(
-                (v for k, v in context.invocation_metadata() or () if k == "authorization"), None
+            auth = only_authorization(
+                v
+                for k, v in context.invocation_metadata() or ()
+                if k == "authorization" and isinstance(v, str | bytes)
             )
-            token = token_hash(auth if isinstance(auth, str | bytes) else None)
+            token = token_hash(auth)
         admit(call, self.metrics, token)
         replicas = list(self.router.directory.replicas(call.model))
         if not replicas:

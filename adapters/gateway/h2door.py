@@ -62,7 +62,7 @@ from adapters.gateway.h2wire import (
 )
 from adapters.gateway.metrics import GatewayMetrics
 from adapters.gateway.router import Router
-from adapters.gateway.tenancy import token_hash
+from adapters.gateway.tenancy import only_authorization, token_hash
 from controlplane.replicas import Replica
 
 log = logging.getLogger(__name__)
@@ -216,10 +216,10 @@ class ClientConnection(Peer):
         self.decoder.check = request_error  # malformed requests are reset before on_headers
         # The last `authorization` value and its hash: a client sends the same token on
         # every call of a connection, so it is hashed once per connection.
-        self._auth: tuple[bytes | None, str | None] = (None, None)
+        self._auth: tuple[bytes | str | None, str | None] = (None, None)
 
     def token_of(self, headers: list[tuple[bytes, bytes]]) -> str | None:
-        value = next((v for n, v in headers if n == b"authorization"), None)
+        value = only_authorization(v for n, v in headers if n == b"authorization")
         if value is None:
             return None
         if self._auth[0] != value:

@@ -19,13 +19,25 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from controlplane.replicas import ModelRouting, TenantLookup
 
 BEARER = b"bearer "
 MAX_TOKEN_BYTES = 512
+
+
+def only_authorization(values: Iterable[bytes | str]) -> bytes | str | None:
+    """The request's one Authorization value; None without one, and a malformed value (a 401)
+    for several: which one counts would be a guess, and a proxy that appends its own must not
+    turn a caller into someone else (the control API refuses them the same way)."""
+    found: bytes | str | None = None
+    for value in values:
+        if found is not None:
+            return b""
+        found = value
+    return found
 
 
 def token_hash(authorization: bytes | str | None) -> str | None:

@@ -5,6 +5,7 @@ limit gets 429 with Retry-After (RESOURCE_EXHAUSTED on gRPC)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import httpx
@@ -16,9 +17,12 @@ from tritonclient.utils import InferenceServerException
 from adapters.gateway.app import Gateway
 from adapters.gateway.config import GatewayConfig
 from adapters.gateway.directory import StaticDirectory
+from adapters.gateway.grpcproto import Status
+from adapters.gateway.h2wire import DATA, END_STREAM, frame
 from controlplane.replicas import ModelRouting
 from controlplane.tenants import Quota, Tenant, TenantIndex, hash_token
 from tests.gateway.cases import CASES, check
+from tests.gateway.hostile_h2 import RawH2, Reply, infer_request, message
 from tests.gateway.support import Env
 
 pytestmark = pytest.mark.triton
@@ -144,3 +148,42 @@ def test_the_grpcio_door_checks_the_same(env: Env) -> None:
         assert _grpc_error(gateway, "double_fp32", None)[0] == "StatusCode.UNAUTHENTICATED"
     finally:
         env.loop.run(gateway.stop())
+
+
+@pytest.mark.parametrize("first_valid", [True, False])
+def test_two_authorization_headers_are_a_401_whatever_their_order(
+    gw: Gateway, first_valid: bool
+) -> None:
+    # As the control API: which one counts would be a guess, and a proxy that appends its own
+    # must not turn a caller into someone else (HTTP took the last, h2 the first).
+    values = [f"Bearer {ADMIN}", "Bearer tft_wrong"]
+    if not first_valid:
+        values.reverse()
+    r = httpx.get(
+        f"{gw.http_url}/v2/models/double_fp32",
+        headers=[("Authorization", values[0]), ("Authorization", values[1])],
+    )
+    assert r.status_code == 401, r.text
+    assert gw.grpc_url is not None
+    url = gw.grpc_url
+
+    async def call() -> int | None:
+        c = await RawH2.connect(url)
+        try:
+            extra = tuple(("authorization", v) for v in values)
+            c.send(
+                c.headers(1, "ModelInfer", extra=extra),
+                frame(DATA, END_STREAM, 1, message(infer_request("double_fp32"))),
+            )
+            await c.flush()
+            await c.until(lambda: c.replies.get(1, Reply()).status is not None, 10.0)
+            return c.replies.get(1, Reply()).status
+        finally:
+            c.close()
+
+    assert asyncio.run(call()) == Status.UNAUTHENTICATED
+    # Either header alone does what it says.
+    ok = httpx.get(
+        f"{gw.http_url}/v2/models/double_fp32", headers={"Authorization": f"Bearer {ADMIN}"}
+    )
+    assert ok.status_code == 200
