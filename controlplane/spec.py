@@ -119,9 +119,6 @@ class InputModel(BaseModel):
         return value
 
 
-_Strict = InputModel
-
-
 class Backend(StrEnum):
     ONNXRUNTIME = "onnxruntime"
     TENSORRT = "tensorrt"
@@ -185,7 +182,7 @@ DType = Annotated[
 ]
 
 
-class TensorSpec(_Strict):
+class TensorSpec(InputModel):
     name: str = Field(description="Tensor name as the model knows it")
     datatype: DType
     dims: list[int] = Field(description="Shape without the batch dimension; -1 = variable")
@@ -219,7 +216,7 @@ class TensorSpec(_Strict):
         return v
 
 
-class VersionPolicy(_Strict):
+class VersionPolicy(InputModel):
     kind: Literal["latest", "all", "specific"] = "latest"
     num_versions: int = Field(default=1, ge=1)
     versions: list[int] = Field(default_factory=list)
@@ -238,14 +235,14 @@ class TimeoutAction(StrEnum):
     DELAY = "DELAY"
 
 
-class QueuePolicy(_Strict):
+class QueuePolicy(InputModel):
     timeout_action: TimeoutAction = TimeoutAction.REJECT
     default_timeout_us: int = Field(default=0, ge=0)
     allow_timeout_override: bool = False
     max_queue_size: int = Field(default=0, ge=0, description="0 = unbounded")
 
 
-class DynamicBatching(_Strict):
+class DynamicBatching(InputModel):
     preferred_batch_sizes: list[int] = Field(default_factory=list)
     max_queue_delay_us: int = Field(default=0, ge=0)
     preserve_ordering: bool = False
@@ -278,7 +275,7 @@ class DynamicBatching(_Strict):
 _CORRID_TYPES = {"TYPE_UINT64", "TYPE_INT64", "TYPE_UINT32", "TYPE_INT32", "TYPE_STRING"}
 
 
-class SequenceControl(_Strict):
+class SequenceControl(InputModel):
     start: str | None = Field(default=None, description="Input tensor for CONTROL_SEQUENCE_START")
     end: str | None = None
     ready: str | None = None
@@ -295,7 +292,7 @@ class SequenceControl(_Strict):
         return v
 
 
-class SequenceBatching(_Strict):
+class SequenceBatching(InputModel):
     strategy: Literal["direct", "oldest"] = "direct"
     max_sequence_idle_us: int = Field(default=1_000_000, ge=1)
     control: SequenceControl = Field(default_factory=SequenceControl)
@@ -318,7 +315,7 @@ class InstanceKind(StrEnum):
         return value
 
 
-class InstanceGroup(_Strict):
+class InstanceGroup(InputModel):
     count: int = Field(default=1, ge=1, le=64)
     kind: Annotated[
         InstanceKind,
@@ -348,7 +345,7 @@ class Precision(StrEnum):
     INT8 = "INT8"
 
 
-class Accelerator(_Strict):
+class Accelerator(InputModel):
     """An ONNX Runtime execution accelerator (Triton `execution_accelerators`)."""
 
     name: Literal["tensorrt", "cuda", "openvino"]
@@ -363,7 +360,7 @@ class Accelerator(_Strict):
         return self
 
 
-class Optimization(_Strict):
+class Optimization(InputModel):
     gpu_accelerators: list[Accelerator] = Field(default_factory=list)
     cpu_accelerators: list[Accelerator] = Field(default_factory=list)
     cuda_graphs: bool = Field(default=False, description="TensorRT: capture CUDA graphs")
@@ -380,7 +377,7 @@ class Optimization(_Strict):
         return self
 
 
-class WarmupInput(_Strict):
+class WarmupInput(InputModel):
     datatype: DType
     dims: list[int]
     source: Literal["zero", "random"] = "zero"
@@ -393,14 +390,14 @@ class WarmupInput(_Strict):
         return v
 
 
-class Warmup(_Strict):
+class Warmup(InputModel):
     name: str = "warmup"
     batch_size: int = Field(default=1, ge=1)
     count: int = Field(default=1, ge=1, le=1000)
     inputs: dict[str, WarmupInput]
 
 
-class EnsembleStep(_Strict):
+class EnsembleStep(InputModel):
     model_name: str
     model_version: int = -1
     input_map: dict[str, str] = Field(description="step input name -> ensemble tensor name")
@@ -412,7 +409,7 @@ class EnsembleStep(_Strict):
         return check_model_name(v)
 
 
-class Artifact(_Strict):
+class Artifact(InputModel):
     """Where the model's files come from: a repository URI or small inline files."""
 
     uri: str | None = Field(
@@ -471,7 +468,7 @@ def decode_file(content: str) -> bytes:
     return content.encode()
 
 
-class FleetPolicy(_Strict):
+class FleetPolicy(InputModel):
     """How the fleet keeps this model: the warm floor, the ceiling, and what it costs."""
 
     min_replicas: int = Field(default=0, ge=0, le=64, description="Warm floor, never evicted")
@@ -496,7 +493,7 @@ class FleetPolicy(_Strict):
         return self
 
 
-class Slo(_Strict):
+class Slo(InputModel):
     """The latency and error objective the autopilot holds this model to (gateway-measured)."""
 
     p95_ms: float | None = Field(
@@ -521,7 +518,7 @@ class Slo(_Strict):
         return self
 
 
-class Admission(_Strict):
+class Admission(InputModel):
     """How many requests the gateway lets in flight to this model before a fast 429."""
 
     max_inflight: int | Literal["auto"] | None = Field(
@@ -544,7 +541,7 @@ class ScalingPolicy(StrEnum):
     STATIC = "static"  # only the warm floor and explicit demand (ensure); no load-driven scaling
 
 
-class BatchingBounds(_Strict):
+class BatchingBounds(InputModel):
     """The range the autopilot may move `dynamic_batching.max_queue_delay_us` within."""
 
     min_queue_delay_us: int = Field(default=0, ge=0, le=10_000_000)
@@ -560,7 +557,7 @@ class BatchingBounds(_Strict):
         return self
 
 
-class Autoscaling(_Strict):
+class Autoscaling(InputModel):
     """How the fleet follows this model's load between `min_replicas` and `max_replicas`."""
 
     policy: ScalingPolicy = Field(default=ScalingPolicy.SLO)
@@ -591,7 +588,7 @@ class Autoscaling(_Strict):
     )
 
 
-class ModelSpec(_Strict):
+class ModelSpec(InputModel):
     """One model as the user registers it."""
 
     name: ModelName

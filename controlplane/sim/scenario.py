@@ -15,15 +15,12 @@ from controlplane.spec import BatchingBounds, InputModel
 MIB = 1 << 20
 
 
-_Strict = InputModel  # unknown fields refused; no `true` where a number goes
-
-
-class Failure(_Strict):
+class Failure(InputModel):
     server: int = Field(ge=0, description="Index of the server (0-based) that fails.")
     at_s: float = Field(ge=0, description="Simulated time of the failure.")
 
 
-class FleetSpec(_Strict):
+class FleetSpec(InputModel):
     servers: int = Field(default=3, ge=1, le=100_000, description="Triton servers (one per GPU).")
     memory_mib: int = Field(
         default=16_384, ge=1, description="Model memory per server (GPU memory)."
@@ -62,7 +59,7 @@ class FleetSpec(_Strict):
     )
 
 
-class ModelGroup(_Strict):
+class ModelGroup(InputModel):
     """One model, or `count` alike models named `name-0` … `name-(count-1)`."""
 
     name: str = Field(min_length=1, max_length=200, description="Model name (prefix if count>1).")
@@ -123,12 +120,12 @@ class ModelGroup(_Strict):
         return self
 
 
-class Step(_Strict):
+class Step(InputModel):
     at_s: float = Field(ge=0, description="From this time on ...")
     factor: float = Field(ge=0, description="... the arrival rate is multiplied by this.")
 
 
-class WorkloadSpec(_Strict):
+class WorkloadSpec(InputModel):
     kind: Literal["poisson", "mmpp", "diurnal", "trace"] = Field(
         default="poisson", description="Arrival process (trace: replay `trace` file)."
     )
@@ -171,7 +168,7 @@ class WorkloadSpec(_Strict):
         return self
 
 
-class GatewaySpec(_Strict):
+class GatewaySpec(InputModel):
     routing: Literal["hot-cold", "least-request", "round-robin"] = Field(
         default="hot-cold", description="Replica choice policy (controlplane.routing)."
     )
@@ -186,7 +183,7 @@ class GatewaySpec(_Strict):
     )
 
 
-class ReconcilerSpec(_Strict):
+class ReconcilerSpec(InputModel):
     interval_s: float = Field(default=1.0, gt=0, description="Tick interval.")
     tick_cost_s: float = Field(
         default=0.0, ge=0, description="A woken tick starts this long after the wake (plan time)."
@@ -205,7 +202,7 @@ class ReconcilerSpec(_Strict):
     )
 
 
-class PolicySpec(_Strict):
+class PolicySpec(InputModel):
     autoscale: Literal["slo", "target-inflight", "static"] = Field(
         default="slo", description="controlplane.autoscale policy for every model."
     )
@@ -231,11 +228,11 @@ class PolicySpec(_Strict):
     panic_window_s: float = Field(default=5.0, gt=0, description="Autopilot panic window.")
 
 
-class ReportSpec(_Strict):
+class ReportSpec(InputModel):
     interval_s: float = Field(default=60.0, gt=0, description="Width of one time-series bucket.")
 
 
-class Scenario(_Strict):
+class Scenario(InputModel):
     name: str = Field(default="scenario", description="Shown in reports.")
     seed: int = Field(default=1, description="Seed of every random stream.")
     duration_s: float = Field(
